@@ -1,0 +1,54 @@
+"""Packaging for pad-jax: Program-aided Distillation on JAX/t5x.
+
+t5x (and its airio / jestimator needs) are GitHub-only and are installed by
+`make setup` from a wheel directory, or from GitHub (see README).
+"""
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax[cpu]==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "seqio==0.0.20",
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "gin-config==0.5.0",
+    "clu==0.0.12",
+    "absl-py",
+    "openai",
+    "tokenizers",
+    "tensorboard",
+    "tqdm",
+    "matplotlib",
+    "numpy",
+    # What t5x / airio / jestimator import (they are installed --no-deps).
+    "grain",
+    "chex",
+    "fiddle",
+    "jaxtyping",
+    "cached_property",
+]
+
+EXTRAS = {
+    "test": [
+        "pytest",
+        "pytest-timeout",
+        "transformers",
+        "safetensors",
+        "torch==2.13.0",
+    ],
+}
+
+setuptools.setup(
+    name="pad-jax",
+    version="0.1.0",
+    description="Program-aided Distillation (PaD) of math reasoning into small T5 students, on JAX/t5x.",
+    packages=setuptools.find_packages(include=["pad_jax", "pad_jax.*", "tasks", "tasks.*"]),
+    package_data={"pad_jax": ["teacher/prompts/*.txt"]},
+    python_requires=">=3.11,<3.12",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    license="Apache-2.0",
+)

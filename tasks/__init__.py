@@ -1,0 +1,1 @@
+"""seqio task registrations for pad-jax (importing this registers every task)."""
