@@ -1,0 +1,1 @@
+"""Benchmarks run with `python -m pad_jax.bench <name> [flags]` (see __main__)."""
