@@ -134,7 +134,7 @@ class CodeT5Vocabulary(seqio.Vocabulary):
       extra_ids: number of sentinel ids `<extra_id_N>` appended after the BPE
         tokens (CodeT5: 100; trained student vocabularies: usually 0).
 
-    Raises:
+    Raises (on first use, not here, so that `import tasks` never reads files):
       FileNotFoundError: a vocabulary file is missing.
       ValueError: the files are malformed or do not put `<pad>`, `<s>`,
         `</s>`, `<unk>`, `<mask>` at ids 0..4.
@@ -143,19 +143,20 @@ class CodeT5Vocabulary(seqio.Vocabulary):
     self._vocab_dir = pathlib.Path(vocab_dir or default_vocab_dir()).resolve()
     self._vocab_file = self._vocab_dir / "vocab.json"
     self._merges_file = self._vocab_dir / "merges.txt"
+
+  @functools.cached_property
+  def _files(self) -> tuple[dict[str, Any], str, int]:
+    """Validates the files once: (config, sha256 of files + config, BPE size)."""
     for path in (self._vocab_file, self._merges_file):
       if not path.is_file():
-        raise FileNotFoundError(f"{path}: vocabulary file not found")
-    self._config = _read_config(self._vocab_dir)
-    self._fingerprint, self._base_size = self._inspect_files()
-
-  def _inspect_files(self) -> tuple[str, int]:
-    """Returns (sha256 of the files + config, number of BPE entries)."""
+        raise FileNotFoundError(f"{path}: vocabulary file not found (set "
+                                "PAD_DATA_DIR or pass vocab_dir)")
+    config = _read_config(self._vocab_dir)
     digest = hashlib.sha256()
     vocab_bytes = self._vocab_file.read_bytes()
     digest.update(vocab_bytes)
     digest.update(self._merges_file.read_bytes())
-    digest.update(json.dumps(self._config, sort_keys=True).encode())
+    digest.update(json.dumps(config, sort_keys=True).encode())
     try:
       vocab = json.loads(vocab_bytes)
     except json.JSONDecodeError as e:
@@ -168,7 +169,7 @@ class CodeT5Vocabulary(seqio.Vocabulary):
             f" got {vocab.get(token)!r}")
     if sorted(vocab.values()) != list(range(len(vocab))):
       raise ValueError(f"{self._vocab_file}:1: ids are not 0..{len(vocab) - 1}")
-    return digest.hexdigest(), len(vocab)
+    return config, digest.hexdigest(), len(vocab)
 
   # ---------------------------------------------------------------- tokenizer
 
@@ -178,7 +179,7 @@ class CodeT5Vocabulary(seqio.Vocabulary):
 
   @property
   def split_digits(self) -> bool:
-    return self._config["split_digits"]
+    return self._files[0]["split_digits"]
 
   @property
   def sentinels(self) -> list[str]:
@@ -217,7 +218,7 @@ class CodeT5Vocabulary(seqio.Vocabulary):
 
   @property
   def _base_vocab_size(self) -> int:
-    return self._base_size
+    return self._files[2]
 
   def _encode(self, s: str) -> list[int]:
     return self.tokenizer.encode(s, add_special_tokens=False).ids
@@ -278,7 +279,7 @@ class CodeT5Vocabulary(seqio.Vocabulary):
   # ------------------------------------------- identity, pickling, printing
 
   def _key(self) -> tuple[str, int]:
-    return (self._fingerprint, self.extra_ids)
+    return (self._files[1], self.extra_ids)
 
   def __eq__(self, other: Any) -> bool:
     if not isinstance(other, CodeT5Vocabulary):
@@ -295,9 +296,14 @@ class CodeT5Vocabulary(seqio.Vocabulary):
     self.__init__(state["vocab_dir"], state["extra_ids"])
 
   def __repr__(self) -> str:
-    return (f"CodeT5Vocabulary(vocab_dir={str(self._vocab_dir)!r}, "
-            f"extra_ids={self.extra_ids}, vocab_size={self.vocab_size}, "
-            f"split_digits={self.split_digits}, sha256={self._fingerprint[:12]})")
+    text = (f"CodeT5Vocabulary(vocab_dir={str(self._vocab_dir)!r}, "
+            f"extra_ids={self.extra_ids}")
+    try:
+      text += (f", vocab_size={self.vocab_size}, split_digits="
+               f"{self.split_digits}, sha256={self._files[1][:12]}")
+    except (OSError, ValueError):
+      text += ", files unreadable"
+    return text + ")"
 
   __str__ = __repr__
 

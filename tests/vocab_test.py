@@ -125,18 +125,21 @@ def test_identity_pickle_and_gin(codet5, tmp_path):
 
 
 def test_bad_vocab_dirs(tmp_path):
+  # Construction reads nothing (so `import tasks` never fails); use does.
+  missing = vocab_lib.CodeT5Vocabulary(str(tmp_path / "missing"))
+  assert "files unreadable" in repr(missing)
   with pytest.raises(FileNotFoundError, match="vocab.json"):
-    vocab_lib.CodeT5Vocabulary(str(tmp_path))
+    _ = vocab_lib.CodeT5Vocabulary(str(tmp_path)).vocab_size
   (tmp_path / "vocab.json").write_text('{"a": 0}', encoding="utf-8")
   (tmp_path / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
   with pytest.raises(ValueError, match="'<pad>': expected id 0"):
-    vocab_lib.CodeT5Vocabulary(str(tmp_path))
+    _ = vocab_lib.CodeT5Vocabulary(str(tmp_path)).vocab_size
   (tmp_path / "vocab.json").write_text("{oops", encoding="utf-8")
   with pytest.raises(ValueError, match="vocab.json:1: invalid JSON"):
-    vocab_lib.CodeT5Vocabulary(str(tmp_path))
+    _ = vocab_lib.CodeT5Vocabulary(str(tmp_path)).vocab_size
   (tmp_path / "pad_vocab.json").write_text('{"split_digit": true}', "utf-8")
   with pytest.raises(ValueError, match="field 'split_digit': unknown key"):
-    vocab_lib.CodeT5Vocabulary(str(tmp_path))
+    _ = vocab_lib.CodeT5Vocabulary(str(tmp_path)).vocab_size
 
 
 @pytest.mark.parametrize("split_digits", [False, True])
