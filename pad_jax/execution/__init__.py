@@ -1,0 +1,14 @@
+"""Sandboxed, batched execution of model-written programs.
+
+Public API: `Executor`, `ExecResult`, `STATUSES`, `MODES`,
+`DEFAULT_ALLOWED_MODULES`. See `executor.py` (the pool) and `worker.py`
+(the sandbox) and docs/security.md (what is protected).
+"""
+
+from pad_jax.execution.executor import (DEFAULT_ALLOWED_MODULES,
+                                        ISOLATION_LEVELS, MODES, STATUSES,
+                                        ExecResult, Executor, ExecutorError,
+                                        isolation_level)
+
+__all__ = ["DEFAULT_ALLOWED_MODULES", "ISOLATION_LEVELS", "MODES", "STATUSES",
+           "ExecResult", "Executor", "ExecutorError", "isolation_level"]

@@ -1,0 +1,398 @@
+"""A pool of sandbox workers that executes untrusted programs.
+
+    with Executor(workers=2, timeout_s=2.0) as executor:
+      results = executor.run(programs)          # list, input order
+      for result in executor.imap(stream): ...  # iterator, input order
+
+Each worker is a fresh `python -I -S` interpreter started by exec (never a
+fork of this process, which may be running JAX threads) with an empty
+environment; see `worker.py` for what happens inside. This module only
+schedules batches over pipes and parses one small JSON line per program: it
+never unpickles or evaluates anything a program produced.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import math
+import os
+import pathlib
+import selectors
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+STATUSES = ("ok", "syntax_error", "runtime_error", "timeout", "memory_error",
+            "no_solution", "bad_return", "crashed", "forbidden_import")
+MODES = ("return", "print")
+ISOLATION_LEVELS = ("auto", "full", "userns", "uid", "basic")
+
+# What a program may import. Everything here is pre-imported by the workers,
+# so an import costs nothing at run time.
+DEFAULT_ALLOWED_MODULES = (
+    "math", "cmath", "fractions", "decimal", "numbers", "itertools",
+    "functools", "operator", "collections", "statistics", "datetime",
+    "calendar", "time", "re", "string", "random", "heapq", "bisect", "copy",
+    "typing", "dataclasses", "enum",
+)
+
+_WORKER_SCRIPT = pathlib.Path(__file__).with_name("worker.py")
+_ANSWERS_MODULE = pathlib.Path(__file__).resolve().parents[1] / "answers.py"
+_START_TIMEOUT_S = 60.0
+
+_LEVEL_CONFIG = {
+    "full": dict(namespaces=True, userns=False, uid_drop=True),
+    "userns": dict(namespaces=True, userns=True, uid_drop=False),
+    "uid": dict(namespaces=False, userns=False, uid_drop=True),
+    "basic": dict(namespaces=False, userns=False, uid_drop=False),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecResult:
+  """The outcome of one program.
+
+  Attributes:
+    status: one of `STATUSES`.
+    value: the program's answer as a plain number (int or float), or None
+      unless `status == "ok"`.
+    error: a short message naming the failing line, or None.
+    seconds: wall-clock seconds the program ran (0.0 if it never started).
+  """
+  status: str
+  value: Optional[float]
+  error: Optional[str]
+  seconds: float
+
+  @property
+  def ok(self) -> bool:
+    return self.status == "ok"
+
+
+class ExecutorError(RuntimeError):
+  """The executor itself failed (e.g. workers could not start)."""
+
+
+class _WorkerHandle:
+  """The parent's view of one worker process."""
+
+  def __init__(self, proc: subprocess.Popen, hello: dict, leftover: bytes):
+    self.proc = proc
+    self.hello = hello
+    self.fd = proc.stdout.fileno()
+    self.buffer = leftover
+    self.outstanding: collections.deque = collections.deque()  # (index, src)
+    self.last_activity = time.monotonic()
+
+  @property
+  def busy(self) -> bool:
+    return bool(self.outstanding)
+
+  def send(self, batch: list[tuple[int, str]]) -> None:
+    self.outstanding.extend(batch)
+    self.last_activity = time.monotonic()
+    data = json.dumps(batch).encode("utf-8", "surrogatepass") + b"\n"
+    self.proc.stdin.write(data)
+    self.proc.stdin.flush()
+
+  def kill(self) -> None:
+    for stream in (self.proc.stdin, self.proc.stdout):
+      try:
+        stream.close()
+      except OSError:
+        pass
+    if self.proc.poll() is None:
+      self.proc.kill()
+    try:
+      self.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      logging.warning("executor worker %d did not exit", self.proc.pid)
+
+
+class Executor:
+  """Runs untrusted Python programs in a pool of sandboxed workers.
+
+  Args:
+    workers: number of worker processes (default: the usable CPU count).
+    timeout_s: wall-clock limit per program (CPU limit is this + 1 s).
+    memory_mb: address-space limit per program.
+    mode: "return" (the answer is what `solution()` returns; PAL/PaD) or
+      "print" (the answer is the last number the program prints).
+    isolation: "auto" (the strongest available), or the most to attempt:
+      "full" (root: namespaces + per-worker uid), "userns" (namespaces via a
+      user namespace, no uid drop), "uid" (uid drop only), "basic" (rlimits,
+      process groups, no_new_privs, seccomp only). See docs/security.md.
+    max_processes: processes/threads a program may have (RLIMIT_NPROC).
+    file_mb: largest file a program may write (RLIMIT_FSIZE).
+    allowed_modules: top-level modules a program may import.
+    batch_size: programs per worker round trip (default: adaptive, <= 16).
+  """
+
+  def __init__(self,
+               workers: Optional[int] = None,
+               timeout_s: float = 5.0,
+               memory_mb: int = 1024,
+               mode: str = "return",
+               isolation: str = "auto",
+               max_processes: int = 32,
+               file_mb: int = 16,
+               allowed_modules: Sequence[str] = DEFAULT_ALLOWED_MODULES,
+               batch_size: Optional[int] = None):
+    if mode not in MODES:
+      raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if isolation not in ISOLATION_LEVELS:
+      raise ValueError(f"isolation must be one of {ISOLATION_LEVELS}, got {isolation!r}")
+    if timeout_s <= 0 or memory_mb < 64:
+      raise ValueError("timeout_s must be > 0 and memory_mb >= 64")
+    self.num_workers = workers or len(os.sched_getaffinity(0))
+    self.timeout_s = float(timeout_s)
+    self.memory_mb = int(memory_mb)
+    self.mode = mode
+    self.requested_isolation = isolation
+    self.max_processes = int(max_processes)
+    self.file_mb = int(file_mb)
+    self.allowed_modules = tuple(allowed_modules)
+    self.batch_size = batch_size
+    self.features: dict[str, Any] = {}
+    self.isolation: Optional[str] = None
+    self._workers: list[_WorkerHandle] = []
+    self._scratch: Optional[str] = None
+    self._selector: Optional[selectors.DefaultSelector] = None
+
+  # -- lifecycle -------------------------------------------------------------
+
+  def __enter__(self) -> "Executor":
+    self.start()
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  def __del__(self):
+    try:
+      self.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+  def start(self) -> None:
+    """Starts the workers (idempotent)."""
+    if self._workers:
+      return
+    self._scratch = _make_scratch_dir()
+    self._selector = selectors.DefaultSelector()
+    procs = [self._spawn() for _ in range(self.num_workers)]
+    for proc in procs:
+      self._add_worker(proc)
+    self.features = dict(self._workers[0].hello["features"])
+    self.isolation = isolation_level(self.features)
+    log = logging.info
+    if self.requested_isolation not in ("auto", self.isolation):
+      log = logging.warning
+    log("executor: %d workers, isolation=%s (requested %s), features=%s",
+        self.num_workers, self.isolation, self.requested_isolation,
+        ",".join(sorted(k for k, v in self.features.items() if v is True)))
+
+  def close(self) -> None:
+    """Stops all workers and removes their scratch directory."""
+    workers, self._workers = self._workers, []
+    for worker in workers:
+      try:
+        worker.proc.stdin.close()
+      except OSError:
+        pass
+    deadline = time.monotonic() + 5
+    for worker in workers:
+      try:
+        worker.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        pass
+      worker.kill()
+    if self._selector is not None:
+      self._selector.close()
+      self._selector = None
+    if self._scratch:
+      shutil.rmtree(self._scratch, ignore_errors=True)
+      self._scratch = None
+
+  def _config(self) -> dict:
+    level = self.requested_isolation
+    if level == "auto":
+      level = "full" if os.geteuid() == 0 else "userns"
+    return dict(
+        _LEVEL_CONFIG[level],
+        parent_pid=os.getpid(),
+        answers_path=str(_ANSWERS_MODULE),
+        allowed_modules=list(self.allowed_modules),
+        timeout_s=self.timeout_s,
+        memory_mb=self.memory_mb,
+        file_mb=self.file_mb,
+        max_processes=self.max_processes,
+        tmpfs_mb=max(64, 4 * self.file_mb),
+        mode=self.mode,
+        seccomp=True,
+        scratch_dir=self._scratch,
+    )
+
+  def _spawn(self) -> subprocess.Popen:
+    command = [sys.executable, "-I", "-S", "-X", "utf8", str(_WORKER_SCRIPT),
+               json.dumps(self._config())]
+    # No preexec_fn and close_fds: subprocess then uses fork+exec in C (or
+    # vfork/posix_spawn), which is safe in a process running JAX threads.
+    return subprocess.Popen(command, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env={}, close_fds=True,
+                            cwd="/")
+
+  def _add_worker(self, proc: subprocess.Popen) -> _WorkerHandle:
+    hello, leftover = _read_hello(proc)
+    worker = _WorkerHandle(proc, hello, leftover)
+    self._selector.register(worker.fd, selectors.EVENT_READ, worker)
+    self._workers.append(worker)
+    return worker
+
+  def _replace(self, worker: _WorkerHandle) -> None:
+    self._selector.unregister(worker.fd)
+    self._workers.remove(worker)
+    worker.kill()
+    self._add_worker(self._spawn())
+
+  # -- running ---------------------------------------------------------------
+
+  def run(self, programs: Iterable[Optional[str]]) -> list[ExecResult]:
+    """Executes `programs`; returns one ExecResult per program, in order."""
+    return list(self.imap(programs))
+
+  def imap(self, programs: Iterable[Optional[str]]) -> Iterator[ExecResult]:
+    """Like `run`, but streams: consumes `programs` lazily, yields in order."""
+    self.start()
+    source = iter(programs)
+    exhausted = False
+    queue: collections.deque = collections.deque()
+    done: dict[int, ExecResult] = {}
+    window = max(256, 64 * self.num_workers)
+    next_in = next_out = 0
+    while True:
+      while not exhausted and next_in - next_out < window:
+        try:
+          program = next(source)
+        except StopIteration:
+          exhausted = True
+          break
+        if isinstance(program, str) and program.strip():
+          queue.append((next_in, program))
+        else:
+          done[next_in] = ExecResult("no_solution", None, "no program", 0.0)
+        next_in += 1
+      while next_out in done:
+        yield done.pop(next_out)
+        next_out += 1
+      if exhausted and next_out == next_in:
+        return
+      self._dispatch(queue)
+      self._collect(queue, done)
+
+  def _dispatch(self, queue: collections.deque) -> None:
+    idle = [w for w in self._workers if not w.busy]
+    if not queue or not idle:
+      return
+    size = self.batch_size or max(1, min(16, math.ceil(len(queue) / self.num_workers / 2)))
+    for worker in idle:
+      if not queue:
+        break
+      batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+      try:
+        worker.send(batch)
+      except (BrokenPipeError, OSError):
+        self._on_worker_failure(worker, queue, {}, "worker died")
+
+  def _collect(self, queue: collections.deque, done: dict) -> None:
+    if not any(w.busy for w in self._workers):
+      return
+    grace = self.timeout_s + 10.0
+    for key, _ in self._selector.select(timeout=1.0):
+      worker = key.data
+      try:
+        chunk = os.read(worker.fd, 1 << 16)
+      except OSError:
+        chunk = b""
+      if not chunk:
+        self._on_worker_failure(worker, queue, done, "worker died")
+        continue
+      worker.buffer += chunk
+      worker.last_activity = time.monotonic()
+      *lines, worker.buffer = worker.buffer.split(b"\n")
+      for line in lines:
+        index, status, value, error, seconds = json.loads(line)
+        expected, _ = worker.outstanding.popleft()
+        if index != expected:
+          raise ExecutorError(f"worker answered {index}, expected {expected}")
+        done[index] = ExecResult(status, value, error, seconds)
+    now = time.monotonic()
+    for worker in list(self._workers):
+      if worker.busy and now - worker.last_activity > grace:
+        self._on_worker_failure(worker, queue, done, "worker stopped answering")
+
+  def _on_worker_failure(self, worker: _WorkerHandle, queue: collections.deque,
+                         done: dict, reason: str) -> None:
+    """Blames the program in flight, requeues the rest, restarts the worker."""
+    outstanding = list(worker.outstanding)
+    worker.outstanding.clear()
+    if outstanding:
+      index, _ = outstanding[0]
+      seconds = round(time.monotonic() - worker.last_activity, 6)
+      done[index] = ExecResult("crashed", None, reason, seconds)
+      queue.extendleft(reversed(outstanding[1:]))
+    logging.warning("executor: %s (pid %d); restarting it", reason, worker.proc.pid)
+    self._replace(worker)
+
+
+def isolation_level(features: dict) -> str:
+  """The name of the isolation level a worker's `features` amount to."""
+  if features.get("pidns") and features.get("netns") and features.get("uid_drop"):
+    return "full"
+  if features.get("pidns") and features.get("userns"):
+    return "userns"
+  if features.get("uid_drop"):
+    return "uid"
+  return "basic"
+
+
+def _make_scratch_dir() -> str:
+  """A per-executor directory on tmpfs when possible (~80x cheaper than disk)."""
+  base = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
+  path = tempfile.mkdtemp(prefix="pad_exec_", dir=base)
+  os.chmod(path, 0o711)  # workers' uids must reach their own subdirectories
+  return path
+
+
+def _read_hello(proc: subprocess.Popen) -> tuple[dict, bytes]:
+  """Waits for a worker's start-up line; returns it and any bytes after it."""
+  fd = proc.stdout.fileno()
+  deadline = time.monotonic() + _START_TIMEOUT_S
+  data = b""
+  with selectors.DefaultSelector() as selector:
+    selector.register(fd, selectors.EVENT_READ)
+    while b"\n" not in data:
+      left = deadline - time.monotonic()
+      if left <= 0 or not selector.select(timeout=left):
+        proc.kill()
+        raise ExecutorError("executor worker did not start in time")
+      chunk = os.read(fd, 1 << 16)
+      if not chunk:
+        break
+      data += chunk
+  line, _, leftover = data.partition(b"\n")
+  try:
+    hello = json.loads(line)
+  except ValueError:
+    hello = {}
+  if not isinstance(hello, dict) or not hello.get("ready"):
+    proc.kill()
+    raise ExecutorError(f"executor worker failed to start (exit {proc.wait()}); "
+                        "see its traceback on stderr")
+  return hello, leftover
