@@ -201,6 +201,17 @@ def test_changed_file_is_reread(tmp_path):
       1.0, 2.0]
 
 
+def test_unicode_line_separators_inside_strings(tmp_path):
+  # Raw U+2028, U+0085 and form feeds inside JSON strings are not line breaks.
+  question = "Tom has 3\u2028apples\x85and\x0c2 pears. How many?"
+  path = tmp_path / "pal" / "mawpssingleop.jsonl"
+  _write(path, json.dumps({"input": question, "target": 5},
+                          ensure_ascii=False) + "\n" + _PAL_OK + "\n")
+  examples = benchmarks.load("singleop", "test", tmp_path)
+  assert [e.question for e in examples] == [question, "q?"]
+  assert examples[1].source == "pal/mawpssingleop.jsonl:2"
+
+
 # ----------------------------------------------------------------------------
 # Malformed input: every path raises DataError with file, line and field.
 # ----------------------------------------------------------------------------

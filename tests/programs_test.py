@@ -46,7 +46,8 @@ def test_round_trip_with_extra_keys(tmp_path):
       _record(sample=1, prompt_variant="pal-8shot", answer=2.5,
               extra={"verified": True, "exec": {"value": 2.5, "ms": 3},
                      "note": "caf\u00e9 \u2019"}),
-      _record(id="svamp-test-00001", question="Q\twith\ttabs\nand lines",
+      _record(id="svamp-test-00001",
+              question="Q\twith\ttabs\nand lines\u2028and\x85separators",
               program="import math\n\ndef solution(x=2, *, y=3):\n"
                       "\treturn math.sqrt(x * y)\n",
               answer=-1e12, teacher="gold", sample=7),
@@ -54,7 +55,7 @@ def test_round_trip_with_extra_keys(tmp_path):
   path = tmp_path / "sub" / "programs.jsonl"
   assert programs.write_programs(path, records) == 3
   assert programs.read_programs(path) == records
-  rows = [json.loads(line) for line in path.read_text().splitlines()]
+  rows = [json.loads(line) for line in path.read_text().split("\n") if line]
   assert list(rows[1]) == list(programs.REQUIRED_FIELDS) + [
       "verified", "exec", "note"]
   assert rows[1]["exec"] == {"value": 2.5, "ms": 3}
@@ -284,6 +285,8 @@ def test_read_missing_file(tmp_path):
   with pytest.raises(DataError, match="not found") as e:
     programs.read_programs(tmp_path / "nope.jsonl")
   assert e.value.path == str(tmp_path / "nope.jsonl")
+  with pytest.raises(DataError, match="is a directory"):
+    programs.read_programs(tmp_path)
 
 
 def test_read_wrong_file_shape(tmp_path):

@@ -197,7 +197,9 @@ def iter_jsonl(path: os.PathLike | str) -> Iterator[tuple[int, dict[str, Any]]]:
     raise DataError(path, 1, None,
                     "looks like a JSON array; expected JSONL (one JSON object "
                     "per line). Is this the right file?")
-  for number, line in enumerate(text.splitlines(), start=1):
+  # Split on "\n" only: str.splitlines() would also split inside JSON strings
+  # that hold raw U+2028, U+0085, form feeds, ...
+  for number, line in enumerate(text.split("\n"), start=1):
     if not line.strip():
       continue
     yield number, parse_json_object(line, path, number)

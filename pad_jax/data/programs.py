@@ -165,7 +165,9 @@ def read_programs(path: PathLike,
   """
   path = pathlib.Path(path)
   if not path.is_file():
-    raise DataError(path, None, None, "program dataset file not found")
+    raise DataError(path, None, None,
+                    "is a directory, not a program dataset file"
+                    if path.is_dir() else "program dataset file not found")
   text = benchmarks.read_text(path)
   lines = text.split("\n")
   records = []
