@@ -287,6 +287,21 @@ def test_json_array_where_jsonl_expected(tmp_path):
                 path, 1, None, "looks like a JSON array; expected JSONL")
 
 
+def test_json_array_after_blank_lines(tmp_path):
+  path = tmp_path / "pal" / "mawpsmultiarith.jsonl"
+  _write(path, "\n\n" + json.dumps([{"input": "q?", "target": 1}], indent=1))
+  _assert_error(lambda: benchmarks.load("multiarith", "test", tmp_path),
+                path, 3, None, "looks like a JSON array")
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+  path = tmp_path / "pal" / "mawpsaddsub.jsonl"
+  path.parent.mkdir(parents=True)
+  path.write_bytes(b"\xef\xbb\xbf" + _PAL_OK.encode() + b"\n")
+  (example,) = benchmarks.load("addsub", "test", tmp_path)
+  assert example.question == "q?"
+
+
 def test_pretty_printed_object_where_jsonl_expected(tmp_path):
   path = tmp_path / "pal" / "mawpssingleeq.jsonl"
   _write(path, json.dumps({"input": "q?", "target": 1}, indent=2))

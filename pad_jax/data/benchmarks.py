@@ -164,13 +164,14 @@ def _load_cached(benchmark: str, split: str, path: str, relpath: str,
 # ----------------------------------------------------------------------------
 
 
-def read_text(path: pathlib.Path) -> str:
+def read_text(path: os.PathLike | str) -> str:
+  """The file's text (UTF-8, a leading BOM dropped); DataError if unreadable."""
   try:
-    data = path.read_bytes()
+    data = pathlib.Path(path).read_bytes()
   except OSError as e:
     raise DataError(path, None, None, f"cannot read file: {e}") from e
   try:
-    return data.decode("utf-8")
+    return data.decode("utf-8-sig")
   except UnicodeDecodeError as e:
     line = data[:e.start].count(b"\n") + 1
     raise DataError(path, line, None,
@@ -194,7 +195,8 @@ def iter_jsonl(path: os.PathLike | str) -> Iterator[tuple[int, dict[str, Any]]]:
   path = pathlib.Path(path)
   text = read_text(path)
   if text.lstrip().startswith("[") and not _first_line_is_json(text):
-    raise DataError(path, 1, None,
+    start = len(text) - len(text.lstrip())
+    raise DataError(path, text.count("\n", 0, start) + 1, None,
                     "looks like a JSON array; expected JSONL (one JSON object "
                     "per line). Is this the right file?")
   # Split on "\n" only: str.splitlines() would also split inside JSON strings
