@@ -184,6 +184,33 @@ def test_torn_tail_read_and_repair(tmp_path):
   assert [r.sample for r in programs.read_programs(path)] == [0, 1, 2]
 
 
+def test_torn_tail_inside_a_multibyte_character(tmp_path):
+  path = tmp_path / "p.jsonl"
+  programs.write_programs(path, [_record()])
+  line = json.dumps(_record(question="caf\u00e9 \u2019 ok").to_json(),
+                    ensure_ascii=False).encode()
+  cut = line.index("\u2019".encode()) + 1  # Inside the 3-byte character.
+  with open(path, "ab") as f:
+    f.write(line[:cut])
+  with pytest.raises(DataError, match="torn last line") as e:
+    programs.read_programs(path)
+  assert e.value.line == 2
+  assert len(programs.read_programs(path, allow_torn_tail=True)) == 1
+  with programs.ProgramWriter(path) as writer:
+    assert writer.repaired_bytes == cut
+  assert len(programs.read_programs(path)) == 1
+
+
+def test_complete_last_line_with_bad_bytes_is_not_torn(tmp_path):
+  path = tmp_path / "p.jsonl"
+  line = json.dumps(_row(question="caf\u00e9"), ensure_ascii=False).encode()
+  path.write_bytes(line + b"\n" + line.replace("\u00e9".encode(), b"\xe9"))
+  for allow in (False, True):
+    with pytest.raises(DataError, match="not UTF-8") as e:
+      programs.read_programs(path, allow_torn_tail=allow)
+    assert e.value.line == 2
+
+
 def test_complete_last_line_without_newline(tmp_path):
   path = tmp_path / "p.jsonl"
   path.write_text(json.dumps(_row()) + "\n" + json.dumps(_row(sample=1)))

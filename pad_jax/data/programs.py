@@ -118,11 +118,15 @@ def check_program(program: str) -> Optional[str]:
 def record_from_json(row: dict[str, Any], path: PathLike,
                      line: int) -> ProgramRecord:
   """Validates one parsed JSONL row; DataError names `path:line` and field."""
-  answer = benchmarks.get_number(row, "answer", path, line)
+  # Checked in the order of REQUIRED_FIELDS, so the first bad field is named.
+  record_id = benchmarks.get_text(row, "id", path, line)
+  question = benchmarks.get_text(row, "question", path, line)
   program = benchmarks.get_text(row, "program", path, line)
   reason = check_program(program)
   if reason is not None:
     raise DataError(path, line, "program", reason)
+  answer = benchmarks.get_number(row, "answer", path, line)
+  teacher = benchmarks.get_text(row, "teacher", path, line)
   if "prompt_variant" not in row:
     raise DataError(path, line, "prompt_variant", "missing field")
   variant = row["prompt_variant"]
@@ -137,13 +141,8 @@ def record_from_json(row: dict[str, Any], path: PathLike,
     raise DataError(path, line, "sample",
                     f"expected an integer >= 0, got {json.dumps(sample)[:40]}")
   return ProgramRecord(
-      id=benchmarks.get_text(row, "id", path, line),
-      question=benchmarks.get_text(row, "question", path, line),
-      program=program,
-      answer=answer,
-      teacher=benchmarks.get_text(row, "teacher", path, line),
-      prompt_variant=variant,
-      sample=sample,
+      id=record_id, question=question, program=program, answer=answer,
+      teacher=teacher, prompt_variant=variant, sample=sample,
       extra={k: v for k, v in row.items() if k not in REQUIRED_FIELDS})
 
 
@@ -168,8 +167,7 @@ def read_programs(path: PathLike,
     raise DataError(path, None, None,
                     "is a directory, not a program dataset file"
                     if path.is_dir() else "program dataset file not found")
-  text = benchmarks.read_text(path)
-  lines = text.split("\n")
+  lines = _read_lines(path)
   records = []
   for number, line in enumerate(lines, start=1):
     if not line.strip():
@@ -187,6 +185,35 @@ def read_programs(path: PathLike,
     row = benchmarks.parse_json_object(line, path, number)
     records.append(record_from_json(row, path, number))
   return records
+
+
+def _read_lines(path: pathlib.Path) -> list[str]:
+  """The file's lines; the last one is the text after the final newline.
+
+  Invalid UTF-8 is an error, except in an unfinished last line: a killed
+  writer can stop inside a multi-byte character, so that line is decoded with
+  replacement characters and then fails to parse as a torn line.
+  """
+  try:
+    data = path.read_bytes()
+  except OSError as e:
+    raise DataError(path, None, None, f"cannot read file: {e}") from e
+  cut = data.rfind(b"\n") + 1  # Start of the unfinished last line.
+  body, tail = data[:cut], data[cut:]
+  not_utf8 = "not UTF-8 text; is this the right file?"
+  try:
+    text = body.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    raise DataError(path, body[:e.start].count(b"\n") + 1, None,
+                    not_utf8) from e
+  encoding = "utf-8" if body else "utf-8-sig"
+  try:
+    tail_text = tail.decode(encoding)
+  except UnicodeDecodeError as e:
+    tail_text = tail.decode(encoding, errors="replace")
+    if _parses(tail_text):  # Complete JSON with bad bytes: not a torn write.
+      raise DataError(path, body.count(b"\n") + 1, None, not_utf8) from e
+  return (text + tail_text).split("\n")
 
 
 def _parses(line: str) -> bool:
