@@ -1,4 +1,4 @@
-"""Tests for pad_jax.data.benchmarks: the shared benchmarks and every error path."""
+"""Tests for pad_jax.data.benchmarks: the shared data and every error path."""
 
 import json
 import os
@@ -29,9 +29,9 @@ EXPECTED_COUNTS = {
 
 
 def test_benchmarks_table_matches_expected_splits():
-  assert set(EXPECTED_COUNTS) == {(name, split)
-                                  for name, splits in benchmarks.BENCHMARKS.items()
-                                  for split in splits}
+  assert set(EXPECTED_COUNTS) == {
+      (name, split) for name, splits in benchmarks.BENCHMARKS.items()
+      for split in splits}
 
 
 @pytest.mark.parametrize("benchmark,split", sorted(EXPECTED_COUNTS))

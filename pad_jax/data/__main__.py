@@ -11,8 +11,8 @@ Usage:
       Check a program-dataset JSONL file and summarise it.
 
 The benchmark data directory is --data_dir, else $PAD_DATA_DIR, else
-<repo>/../shared/data. Bad input exits with status 1 (a wrong command line with 2) and one line naming the
-file, line and field.
+<repo>/../shared/data. Bad input prints one line naming the file, line and
+field, and exits with status 1 (a wrong command line: status 2).
 """
 
 from __future__ import annotations
