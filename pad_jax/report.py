@@ -1,0 +1,331 @@
+"""The run report: `RUN_DIR/report.json`, `RUN_DIR/report.md` and PNG plots.
+
+Built only from the files the earlier stages wrote (their completion
+markers, `verify/report.json`, `train/curves.json`, `score/*.jsonl`), so it
+can be redrawn at any time: `python -m pad_jax.report --run_dir=DIR`.
+
+`report.json` keys (always present when the stage ran):
+
+* `<eval_set>_accuracy`, `<eval_set>_runnable_rate` for every scored set
+  (`synthetic_accuracy`, `gsm8k_accuracy`, `gsm8k_runnable_rate`, ...);
+* `teacher_programs_kept` (programs the teacher produced that passed
+  verification), `programs_kept_by_source`;
+* `stage_wall_s` (`{stage: seconds}`), `total_wall_s`;
+* `student_status_counts` (`{eval_set: {status: n}}`),
+  `teacher_status_counts`, `teacher_pass_rate_by_variant`;
+* `train` (steps, final metrics), `curves` (tags of `train/curves.json`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+from typing import Any, Mapping, Optional, Sequence
+
+from absl import app
+from absl import flags
+import gin
+
+from pad_jax import run_dir as run_dir_lib
+
+PLOTS_DIR = "report"
+_EXAMPLES_SHOWN = 3
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+  """Attributes: title: the report's heading."""
+
+  title: str = "pad-jax run"
+
+
+# ---------------------------------------------------------------------------
+# Collecting the numbers.
+# ---------------------------------------------------------------------------
+
+
+def _maybe_json(path: pathlib.Path) -> Any:
+  return run_dir_lib.read_json(path) if path.exists() else None
+
+
+def _teacher_report(verify_report: Mapping[str, Any]) -> dict[str, Any]:
+  """The teacher's part of `verify/report.json`, whatever source name it has."""
+  sources = dict(verify_report.get("sources", {}))
+  return sources.get("teacher", {})
+
+
+def _pass_rate_by_variant(source_report: Mapping[str, Any]) -> dict[str, float]:
+  for key in ("pass_rate_by_variant", "pass_rate_per_variant", "per_variant_pass_rate"):
+    value = source_report.get(key)
+    if isinstance(value, Mapping):
+      return {str(k): float(v if not isinstance(v, Mapping) else v.get("pass_rate", 0.0))
+              for k, v in value.items()}
+  per_variant = source_report.get("per_variant") or source_report.get("variants")
+  if isinstance(per_variant, Mapping):
+    return {str(k): float(v.get("pass_rate", 0.0)) for k, v in per_variant.items()
+            if isinstance(v, Mapping)}
+  return {}
+
+
+def _status_counts(source_report: Mapping[str, Any]) -> dict[str, int]:
+  for key in ("status_counts", "execution_status_counts", "statuses"):
+    value = source_report.get(key)
+    if isinstance(value, Mapping):
+      return {str(k): int(v) for k, v in value.items()}
+  return {}
+
+
+def collect(run: run_dir_lib.RunDir) -> dict[str, Any]:
+  """Builds the content of `report.json` from the stage outputs."""
+  report: dict[str, Any] = {"run_dir": str(run.root)}
+  markers = {stage: run.marker(stage) for stage in
+             ("synthesize", "verify", "train", "decode", "score")}
+  report["stage_wall_s"] = {s: m["wall_s"] for s, m in markers.items() if m}
+  report["total_wall_s"] = round(sum(report["stage_wall_s"].values()), 1)
+  report["configs"] = {s: m["config"] for s, m in markers.items() if m}
+
+  verify_report = _maybe_json(run.stage_dir("verify") / "report.json") or {}
+  if verify_report:
+    teacher = _teacher_report(verify_report)
+    kept_by_source = verify_report.get("kept_by_source", {})
+    report["programs_kept_by_source"] = kept_by_source
+    report["programs_kept"] = verify_report.get("kept")
+    report["teacher_programs_kept"] = sum(v for k, v in kept_by_source.items() if k != "synthetic")
+    report["teacher_pass_rate"] = teacher.get("pass_rate")
+    report["teacher_status_counts"] = _status_counts(teacher)
+    report["teacher_pass_rate_by_variant"] = {
+        name: _pass_rate_by_variant(src) for name, src in verify_report.get("sources", {}).items()}
+
+  score_summary = _maybe_json(run.stage_dir("score") / "summary.json") or {}
+  report["student_status_counts"] = {}
+  for name, summary in score_summary.items():
+    report[f"{name}_accuracy"] = summary["accuracy"]
+    report[f"{name}_runnable_rate"] = summary["runnable_rate"]
+    report[f"{name}_n"] = summary["n"]
+    report["student_status_counts"][name] = summary["status_counts"]
+
+  if markers["train"]:
+    train = markers["train"]["summary"]
+    report["train"] = {k: train.get(k) for k in ("step", "examples", "questions", "final_metrics",
+                                                 "checkpoint_dir")}
+  curves = _maybe_json(run.stage_dir("train") / "curves.json") or {}
+  report["curves"] = sorted(curves)
+  return report
+
+
+# ---------------------------------------------------------------------------
+# Plots.
+# ---------------------------------------------------------------------------
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def _select(curves: Mapping[str, Sequence], metric: str) -> dict[str, Sequence]:
+  """Curves whose tag ends with `/metric` (e.g. loss), by collection."""
+  return {tag[:-len(metric) - 1]: points for tag, points in curves.items()
+          if tag.endswith("/" + metric) and points}
+
+
+def plot_curves(curves: Mapping[str, Sequence], metrics: Sequence[str], ylabel: str,
+                path: pathlib.Path) -> Optional[str]:
+  """Line plot of every curve whose tag ends with one of `metrics`."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.4, 4))
+  drawn = 0
+  for metric in metrics:
+    for collection, points in sorted(_select(curves, metric).items()):
+      steps, values = zip(*points)
+      ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3,
+              label=f"{collection} {metric}")
+      drawn += 1
+  if not drawn:
+    plt.close(fig)
+    return None
+  ax.set_xlabel("step")
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path.name
+
+
+def plot_status(counts: Mapping[str, Mapping[str, int]], title: str,
+                path: pathlib.Path) -> Optional[str]:
+  """Stacked horizontal bars: share of each execution status per group."""
+  if not counts:
+    return None
+  plt = _pyplot()
+  statuses = sorted({s for c in counts.values() for s in c},
+                    key=lambda s: (s != "ok", s))
+  groups = list(counts)
+  fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.6 * len(groups)))
+  left = [0.0] * len(groups)
+  for status in statuses:
+    shares = [counts[g].get(status, 0) / max(1, sum(counts[g].values())) for g in groups]
+    ax.barh(groups, shares, left=left, label=status)
+    left = [a + b for a, b in zip(left, shares)]
+  ax.set_xlim(0, 1)
+  ax.set_xlabel("share of programs")
+  ax.set_title(title, fontsize=10)
+  ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+  fig.tight_layout()
+  fig.savefig(path, dpi=100, bbox_inches="tight")
+  plt.close(fig)
+  return path.name
+
+
+def plot_pass_rate(by_source: Mapping[str, Mapping[str, float]], path: pathlib.Path) -> Optional[str]:
+  """Bars: teacher pass rate per prompt variant (one panel per source)."""
+  by_source = {k: v for k, v in by_source.items() if v}
+  if not by_source:
+    return None
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(by_source), figsize=(6.4 * len(by_source), 4), squeeze=False)
+  for ax, (source, rates) in zip(axes[0], sorted(by_source.items())):
+    names = list(rates)
+    ax.bar(range(len(names)), [rates[n] for n in names])
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("pass rate")
+    ax.set_title(f"{source}: pass rate per prompt variant", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path.name
+
+
+# ---------------------------------------------------------------------------
+# Markdown.
+# ---------------------------------------------------------------------------
+
+
+def _pct(value: Any) -> str:
+  return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "n/a"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return lines + [""]
+
+
+def _examples(run: run_dir_lib.RunDir, name: str) -> list[str]:
+  path = run.stage_dir("score") / f"{name}.jsonl"
+  inputs = run.stage_dir("decode") / f"{name}.inputs.jsonl"
+  if not path.exists() or not inputs.exists():
+    return []
+  with open(inputs) as f:
+    questions = {r["id"]: r["question"] for r in map(json.loads, f)}
+  with open(path) as f:
+    rows = [json.loads(line) for line in f]
+  lines = []
+  for correct in (True, False):
+    chosen = [r for r in rows if r["correct"] == correct][:_EXAMPLES_SHOWN]
+    for row in chosen:
+      verdict = "correct" if correct else f"wrong ({row['status']}, value {row['value']})"
+      lines += [f"<details><summary>{name} {row['id']}: {verdict}, gold {row['answer']}</summary>",
+                "", f"Question: {questions.get(row['id'], '')}", "", "```python",
+                row["prediction"].rstrip(), "```", "</details>", ""]
+  return lines
+
+
+def markdown(run: run_dir_lib.RunDir, report: Mapping[str, Any], plots: Mapping[str, str],
+             title: str) -> str:
+  lines = [f"# {title}", "", f"Run directory: `{report['run_dir']}`", "", "## Results", ""]
+  sets = list(report.get("student_status_counts", {}))
+  lines += _table(["eval set", "examples", "execution accuracy", "runnable rate"],
+                  [(s, report.get(f"{s}_n"), _pct(report.get(f"{s}_accuracy")),
+                    _pct(report.get(f"{s}_runnable_rate"))) for s in sets])
+  if "programs_kept_by_source" in report:
+    lines += [f"Training programs kept after verification: {report.get('programs_kept')} "
+              f"({', '.join(f'{k}: {v}' for k, v in report['programs_kept_by_source'].items())}); "
+              f"teacher programs kept: {report.get('teacher_programs_kept')}, teacher pass rate "
+              f"{_pct(report.get('teacher_pass_rate'))}.", ""]
+  train = report.get("train") or {}
+  if train:
+    final = train.get("final_metrics") or {}
+    shown = {k: v for k, v in final.items() if k.endswith(("/loss", "/accuracy"))}
+    lines += [f"Student trained for {train.get('step')} steps; final "
+              + ", ".join(f"{k} = {v:.4g}" for k, v in sorted(shown.items())) + ".", ""]
+  lines += ["## Wall time per stage", ""]
+  lines += _table(["stage", "seconds"], [(k, f"{v:.1f}") for k, v in report["stage_wall_s"].items()]
+                  + [("total", f"{report['total_wall_s']:.1f}")])
+  captions = {"loss": "Training and validation loss", "accuracy": "Accuracy vs step",
+              "student_status": "Execution status of the student's predictions",
+              "teacher_pass_rate": "Teacher pass rate per prompt variant",
+              "teacher_status": "Execution status of the teacher's programs"}
+  if plots:
+    lines += ["## Plots", ""]
+    for key, name in plots.items():
+      lines += [f"### {captions.get(key, key)}", "", f"![{captions.get(key, key)}]({PLOTS_DIR}/{name})", ""]
+  for name, counts in report.get("student_status_counts", {}).items():
+    lines += [f"## Status breakdown: {name}", ""]
+    n = max(1, sum(counts.values()))
+    lines += _table(["status", "count", "share"],
+                    [(s, c, _pct(c / n)) for s, c in sorted(counts.items(), key=lambda x: -x[1])])
+  examples = [line for name in sets for line in _examples(run, name)]
+  if examples:
+    lines += ["## Example predictions", ""] + examples
+  return "\n".join(lines) + "\n"
+
+
+def write_report(run: run_dir_lib.RunDir, cfg: ReportConfig) -> dict[str, Any]:
+  """Writes report.json, report.md and the plots; returns the headline numbers."""
+  report = collect(run)
+  plots_dir = run.root / PLOTS_DIR
+  plots_dir.mkdir(parents=True, exist_ok=True)
+  curves = _maybe_json(run.stage_dir("train") / "curves.json") or {}
+  drawn = {
+      "loss": plot_curves(curves, ["loss_per_nonpadding_target_token"], "loss per target token",
+                          plots_dir / "loss.png"),
+      "accuracy": plot_curves(curves, ["accuracy", "execution_accuracy", "runnable_rate"],
+                              "accuracy", plots_dir / "accuracy.png"),
+      "student_status": plot_status(report.get("student_status_counts", {}),
+                                    "student predictions", plots_dir / "student_status.png"),
+      "teacher_pass_rate": plot_pass_rate(report.get("teacher_pass_rate_by_variant", {}),
+                                          plots_dir / "teacher_pass_rate.png"),
+      "teacher_status": plot_status({"teacher": report["teacher_status_counts"]}
+                                    if report.get("teacher_status_counts") else {},
+                                    "teacher programs", plots_dir / "teacher_status.png"),
+  }
+  plots = {k: v for k, v in drawn.items() if v}
+  report["plots"] = {k: f"{PLOTS_DIR}/{v}" for k, v in plots.items()}
+  run_dir_lib.atomic_write_json(run.root / "report.json", report)
+  run_dir_lib.atomic_write_text(run.root / "report.md", markdown(run, report, plots, cfg.title))
+  headline = {k: v for k, v in report.items() if k.endswith(("_accuracy", "_runnable_rate"))}
+  headline["teacher_programs_kept"] = report.get("teacher_programs_kept")
+  headline["plots"] = sorted(plots)
+  return headline
+
+
+def main(argv: Sequence[str]) -> int:
+  """`python -m pad_jax.report --run_dir=DIR`: redraws a run's report."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  run_dir = flags.FLAGS.run_dir
+  if not run_dir or not os.path.isdir(run_dir):
+    print(f"pad_jax.report: --run_dir: not a directory: {run_dir}", file=sys.stderr)
+    return 2
+  headline = write_report(run_dir_lib.RunDir(run_dir), ReportConfig(title=flags.FLAGS.title))
+  print(json.dumps(headline, indent=2, sort_keys=True))
+  return 0
+
+
+if __name__ == "__main__":
+  # Flags are defined here, not at import, so that importing the module (the
+  # pipeline does) adds no flags to another program.
+  flags.DEFINE_string("run_dir", None, "A pipeline run directory.")
+  flags.DEFINE_string("title", "pad-jax run", "The report's heading.")
+  app.run(lambda argv: sys.exit(main(argv)))

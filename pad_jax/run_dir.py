@@ -1,0 +1,105 @@
+"""Run directories: one sub-directory per stage, completion markers, atomic writes.
+
+A stage writes everything into `RUN_DIR/<stage>/` and, as its very last act,
+the completion marker `RUN_DIR/<stage>/DONE.json` (written to a temporary file,
+fsync'd and renamed, so a marker either exists whole or not at all). A stage
+whose marker exists is complete and is skipped; a stage directory without a
+marker is an interrupted stage and is run again (each stage resumes its own
+partial work where it can: teacher cache, t5x checkpoints, finished eval sets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+import time
+from typing import Any, Mapping, Optional
+
+MARKER = "DONE.json"
+
+
+def atomic_write_text(path: os.PathLike | str, text: str) -> None:
+  """Writes `text` to `path` so that readers see the old file or the new one."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:
+  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+  if isinstance(obj, (set, frozenset, tuple)):
+    return list(obj)
+  if isinstance(obj, pathlib.Path):
+    return str(obj)
+  if hasattr(obj, "item"):  # numpy scalars
+    return obj.item()
+  raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def read_json(path: os.PathLike | str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+class RunDir:
+  """The directory of one pipeline run."""
+
+  def __init__(self, root: os.PathLike | str):
+    self.root = pathlib.Path(root).absolute()
+
+  def stage_dir(self, stage: str) -> pathlib.Path:
+    return self.root / stage
+
+  def marker_path(self, stage: str) -> pathlib.Path:
+    return self.stage_dir(stage) / MARKER
+
+  def marker(self, stage: str) -> Optional[dict[str, Any]]:
+    """The completion marker of `stage`, or None when it has not finished."""
+    path = self.marker_path(stage)
+    if not path.exists():
+      return None
+    return read_json(path)
+
+  def is_done(self, stage: str) -> bool:
+    return self.marker_path(stage).exists()
+
+  def mark_done(self, stage: str, *, wall_s: float, config: Mapping[str, Any],
+                summary: Mapping[str, Any]) -> dict[str, Any]:
+    marker = {"stage": stage, "wall_s": round(wall_s, 3), "config": dict(config),
+              "summary": dict(summary), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_json(self.marker_path(stage), marker)
+    return marker
+
+  def invalidate(self, stage: str) -> None:
+    """Removes the marker so that `stage` runs again (its outputs are kept)."""
+    try:
+      os.unlink(self.marker_path(stage))
+    except FileNotFoundError:
+      pass

@@ -1,0 +1,290 @@
+"""The pipeline's train stage: real `python -m t5x.train` on the kept programs.
+
+The stage (1) writes the training data (`train/data/<source>.jsonl`, a
+seeded fraction of the verified programs grouped by question), (2) writes
+`train/task.gin`, which makes the t5x child register that data as its
+`MIXTURE_OR_TASK_NAME` (see `tasks/pipeline_tasks.py`), (3) runs t5x with the
+model gin file + run gin file + task.gin, streaming its log into a progress
+bar (step, loss), and (4) reads the TensorBoard event files t5x wrote into
+`train/curves.json` (every scalar: train loss/accuracy, validation loss and
+accuracy, execution metrics of inference evals).
+
+A killed stage resumes: t5x restores the latest checkpoint in
+`train/model/` by itself; the data and task files are rewritten identically.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import pathlib
+import random
+import re
+import struct
+from typing import Any, Mapping, Optional, Sequence
+
+import gin
+
+from pad_jax import child
+from pad_jax import run_dir as run_dir_lib
+from pad_jax import stages
+
+GIN_CONFIGS = stages.REPO_ROOT / "gin_configs"
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """How the student is trained.
+
+  Attributes:
+    model_gin_files: gin files that define the model (and its VOCABULARY);
+      relative to `gin_search_paths`. Also used to decode.
+    run_gin_files: t5x run gin files (optimizer, batch, lengths, periods).
+    gin_search_paths: where the gin files are looked up (default: the
+      project's `gin_configs/`).
+    bindings: extra t5x gin bindings, `KEY=VALUE` each.
+    train_steps: `TRAIN_STEPS` (None: what the run gin file says).
+    sources: which verified sources to train on (`gold`, `openai`,
+      `synthetic`, ...; None: all).
+    source_rates: mixing rate per source (None: proportional to size).
+    data_fraction: the share of questions (with all their programs) kept,
+      chosen by a seeded shuffle; the data-efficiency sweep varies it.
+    data_seed: seed of that choice.
+    validation_fraction: share of each source held out as `validation`.
+    task_format: `program` or `cot`.
+    vocabulary_macro: the gin macro of the model's vocabulary (None: let
+      the task use its default vocabulary).
+    vocab_dir: `--vocab_dir` for decoding (None: from the model gin files).
+    env: extra environment for the t5x child (e.g. XLA_FLAGS).
+  """
+
+  model_gin_files: Sequence[str] = ("models/tiny.gin",)
+  run_gin_files: Sequence[str] = ("runs/demo_train.gin",)
+  gin_search_paths: Optional[Sequence[str]] = None
+  bindings: Sequence[str] = ()
+  train_steps: Optional[int] = None
+  sources: Optional[Sequence[str]] = None
+  source_rates: Optional[Mapping[str, float]] = None
+  data_fraction: float = 1.0
+  data_seed: int = 0
+  validation_fraction: float = 0.05
+  task_format: str = "program"
+  vocabulary_macro: Optional[str] = "VOCABULARY"
+  vocab_dir: Optional[str] = None
+  env: Optional[Mapping[str, str]] = None
+
+
+def search_paths(cfg: TrainConfig) -> list[str]:
+  return [str(pathlib.Path(p).absolute()) for p in (cfg.gin_search_paths or [str(GIN_CONFIGS)])]
+
+
+def select_training_data(records: Sequence[Any], cfg: TrainConfig) -> dict[str, list[Any]]:
+  """Groups verified records by source, keeping `data_fraction` of the questions.
+
+  The choice is made per question (all programs of a kept question are kept)
+  from a seeded shuffle of the question ids, so fraction f1 < f2 keeps a
+  subset of what f2 keeps: the data-efficiency curve is nested.
+  """
+  if not 0 < cfg.data_fraction <= 1:
+    raise stages.StageError(f"TrainConfig.data_fraction must be in (0, 1], got {cfg.data_fraction}")
+  by_source: dict[str, list[Any]] = collections.defaultdict(list)
+  for record in records:
+    if cfg.sources is None or record.teacher in cfg.sources:
+      by_source[record.teacher].append(record)
+  if not by_source:
+    raise stages.StageError(f"no verified program comes from TrainConfig.sources={list(cfg.sources)}")
+  selected = {}
+  for source, rows in sorted(by_source.items()):
+    ids = sorted({r.id for r in rows})
+    random.Random(f"{cfg.data_seed}:{source}").shuffle(ids)
+    keep = set(ids[:max(1, round(len(ids) * cfg.data_fraction))])
+    selected[source] = [r for r in rows if r.id in keep]
+  return selected
+
+
+def _gin_str(value: str) -> str:
+  return json.dumps(str(value))
+
+
+def task_gin(name: str, paths: Mapping[str, str], cfg: TrainConfig) -> str:
+  lines = ["# Written by the pad-jax pipeline: registers the training data in the t5x child.",
+           "from __gin__ import dynamic_registration", "import tasks.pipeline_tasks", "",
+           "MIXTURE_OR_TASK_NAME = @tasks.pipeline_tasks.program_task()",
+           "tasks.pipeline_tasks.program_task:",
+           f"  name = {_gin_str(name)}"]
+  if len(paths) == 1:
+    lines.append(f"  jsonl_paths = {_gin_str(next(iter(paths.values())))}")
+  else:
+    items = ", ".join(f"{_gin_str(k)}: {_gin_str(v)}" for k, v in sorted(paths.items()))
+    lines.append(f"  jsonl_paths = {{{items}}}")
+    if cfg.source_rates:
+      rates = ", ".join(f"{_gin_str(k)}: {float(v)}" for k, v in sorted(cfg.source_rates.items()))
+      lines.append(f"  rates = {{{rates}}}")
+  if cfg.vocabulary_macro:
+    lines.append(f"  vocabulary = %{cfg.vocabulary_macro}")
+  lines += [f"  validation_fraction = {cfg.validation_fraction}",
+            f"  seed = {cfg.data_seed}", f"  task_format = {_gin_str(cfg.task_format)}", ""]
+  return "\n".join(lines)
+
+
+# The per-token loss is what a person compares across runs (t5x's `loss` is
+# summed over the batch's tokens).
+LOSS_KEYS = ("loss_per_nonpadding_target_token", "loss")
+_STEP_RE = re.compile(r"Training: step (\d+)")
+_LOOP_RE = re.compile(r"Starting main loop over steps (\d+)-(\d+)")
+_METRICS_RE = re.compile(r"\[(\d+)\] collection=(\S+) (.*)$")
+
+
+class _Progress:
+  """Turns t5x log lines into progress-bar updates (step, loss, accuracy)."""
+
+  def __init__(self, bar):
+    self.bar = bar
+    self.last: dict[str, float] = {}
+
+  def __call__(self, line: str) -> None:
+    if m := _LOOP_RE.search(line):
+      first, total = int(m.group(1)), int(m.group(2))
+      self.bar.total = total
+      self.bar.n = first
+      self.bar.last_print_n = first  # ETA from the steps this run makes
+      self.bar.refresh()
+    elif m := _STEP_RE.search(line):
+      self._set(int(m.group(1)))
+    elif m := _METRICS_RE.search(line):
+      step, collection = int(m.group(1)), m.group(2)
+      values = dict(kv.split("=", 1) for kv in m.group(3).split(", ") if "=" in kv)
+      prefix = "" if collection == "train" else "val_"
+      for name, keys in (("loss", LOSS_KEYS), ("accuracy", ("accuracy",))):
+        key = next((k for k in keys if k in values), None)
+        if key is not None:
+          try:
+            self.last[prefix + name] = float(values[key])
+          except ValueError:
+            pass
+      if collection == "train":
+        self._set(step)
+      self.bar.set_postfix({k: f"{v:.3g}" for k, v in self.last.items()}, refresh=True)
+
+  def _set(self, step: int) -> None:
+    if self.bar.total:
+      step = min(step, self.bar.total)
+    if step > self.bar.n:
+      self.bar.update(step - self.bar.n)
+
+
+def train(ctx: stages.StageContext, cfg: TrainConfig) -> dict[str, Any]:
+  """Trains the student with t5x on the verified programs."""
+  from pad_jax.data import programs as programs_lib  # pylint: disable=import-outside-toplevel
+  records = programs_lib.read_programs(str(ctx.upstream("verify", "programs.jsonl")))
+  selected = select_training_data(records, cfg)
+  data_dir = ctx.path("data")
+  data_dir.mkdir(parents=True, exist_ok=True)
+  paths = {}
+  for source, rows in selected.items():
+    paths[source] = str(data_dir / f"{source}.jsonl")
+    text = "".join(json.dumps(r.to_json()) + "\n" for r in rows)
+    run_dir_lib.atomic_write_text(paths[source], text)
+  digest = hashlib.sha1(str(ctx.run.root).encode()).hexdigest()[:10]
+  task_name = f"pad_pipeline_{digest}"
+  run_dir_lib.atomic_write_text(ctx.path("task.gin"), task_gin(task_name, paths, cfg))
+
+  model_dir = ctx.path("model")
+  command = t5x_train_command(cfg, model_dir, ctx.path("task.gin"))
+  bar = ctx.bar(total=cfg.train_steps, unit="step")
+  child.run_child(command, ctx.path("t5x_train.log"), on_line=_Progress(bar),
+                  env=child.child_env(extra=cfg.env), cwd=str(stages.REPO_ROOT))
+  bar.close()
+
+  curves = read_curves(model_dir)
+  run_dir_lib.atomic_write_json(ctx.path("curves.json"), curves)
+  checkpoint = latest_checkpoint(model_dir)
+  if checkpoint is None:
+    raise stages.StageError(f"t5x finished but wrote no checkpoint into {model_dir}")
+  final = {tag: points[-1][1] for tag, points in curves.items() if points}
+  return {
+      "task": task_name, "examples": {s: len(r) for s, r in selected.items()},
+      "questions": {s: len({r.id for r in rows}) for s, rows in selected.items()},
+      "checkpoint_dir": str(checkpoint), "step": _checkpoint_step(checkpoint),
+      "model_gin_files": list(cfg.model_gin_files), "gin_search_paths": search_paths(cfg),
+      "vocab_dir": cfg.vocab_dir, "final_metrics": final,
+  }
+
+
+def t5x_train_command(cfg: TrainConfig, model_dir: pathlib.Path,
+                      task_gin_path: pathlib.Path) -> list[str]:
+  flags = [f"--gin_search_paths={','.join(search_paths(cfg))}"]
+  flags += [f"--gin_file={f}" for f in list(cfg.model_gin_files) + list(cfg.run_gin_files)]
+  flags.append(f"--gin_file={task_gin_path}")
+  flags.append(f"--gin.MODEL_DIR={_gin_str(model_dir)}")
+  if cfg.train_steps is not None:
+    flags.append(f"--gin.TRAIN_STEPS={int(cfg.train_steps)}")
+  flags += [f"--gin.{b}" for b in cfg.bindings]
+  flags.append("--alsologtostderr")
+  return child.python_command("t5x.train", *flags)
+
+
+def _checkpoint_step(path: pathlib.Path) -> int:
+  return int(path.name.rsplit("_", 1)[1])
+
+
+def latest_checkpoint(model_dir: pathlib.Path) -> Optional[pathlib.Path]:
+  """The finished `checkpoint_<step>` directory with the largest step."""
+  found = []
+  for path in pathlib.Path(model_dir).glob("checkpoint_*"):
+    suffix = path.name.rsplit("_", 1)[1]
+    if path.is_dir() and suffix.isdigit() and not path.name.endswith(".tmp"):
+      found.append(path)
+  return max(found, key=_checkpoint_step) if found else None
+
+
+def read_curves(model_dir: pathlib.Path) -> dict[str, list[list[float]]]:
+  """Every scalar t5x wrote to TensorBoard, as `{collection/tag: [[step, value], ...]}`.
+
+  Collections are the event directories under `model_dir` (`train`,
+  `training_eval/<task>`, `inference_eval/<task>`, ...). The event files are
+  read directly (TFRecord framing + the `Event` proto), without importing
+  TensorFlow into the pipeline process.
+  """
+  model_dir = pathlib.Path(model_dir)
+  curves: dict[str, dict[int, float]] = collections.defaultdict(dict)
+  for path in sorted(model_dir.rglob("events.out.tfevents.*")):
+    collection = str(path.parent.relative_to(model_dir))
+    for step, tag, value in _scalar_events(path):
+      curves[f"{collection}/{tag}"][step] = value
+  return {tag: [[step, points[step]] for step in sorted(points)]
+          for tag, points in sorted(curves.items())}
+
+
+def _tfrecords(path: pathlib.Path):
+  """The records of a TFRecord file (a torn last record is ignored)."""
+  with open(path, "rb") as f:
+    while True:
+      header = f.read(12)  # uint64 length + uint32 crc of the length
+      if len(header) < 12:
+        return
+      length = struct.unpack("<Q", header[:8])[0]
+      data = f.read(length)
+      if len(data) < length or len(f.read(4)) < 4:
+        return
+      yield data
+
+
+def _scalar_events(path: pathlib.Path):
+  """(step, tag, value) of every scalar summary in one event file."""
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  from tensorboard.util import tensor_util  # pylint: disable=import-outside-toplevel
+  for record in _tfrecords(path):
+    event = event_pb2.Event.FromString(record)
+    if not event.HasField("summary"):
+      continue
+    for value in event.summary.value:
+      if value.HasField("tensor"):
+        array = tensor_util.make_ndarray(value.tensor)
+        if array.size == 1 and array.dtype.kind in "fiub":
+          yield event.step, value.tag, float(array.reshape(()))
+      elif value.WhichOneof("value") == "simple_value":
+        yield event.step, value.tag, float(value.simple_value)
