@@ -1,0 +1,126 @@
+"""`report.json` and `report.png`: what a teacher run produced and kept.
+
+report.json keys:
+  teacher, model, benchmark, split, mode: provenance and the answer mode used;
+  questions: questions in the run; completions: completions verified;
+  failed_requests: requests that failed for good (and were not redone);
+  extraction_failures: completions with no program in them;
+  status_counts: executor status -> count (`extraction_failed` included);
+  correct: {"pad": n, "strict": n} correct programs under each mode;
+  wrong_answer: programs that ran but disagree with the gold answer (mode);
+  pass_rate: correct[mode] / completions;
+  pass_rate_by_variant: variant -> {completions, correct, pass_rate};
+  kept, duplicates_dropped: rows in programs.jsonl, exact duplicates removed;
+  questions_with_program, coverage: questions with >= 1 kept program, and
+    that over `questions`;
+  tokens: {prompt_tokens, completion_tokens, total_tokens}; cost_usd;
+  verify_seconds: wall time of verification.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pathlib
+from typing import Any
+
+from pad_jax.teacher import cache as cache_lib
+
+REPORT_FILE = "report.json"
+PLOT_FILE = "report.png"
+
+
+def build_report(verdicts, records, duplicates: int, failed_rows: list[dict[str, Any]],
+                 manifest: dict[str, Any], mode: str, seconds: float) -> dict[str, Any]:
+  """Assembles the report dict (see the module docstring)."""
+  status_counts = collections.Counter(v.status for v in verdicts)
+  correct = {m: sum(1 for v in verdicts if v.match.get(m)) for m in ("pad", "strict")}
+  wrong = sum(1 for v in verdicts if v.status == "ok" and not v.match.get(mode))
+  by_variant: dict[str, dict[str, Any]] = {}
+  for verdict in verdicts:
+    entry = by_variant.setdefault(str(verdict.row.get("prompt_variant")),
+                                  {"completions": 0, "correct": 0})
+    entry["completions"] += 1
+    entry["correct"] += int(bool(verdict.match.get(mode)))
+  for entry in by_variant.values():
+    entry["pass_rate"] = round(entry["correct"] / entry["completions"], 4)
+  question_ids = {v.row["id"] for v in verdicts} | {r.get("id") for r in failed_rows}
+  questions = int(manifest.get("questions") or len(question_ids))
+  with_program = len({r.id for r in records})
+  rows = [v.row for v in verdicts]
+  models = sorted({str(r.get("model")) for r in rows if r.get("model")})
+  teachers = sorted({str(r.get("teacher")) for r in rows if r.get("teacher")})
+  return {
+      "teacher": manifest.get("teacher") or ",".join(teachers),
+      "model": manifest.get("model") or ",".join(models),
+      "benchmark": manifest.get("benchmark"),
+      "split": manifest.get("split"),
+      "mode": mode,
+      "questions": questions,
+      "completions": len(verdicts),
+      "failed_requests": len(failed_rows),
+      "failure_reasons": dict(collections.Counter(
+          _reason_kind(r.get("error", "")) for r in failed_rows).most_common(10)),
+      "extraction_failures": status_counts.get("extraction_failed", 0),
+      "status_counts": dict(sorted(status_counts.items())),
+      "correct": correct,
+      "wrong_answer": wrong,
+      "pass_rate": round(correct[mode] / len(verdicts), 4) if verdicts else 0.0,
+      "pass_rate_by_variant": dict(sorted(by_variant.items())),
+      "kept": len(records),
+      "duplicates_dropped": duplicates,
+      "questions_with_program": with_program,
+      "coverage": round(with_program / questions, 4) if questions else 0.0,
+      "tokens": cache_lib.usage_totals(rows),
+      "cost_usd": round(sum(float(r.get("cost_usd") or 0.0) for r in rows), 6),
+      "verify_seconds": round(seconds, 3),
+  }
+
+
+def _reason_kind(error: str) -> str:
+  return error.split(":", 1)[0][:60] if error else "unknown"
+
+
+def write_report(out_dir: os.PathLike | str, report: dict[str, Any]) -> None:
+  """Writes report.json (atomically) and report.png."""
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  tmp = out_dir / f".{REPORT_FILE}.tmp"
+  tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+  os.replace(tmp, out_dir / REPORT_FILE)
+  plot_report(report, out_dir / PLOT_FILE)
+
+
+def plot_report(report: dict[str, Any], path: os.PathLike | str) -> None:
+  """Two panels: outcome of every completion, pass rate per prompt variant."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  outcomes = dict(report["status_counts"])
+  ok = outcomes.pop("ok", 0)
+  outcomes["correct"] = report["correct"][report["mode"]]
+  outcomes["wrong_answer"] = ok - outcomes["correct"]
+  if report["failed_requests"]:
+    outcomes["no_completion"] = report["failed_requests"]
+  names = sorted(outcomes, key=lambda k: -outcomes[k])
+  variants = report["pass_rate_by_variant"]
+
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+  left.barh(names, [outcomes[n] for n in names],
+            color=["tab:green" if n == "correct" else "tab:red" for n in names])
+  left.invert_yaxis()
+  left.set_xlabel("completions")
+  left.set_title(f"Outcome of {report['completions']} completions")
+  for i, name in enumerate(names):
+    left.text(outcomes[name], i, f" {outcomes[name]}", va="center", fontsize=8)
+  right.bar(list(variants), [v["pass_rate"] for v in variants.values()], color="tab:blue")
+  right.set_ylim(0, 1)
+  right.set_xlabel("prompt variant")
+  right.set_ylabel(f"pass rate ({report['mode']} mode)")
+  right.set_title(f"Kept {report['kept']} programs, coverage {report['coverage']:.1%}")
+  fig.suptitle(f"teacher={report['teacher']} model={report['model']}", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)

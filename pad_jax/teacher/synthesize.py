@@ -1,0 +1,465 @@
+"""Program synthesis: questions -> teacher completions -> verified programs.
+
+Two teachers:
+
+* `openai`: any OpenAI-compatible chat server (`synthesize_openai`), online
+  with `AsyncOpenAI` or through the Batch API (`pad_jax.teacher.batch`);
+* `gold`: the offline gold-rationale teacher (`synthesize_gold`).
+
+Both append finished completions to the durable cache
+(`OUT_DIR/completions.jsonl`, see `cache.py`) and stream them into the
+verifier, which writes `programs.jsonl`, `report.json` and `report.png` when
+the run ends. Re-running the same call skips finished work.
+
+Python API (what the pipeline calls):
+
+  synthesize(teacher, benchmark, split, out_dir, limit=None, data_dir=None,
+             openai_config=OpenAIConfig(...), verify_config=VerifyConfig(),
+             api_key=None, verify=True) -> dict   # the report (+ "stopped")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Optional, Sequence, Union
+
+from absl import logging
+
+from pad_jax.teacher import cache as cache_lib
+from pad_jax.teacher import client as client_lib
+from pad_jax.teacher import cost as cost_lib
+from pad_jax.teacher import gold as gold_lib
+from pad_jax.teacher import prompts
+from pad_jax.teacher import verify as verify_lib
+
+TEACHERS = ("openai", "gold")
+GOLD_VERSION = "gold-v1"
+PathLike = Union[str, os.PathLike]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenAIConfig:
+  """Settings of the `openai` teacher (mirrors the CLI flags).
+
+  Attributes:
+    base_url: the server, e.g. https://api.openai.com/v1 or a vLLM/SGLang/
+      llama.cpp server's http://host:port/v1.
+    model: the model name the server expects.
+    samples: completions per question.
+    variants: prompt variants to use; sample k uses variants[k % len].
+    temperature, top_p, max_tokens: sampling parameters.
+    concurrency: requests in flight at most.
+    rpm, tpm: requests / tokens per minute limits (None: unlimited).
+    retry: attempts, backoff and per-attempt timeout.
+    max_cost_usd: stop launching requests once the estimated spend of this
+      output directory reaches this (None: no cap). Needs known prices.
+    price_input_per_mtok, price_output_per_mtok: override the price table.
+    use_n: ask for the samples of one (question, variant) with `n` in one
+      request instead of repeated requests.
+    batch: use the OpenAI Batch API instead of online requests.
+    batch_poll_s: seconds between Batch API status polls.
+    progress: show a tqdm progress bar.
+  """
+  base_url: str = client_lib.OPENAI_BASE_URL
+  model: str = "gpt-4o-mini"
+  samples: int = 1
+  variants: tuple[int, ...] = tuple(range(prompts.NUM_VARIANTS))
+  temperature: float = 0.7
+  top_p: float = 1.0
+  max_tokens: int = 512
+  concurrency: int = 16
+  rpm: Optional[float] = None
+  tpm: Optional[float] = None
+  retry: client_lib.RetryPolicy = client_lib.RetryPolicy()
+  max_cost_usd: Optional[float] = None
+  price_input_per_mtok: Optional[float] = None
+  price_output_per_mtok: Optional[float] = None
+  use_n: bool = False
+  batch: bool = False
+  batch_poll_s: float = 10.0
+  progress: bool = True
+
+  def validate(self) -> None:
+    if self.samples < 1:
+      raise ValueError(f"samples must be >= 1, got {self.samples}")
+    if self.concurrency < 1:
+      raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+    if not self.variants:
+      raise ValueError("at least one prompt variant is needed")
+    for variant in self.variants:
+      if not 0 <= variant < prompts.NUM_VARIANTS:
+        raise ValueError(f"prompt variant {variant} out of range [0, {prompts.NUM_VARIANTS})")
+    if not 0 <= self.temperature <= 2 or not 0 < self.top_p <= 1:
+      raise ValueError("temperature must be in [0, 2] and top_p in (0, 1]")
+    if self.max_tokens < 1:
+      raise ValueError("max_tokens must be >= 1")
+    for name in ("rpm", "tpm", "max_cost_usd"):
+      value = getattr(self, name)
+      if value is not None and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if not self.base_url.startswith(("http://", "https://")):
+      raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+
+
+@dataclasses.dataclass
+class Request:
+  """One chat request: `len(samples)` samples of one question and variant."""
+  example: Any
+  variant: int
+  samples: list[int]
+  keys: list[str]
+  messages: list[dict[str, str]]
+
+
+# ---------------------------------------------------------------------------
+# Entry point.
+
+
+def synthesize(teacher: str, benchmark: str, split: str, out_dir: PathLike, *,
+               limit: Optional[int] = None, data_dir: Optional[PathLike] = None,
+               openai_config: Optional[OpenAIConfig] = None,
+               verify_config: Optional[verify_lib.VerifyConfig] = None,
+               api_key: Optional[str] = None, verify: bool = True) -> dict[str, Any]:
+  """Loads `benchmark`/`split` (first `limit` questions) and runs `teacher`.
+
+  Returns:
+    The verification report (see `report.py`), plus `stopped` (None, or why
+    the run stopped early, e.g. "max_cost_usd").
+  """
+  if teacher not in TEACHERS:
+    raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
+  from pad_jax.data import benchmarks  # pylint: disable=g-import-not-at-top
+  examples = benchmarks.load(benchmark, split, data_dir)
+  if limit is not None:
+    if limit < 1:
+      raise ValueError(f"limit must be >= 1, got {limit}")
+    examples = examples[:limit]
+  source = {"benchmark": benchmark, "split": split, "limit": limit}
+  if teacher == "gold":
+    return synthesize_gold(examples, out_dir, verify_config, verify=verify, source=source)
+  return synthesize_openai(examples, out_dir, openai_config or OpenAIConfig(), api_key=api_key,
+                           verify_config=verify_config, verify=verify, source=source)
+
+
+def _write_manifest(out_dir: pathlib.Path, manifest: dict[str, Any]) -> None:
+  out_dir.mkdir(parents=True, exist_ok=True)
+  tmp = out_dir / f".{verify_lib.MANIFEST_FILE}.tmp"
+  tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+  os.replace(tmp, out_dir / verify_lib.MANIFEST_FILE)
+
+
+def _finish(out_dir: pathlib.Path, store: cache_lib.CompletionCache, verifier, verify_config,
+            manifest: dict[str, Any], started: float, stopped: Optional[str]) -> dict[str, Any]:
+  failed = [row for _, row in cache_lib.iter_rows(store.failed_path)]
+  store.close()
+  if verifier is None:
+    return {"stopped": stopped, "completions": len(store.rows)}
+  verdicts = verifier.finish()
+  report = verify_lib.write_outputs(out_dir, verdicts, verify_config, failed, manifest,
+                                    time.monotonic() - started)
+  report["stopped"] = stopped
+  return report
+
+
+# ---------------------------------------------------------------------------
+# The gold-rationale teacher.
+
+
+def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
+                    verify_config: Optional[verify_lib.VerifyConfig] = None, *,
+                    verify: bool = True, source: Optional[dict] = None) -> dict[str, Any]:
+  """Converts each example's rationale to a program, then verifies them all.
+
+  Args:
+    examples: `Example`s with a `rationale` (GSM8K).
+    out_dir: output directory (completions.jsonl, failed.jsonl, programs.jsonl,
+      report.json, report.png, run.json).
+    verify_config: execution settings for verification.
+    verify: run verification (else only completions are written).
+    source: benchmark/split/limit, recorded in run.json.
+
+  Returns:
+    The report dict.
+  """
+  out_dir = pathlib.Path(out_dir)
+  verify_config = verify_config or verify_lib.VerifyConfig()
+  manifest = dict(source or {}, teacher="gold", model=GOLD_VERSION, questions=len(examples))
+  _write_manifest(out_dir, manifest)
+  started = time.monotonic()
+  store = cache_lib.CompletionCache(out_dir)
+  verifier = verify_lib.StreamingVerifier(verify_config) if verify else None
+  if verifier:
+    verifier.submit_many(store.rows.values())
+  rows, failures = [], []
+  for example in examples:
+    key = hashlib.sha256(f"{GOLD_VERSION}\0{example.id}\0{example.question}".encode()).hexdigest()
+    if key in store:
+      continue
+    program = gold_lib.gold_program(example)
+    base = {"key": key, "id": example.id, "sample": 0, "prompt_variant": "gold",
+            "question": example.question, "answer": example.answer, "model": GOLD_VERSION,
+            "teacher": "gold"}
+    if program is None:
+      failures.append(dict(base, error="no-arithmetic: the rationale's equations do not reach "
+                           "the gold answer"))
+    else:
+      rows.append(dict(base, text=program, finish_reason="stop",
+                       usage={"prompt_tokens": 0, "completion_tokens": 0}, cost_usd=0.0))
+  new_rows = store.add_many(rows)
+  for failure in failures:
+    store.add_failure(failure)
+  if verifier:
+    verifier.submit_many(new_rows)
+  logging.info("gold teacher: %d programs, %d rationales without one (%.1f s)", len(rows),
+               len(failures), time.monotonic() - started)
+  return _finish(out_dir, store, verifier, verify_config, manifest, started, None)
+
+
+# ---------------------------------------------------------------------------
+# The OpenAI-compatible teacher.
+
+
+def resolve_api_key(base_url: str, api_key: Optional[str] = None,
+                    api_key_file: Optional[PathLike] = None) -> Optional[str]:
+  """The key from the argument, a key file, or OPENAI_API_KEY (in that order).
+
+  Raises:
+    ValueError: no key for api.openai.com, or an unreadable/empty key file.
+  """
+  if api_key:
+    return api_key
+  if api_key_file:
+    path = pathlib.Path(api_key_file)
+    try:
+      key = path.read_text().strip()
+    except OSError as e:
+      raise ValueError(f"{path}: cannot read the API key file ({e.strerror})") from None
+    if not key:
+      raise ValueError(f"{path}: the API key file is empty")
+    return key
+  key = os.environ.get("OPENAI_API_KEY", "").strip()
+  if key:
+    return key
+  if "api.openai.com" in base_url:
+    raise ValueError("no API key: set OPENAI_API_KEY or pass --api_key_file "
+                     "(servers such as vLLM need none)")
+  return None
+
+
+def plan_requests(examples: Sequence[Any], config: OpenAIConfig,
+                  done: Optional[set[str]] = None) -> tuple[list[Request], int]:
+  """The requests still to make, and how many samples are already done."""
+  done = done or set()
+  params = {"temperature": config.temperature, "top_p": config.top_p,
+            "max_tokens": config.max_tokens}
+  requests, finished = [], 0
+  for example in examples:
+    by_variant: dict[int, list[int]] = collections.defaultdict(list)
+    for sample in range(config.samples):
+      by_variant[config.variants[sample % len(config.variants)]].append(sample)
+    for variant, samples in by_variant.items():
+      messages = prompts.build_messages(example.question, variant)
+      pending = []
+      for sample in samples:
+        key = cache_lib.request_key(config.model, messages, params, example.id, sample)
+        if key in done:
+          finished += 1
+        else:
+          pending.append((sample, key))
+      groups = [pending] if config.use_n else [[p] for p in pending]
+      for group in groups:
+        if group:
+          requests.append(Request(example, variant, [s for s, _ in group], [k for _, k in group],
+                                  messages))
+  return requests, finished
+
+
+def completion_rows(request: Request, result: client_lib.ChatResult, config: OpenAIConfig,
+                    prices: Optional[cost_lib.Prices]) -> list[dict[str, Any]]:
+  """Cache rows for the choices of one response (usage split over them)."""
+  rows = []
+  count = len(request.samples)
+  share, extra = divmod(result.completion_tokens, count)
+  for i, (sample, key) in enumerate(zip(request.samples, request.keys)):
+    if i >= len(result.choices):
+      break
+    usage = {"prompt_tokens": result.prompt_tokens if i == 0 else 0,
+             "completion_tokens": share + (extra if i == 0 else 0)}
+    choice = result.choices[i]
+    rows.append({
+        "key": key, "id": request.example.id, "sample": sample,
+        "prompt_variant": request.variant, "question": request.example.question,
+        "answer": request.example.answer, "text": choice.text, "model": config.model,
+        "teacher": config.model, "finish_reason": choice.finish_reason, "usage": usage,
+        "cost_usd": prices.cost(usage["prompt_tokens"], usage["completion_tokens"]) if prices
+                    else 0.0,
+        "attempts": result.attempts,
+    })
+  return rows
+
+
+def synthesize_openai(examples: Sequence[Any], out_dir: PathLike, config: OpenAIConfig, *,
+                      api_key: Optional[str] = None,
+                      verify_config: Optional[verify_lib.VerifyConfig] = None,
+                      verify: bool = True, source: Optional[dict] = None) -> dict[str, Any]:
+  """Samples programs for `examples` from an OpenAI-compatible server.
+
+  Args:
+    examples: questions (`Example`s: id, question, answer).
+    out_dir: output directory; re-running resumes.
+    config: server, model, sampling, limits and budget.
+    api_key: the key (else `resolve_api_key`'s sources); kept in memory only.
+    verify_config: execution settings for verification.
+    verify: verify while completions arrive and write programs/report.
+    source: benchmark/split/limit, recorded in run.json.
+
+  Returns:
+    The report dict, with `stopped` set when the budget cap ended the run.
+
+  Raises:
+    ValueError: bad config, or `max_cost_usd` for a model without prices.
+  """
+  config.validate()
+  out_dir = pathlib.Path(out_dir)
+  verify_config = verify_config or verify_lib.VerifyConfig()
+  api_key = resolve_api_key(config.base_url, api_key)
+  prices = cost_lib.lookup_prices(config.model, config.price_input_per_mtok,
+                                  config.price_output_per_mtok, batch=config.batch)
+  if prices is None:
+    if config.max_cost_usd is not None:
+      raise ValueError(f"--max_cost_usd needs prices, and model {config.model!r} is not in the "
+                       "price table: pass --price_input_per_mtok and --price_output_per_mtok")
+    logging.warning("no prices for model %r: cost is reported as 0", config.model)
+  manifest = dict(source or {}, teacher="openai", model=config.model, base_url=config.base_url,
+                  questions=len(examples), samples=config.samples,
+                  prompt_variants=list(config.variants),
+                  prompt_fingerprints={v: prompts.prompt_fingerprint(v) for v in config.variants},
+                  temperature=config.temperature, top_p=config.top_p,
+                  max_tokens=config.max_tokens, batch=config.batch,
+                  prices=dataclasses.asdict(prices) if prices else None)
+  _write_manifest(out_dir, manifest)
+  started = time.monotonic()
+  store = cache_lib.CompletionCache(out_dir)
+  verifier = verify_lib.StreamingVerifier(verify_config) if verify else None
+  if verifier:
+    verifier.submit_many(store.rows.values())
+  requests, finished = plan_requests(examples, config, set(store.rows))
+  spent = sum(float(r.get("cost_usd") or 0.0) for r in store.rows.values())
+  logging.info("%d samples already done, %d requests to make", finished, len(requests))
+  if config.batch:
+    from pad_jax.teacher import batch as batch_lib  # pylint: disable=g-import-not-at-top
+    stopped = batch_lib.run_batch(requests, store, config, api_key, prices, verifier, out_dir)
+  else:
+    runner = _OnlineRunner(store, config, api_key, prices, verifier, spent,
+                           total=finished + sum(len(r.samples) for r in requests),
+                           initial=finished)
+    stopped = asyncio.run(runner.run(requests))
+  if stopped:
+    logging.warning("stopped early (%s); re-run the same command to continue", stopped)
+  return _finish(out_dir, store, verifier, verify_config, manifest, started, stopped)
+
+
+class _OnlineRunner:
+  """Sends the planned requests with a worker pool; records every outcome."""
+
+  def __init__(self, store: cache_lib.CompletionCache, config: OpenAIConfig,
+               api_key: Optional[str], prices: Optional[cost_lib.Prices], verifier,
+               spent: float, total: int, initial: int):
+    self.store = store
+    self.config = config
+    self.api_key = api_key
+    self.prices = prices
+    self.verifier = verifier
+    self.spent = spent
+    self.total = total
+    self.initial = initial
+    self.failures = 0
+    self.in_flight = 0
+    self.requests_done = 0
+    self.cost_per_request: Optional[float] = None
+    self.stopped: Optional[str] = None
+
+  def _over_budget(self) -> bool:
+    cap = self.config.max_cost_usd
+    if cap is None:
+      return False
+    projected = self.spent + self.in_flight * (self.cost_per_request or 0.0)
+    return projected >= cap
+
+  async def run(self, requests: list[Request]) -> Optional[str]:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    if self.config.max_cost_usd is not None and self.spent >= self.config.max_cost_usd:
+      return "max_cost_usd"
+    client = client_lib.ChatClient(self.config.base_url, self.api_key, self.config.model,
+                                   self.config.concurrency, self.config.rpm, self.config.tpm,
+                                   self.config.retry)
+    pending = collections.deque(requests)
+    self.started = time.monotonic()
+    self.bar = tqdm(total=self.total, initial=self.initial, unit="sample", dynamic_ncols=True,
+                    disable=not self.config.progress, file=sys.stderr, mininterval=0.5,
+                    desc="synthesize")
+    try:
+      workers = [self._worker(client, pending) for _ in range(self.config.concurrency * 2)]
+      await asyncio.gather(*workers)
+    finally:
+      self.bar.close()
+      await client.close()
+    return self.stopped
+
+  async def _worker(self, client: client_lib.ChatClient, pending: collections.deque) -> None:
+    while pending and not self.stopped:
+      if self._over_budget():
+        self.stopped = "max_cost_usd"
+        return
+      request = pending.popleft()
+      self.in_flight += 1
+      try:
+        result = await client.chat(request.messages, n=len(request.samples),
+                                   temperature=self.config.temperature, top_p=self.config.top_p,
+                                   max_tokens=self.config.max_tokens)
+      except client_lib.RequestFailed as e:
+        await asyncio.to_thread(self._record_failure, request, str(e))
+        continue
+      finally:
+        self.in_flight -= 1
+      rows = completion_rows(request, result, self.config, self.prices)
+      new_rows = await asyncio.to_thread(self.store.add_many, rows)
+      if self.verifier:
+        self.verifier.submit_many(new_rows)
+      if len(rows) < len(request.samples):
+        await asyncio.to_thread(self._record_failure, request,
+                                f"server returned {len(rows)} of {len(request.samples)} choices",
+                                skip=len(rows))
+      self._account(rows, client.retries)
+
+  def _record_failure(self, request: Request, reason: str, skip: int = 0) -> None:
+    for sample, key in list(zip(request.samples, request.keys))[skip:]:
+      self.store.add_failure({"key": key, "id": request.example.id, "sample": sample,
+                              "prompt_variant": request.variant, "model": self.config.model,
+                              "error": reason})
+      self.failures += 1
+    self.bar.update(len(request.samples) - skip)
+    self._postfix(0)
+
+  def _account(self, rows: list[dict[str, Any]], retries: int) -> None:
+    cost = sum(r["cost_usd"] for r in rows)
+    self.spent += cost
+    self.requests_done += 1
+    previous = self.cost_per_request
+    self.cost_per_request = cost if previous is None else 0.9 * previous + 0.1 * cost
+    self.bar.update(len(rows))
+    self._postfix(retries)
+
+  def _postfix(self, retries: int) -> None:
+    elapsed = max(1e-9, time.monotonic() - self.started)
+    self.bar.set_postfix_str(f"req/s={self.requests_done / elapsed:.1f} "
+                             f"failed={self.failures} retries={retries} "
+                             f"cost=${self.spent:.4f}", refresh=False)

@@ -1,0 +1,273 @@
+"""Verification: completions -> executed, checked, deduplicated programs.
+
+For every row of `completions.jsonl`: extract the program
+(`extraction.extract_program`), run it in the sandboxed executor, compare its
+value with the gold answer under both answer modes, keep the programs that
+are correct under the chosen mode (PaD's lenient `pad` by default), drop exact
+duplicates per question (same code once whitespace, comments and docstrings
+are normalised away) and write
+
+* `programs.jsonl`: the project's program-dataset format (`id`, `question`,
+  `program`, `answer`, `teacher`, `prompt_variant`, `sample`), sorted by id;
+* `report.json` and `report.png`: see `pad_jax.teacher.report`.
+
+`StreamingVerifier` does this while completions arrive (a background thread
+executes micro-batches as they come), `verify_dir` redoes it from
+`completions.jsonl` alone. Both are deterministic: the outputs depend only on
+the set of completions, not on their arrival order.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import os
+import pathlib
+import queue
+import threading
+import time
+from typing import Any, Iterable, Optional, Union
+
+from absl import logging
+
+from pad_jax import answers
+from pad_jax.teacher import cache as cache_lib
+from pad_jax.teacher import report as report_lib
+from pad_jax.teacher.extraction import extract_program
+
+PROGRAMS_FILE = "programs.jsonl"
+MANIFEST_FILE = "run.json"
+EXTRACTION_FAILED = "extraction_failed"
+_MICRO_BATCH = 256
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyConfig:
+  """How to execute and judge programs.
+
+  Attributes:
+    mode: "pad" (round(pred) == round(gold)) or "strict" (|pred-gold| < 1e-3).
+    workers: executor processes (None: all usable CPUs).
+    timeout_s: wall-clock limit per program.
+    memory_mb: address-space limit per program.
+  """
+  mode: str = "pad"
+  workers: Optional[int] = None
+  timeout_s: float = 5.0
+  memory_mb: int = 512
+
+  def __post_init__(self):
+    if self.mode not in answers.MODES:
+      raise ValueError(f"mode must be one of {answers.MODES}, got {self.mode!r}")
+
+
+@dataclasses.dataclass
+class Verdict:
+  """What verification found for one completion row."""
+  row: dict[str, Any]
+  program: Optional[str]
+  status: str
+  value: Any = None
+  match: dict[str, bool] = dataclasses.field(default_factory=dict)
+
+
+def normalize_program(program: str) -> str:
+  """Canonical text for duplicate detection (no comments/docstrings/spacing)."""
+  try:
+    tree = ast.parse(program)
+  except (SyntaxError, ValueError):
+    return " ".join(program.split())
+  for node in ast.walk(tree):
+    body = getattr(node, "body", None)
+    if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
+        getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+      node.body = body[1:] or [ast.Pass()]
+  return ast.unparse(tree)
+
+
+class StreamingVerifier:
+  """Verifies completion rows in a background thread as they are submitted.
+
+    verifier = StreamingVerifier(config)
+    verifier.submit(row) ...              # any thread
+    verdicts = verifier.finish()          # waits, returns all verdicts
+  """
+
+  def __init__(self, config: VerifyConfig = VerifyConfig()):
+    self.config = config
+    self._queue: queue.Queue = queue.Queue()
+    self._verdicts: list[Verdict] = []
+    self._error: Optional[BaseException] = None
+    self._seen: set[str] = set()
+    self._thread = threading.Thread(target=self._run, name="verifier", daemon=True)
+    self._thread.start()
+
+  def submit(self, row: dict[str, Any]) -> None:
+    key = row.get("key")
+    if key in self._seen:
+      return
+    self._seen.add(key)
+    self._queue.put(row)
+
+  def submit_many(self, rows: Iterable[dict[str, Any]]) -> None:
+    for row in rows:
+      self.submit(row)
+
+  def finish(self) -> list[Verdict]:
+    self._queue.put(None)
+    self._thread.join()
+    if self._error is not None:
+      raise self._error
+    return self._verdicts
+
+  @property
+  def verified(self) -> int:
+    return len(self._verdicts)
+
+  def _run(self) -> None:
+    try:
+      from pad_jax.execution import Executor  # pylint: disable=g-import-not-at-top
+      with Executor(workers=self.config.workers, timeout_s=self.config.timeout_s,
+                    memory_mb=self.config.memory_mb, mode="return") as executor:
+        done = False
+        while not done:
+          batch = [self._queue.get()]
+          while len(batch) < _MICRO_BATCH:
+            try:
+              batch.append(self._queue.get_nowait())
+            except queue.Empty:
+              break
+          if batch[-1] is None:
+            done = True
+            batch.pop()
+          self._verdicts.extend(_verify_batch(executor, batch))
+    except BaseException as e:  # pylint: disable=broad-except
+      self._error = e
+      while True:  # Unblock producers; drain.
+        try:
+          if self._queue.get_nowait() is None:
+            break
+        except queue.Empty:
+          break
+
+
+def _verify_batch(executor, rows: list[dict[str, Any]]) -> list[Verdict]:
+  if not rows:
+    return []
+  verdicts = [Verdict(row=row, program=extract_program(row.get("text")), status="") for row in rows]
+  runnable = [v for v in verdicts if v.program is not None]
+  results = executor.run([v.program for v in runnable]) if runnable else []
+  for verdict, result in zip(runnable, results):
+    verdict.status = result.status
+    verdict.value = result.value
+  for verdict in verdicts:
+    if verdict.program is None:
+      verdict.status = EXTRACTION_FAILED
+    ok = verdict.status == "ok"
+    verdict.match = {m: ok and answers.answers_match(verdict.value, verdict.row.get("answer"), m)
+                     for m in answers.MODES}
+  return verdicts
+
+
+def select_programs(verdicts: list[Verdict], mode: str) -> tuple[list[Any], int]:
+  """Correct programs, sorted by (id, variant, sample), minus duplicates.
+
+  Returns:
+    (ProgramRecords to write, number of duplicates dropped).
+  """
+  from pad_jax.data.programs import ProgramRecord  # pylint: disable=g-import-not-at-top
+  correct = [v for v in verdicts if v.match.get(mode)]
+  correct.sort(key=lambda v: (str(v.row["id"]), str(v.row.get("prompt_variant")),
+                              int(v.row.get("sample", 0))))
+  seen: set[tuple[str, str]] = set()
+  records, duplicates = [], 0
+  for verdict in correct:
+    row = verdict.row
+    signature = (row["id"], normalize_program(verdict.program))
+    if signature in seen:
+      duplicates += 1
+      continue
+    seen.add(signature)
+    records.append(ProgramRecord(
+        id=str(row["id"]), question=row["question"], program=verdict.program,
+        answer=float(row["answer"]), teacher=str(row.get("teacher") or row.get("model")),
+        prompt_variant=row.get("prompt_variant", 0), sample=int(row.get("sample", 0)),
+        extra={"strict_match": bool(verdict.match.get("strict"))}))
+  return records, duplicates
+
+
+def write_outputs(out_dir: PathLike, verdicts: list[Verdict], config: VerifyConfig,
+                  failed_rows: Iterable[dict[str, Any]] = (), manifest: Optional[dict] = None,
+                  seconds: float = 0.0) -> dict[str, Any]:
+  """Writes programs.jsonl, report.json and report.png; returns the report."""
+  from pad_jax.data.programs import write_programs  # pylint: disable=g-import-not-at-top
+  out_dir = pathlib.Path(out_dir)
+  records, duplicates = select_programs(verdicts, config.mode)
+  write_programs(out_dir / PROGRAMS_FILE, records)
+  completion_keys = {v.row.get("key") for v in verdicts}
+  unresolved = {}
+  for row in failed_rows:
+    if row.get("key") not in completion_keys:
+      unresolved[row.get("key")] = row
+  report = report_lib.build_report(verdicts, records, duplicates, list(unresolved.values()),
+                                   manifest or {}, config.mode, seconds)
+  report_lib.write_report(out_dir, report)
+  return report
+
+
+def read_manifest(out_dir: PathLike) -> dict[str, Any]:
+  path = pathlib.Path(out_dir) / MANIFEST_FILE
+  if not path.exists():
+    return {}
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def verify_dir(in_dir: PathLike, config: VerifyConfig = VerifyConfig(),
+               out_dir: Optional[PathLike] = None) -> dict[str, Any]:
+  """Re-verifies `in_dir/completions.jsonl` from scratch.
+
+  Args:
+    in_dir: a synthesis output directory (needs only completions.jsonl;
+      failed.jsonl and run.json are used when present).
+    config: execution and comparison settings.
+    out_dir: where to write programs.jsonl / report.json / report.png
+      (default: `in_dir`).
+
+  Returns:
+    The report dict.
+
+  Raises:
+    FileNotFoundError: no completions.jsonl.
+    ValueError: a malformed row (names file:line and field).
+  """
+  in_dir = pathlib.Path(in_dir)
+  path = in_dir / cache_lib.COMPLETIONS_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: not found (is --in_dir a synthesis output directory?)")
+  rows, keys = [], set()
+  for number, row in cache_lib.iter_rows(path):
+    for field in ("key", "id", "question", "answer", "text"):
+      if field not in row:
+        raise ValueError(f"{path}:{number}: field '{field}': missing")
+    if answers.parse_number(row["answer"]) is None:
+      raise ValueError(f"{path}:{number}: field 'answer': not a number")
+    if row["key"] in keys:
+      continue
+    keys.add(row["key"])
+    rows.append(row)
+  start = time.monotonic()
+  verifier = StreamingVerifier(config)
+  verifier.submit_many(rows)
+  verdicts = verifier.finish()
+  seconds = time.monotonic() - start
+  failed = [row for _, row in cache_lib.iter_rows(in_dir / cache_lib.FAILED_FILE)]
+  report = write_outputs(out_dir or in_dir, verdicts, config, failed, read_manifest(in_dir), seconds)
+  logging.info("verified %d completions in %.1f s: kept %d programs for %d questions",
+               len(verdicts), seconds, report["kept"], report["questions_with_program"])
+  return report
