@@ -31,6 +31,7 @@ import seqio
 import tensorflow as tf
 
 from pad_jax.data import programs
+from pad_jax.data.errors import DataError
 from tasks import postprocessors
 from tasks import preprocessors
 from tasks import registry
@@ -143,7 +144,7 @@ def register_program_task(name: str,
     The seqio task (splits `train` and `validation`).
 
   Raises:
-    DataError: missing or malformed JSONL (file:line:field).
+    DataError: missing, empty or malformed JSONL (file:line:field).
     ValueError: bad `validation_fraction`, or `name` registered by other code.
   """
   if not 0 <= validation_fraction < 1:
@@ -152,6 +153,8 @@ def register_program_task(name: str,
   path = str(pathlib.Path(jsonl_path).expanduser().resolve())
   counts = {split: len(load_split(path, split, validation_fraction, seed))
             for split in SPLITS}  # Validates the whole file now.
+  if not sum(counts.values()):
+    raise DataError(path, None, None, "no program records: nothing to train on")
   stat = os.stat(path)
   vocabulary = vocabulary or preprocessors.default_vocabulary()
   return registry.register_once(

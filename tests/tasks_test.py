@@ -140,6 +140,10 @@ def test_program_task_bad_input_names_file_and_line(tmp_path):
   with pytest.raises(DataError, match="not found"):
     program_tasks.register_program_task("h2_test_missing",
                                         str(tmp_path / "missing.jsonl"))
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("")
+  with pytest.raises(DataError, match="empty.jsonl: no program records"):
+    program_tasks.register_program_task("h2_test_empty", str(empty))
   assert "h2_test_bad_rows" not in seqio.TaskRegistry.names()
 
 
