@@ -42,6 +42,12 @@ DEFAULT_ALLOWED_MODULES = (
     "typing", "dataclasses", "enum",
 )
 
+# Imported by each worker before it forks (the rest of the allowlist is
+# imported on first use, in the program's process). answers.py needs the
+# first five anyway; each extra module makes every fork a little dearer.
+PRELOAD_MODULES = ("math", "decimal", "fractions", "numbers", "re",
+                   "itertools", "functools", "collections", "datetime")
+
 _WORKER_SCRIPT = pathlib.Path(__file__).with_name("worker.py")
 _ANSWERS_MODULE = pathlib.Path(__file__).resolve().parents[1] / "answers.py"
 _START_TIMEOUT_S = 60.0
@@ -229,6 +235,7 @@ class Executor:
         parent_pid=os.getpid(),
         answers_path=str(_ANSWERS_MODULE),
         allowed_modules=list(self.allowed_modules),
+        preload_modules=[m for m in PRELOAD_MODULES if m in self.allowed_modules],
         timeout_s=self.timeout_s,
         memory_mb=self.memory_mb,
         file_mb=self.file_mb,
