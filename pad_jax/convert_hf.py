@@ -1,0 +1,431 @@
+r"""Imports a Hugging Face T5 / CodeT5 checkpoint as a t5x checkpoint.
+
+  python -m pad_jax.convert_hf --hf_dir=DIR --out_dir=CKPT
+
+reads `DIR/config.json` and `DIR/model.safetensors` (or a sharded
+`model.safetensors.index.json`, or `pytorch_model.bin`) and writes
+
+* `CKPT/checkpoint_0/`: a t5x (Orbax) checkpoint with the parameters and the
+  model file's optimizer state, restorable by `t5x.train` (as the start of a
+  fine-tuning run: `utils.RestoreCheckpointConfig(path='CKPT/checkpoint_0',
+  mode='specific')`; with a different optimizer add `strict=False`),
+  `t5x.infer`/`t5x.eval` (`CHECKPOINT_PATH`) and `python -m pad_jax.infer`;
+* `CKPT/model.gin`: the model file for it (`--gin_file=CKPT/model.gin`), the
+  project's CodeT5 model config with this checkpoint's dimensions.
+
+Every tensor is mapped and shape-checked, unused or missing tensors are
+errors, and configurations the network cannot express exactly (another
+layer-norm epsilon, exact-erf GELU, ...) are refused with a one-line reason.
+
+Output layer: T5 v1.0 / CodeT5 tie it to the embedding and scale the decoder
+output by `d_model**-0.5` (`logits_via_embedding = True`). Any other
+combination (v1.1's untied head, or transformers 5's tied-but-unscaled v1.1)
+is written as an explicit `logits_dense` kernel with the scale folded in, which
+computes the same logits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+from typing import Any, Mapping, Optional
+
+from absl import app
+from absl import flags
+import numpy as np
+
+LAYER_NORM_EPSILON = 1e-6  # t5x's LayerNorm has it fixed.
+# Hugging Face activation names -> flax names with the same function.
+_ACTIVATIONS = {
+    "relu": "relu",
+    "gelu_new": "gelu",  # tanh approximation, flax's default gelu
+    "gelu_pytorch_tanh": "gelu",
+    "silu": "silu",
+    "swish": "silu",
+}
+_EMBED_DUPLICATES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+class ConversionError(ValueError):
+  """The checkpoint or its config cannot be converted exactly."""
+
+
+# ------------------------------------------------------------------------------
+# Reading the Hugging Face directory.
+# ------------------------------------------------------------------------------
+def read_hf_config(hf_dir: str) -> dict[str, Any]:
+  """Reads `config.json`, raising `ConversionError` naming the file."""
+  path = pathlib.Path(hf_dir) / "config.json"
+  if not path.is_file():
+    raise ConversionError(f"{path}: not found (expected a Hugging Face model "
+                          "directory with config.json)")
+  try:
+    config = json.loads(path.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise ConversionError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
+  if not isinstance(config, dict):
+    raise ConversionError(f"{path}:1: expected a JSON object")
+  return config
+
+
+def read_hf_weights(hf_dir: str) -> dict[str, np.ndarray]:
+  """Reads all tensors as float32 numpy arrays, by their HF names."""
+  root = pathlib.Path(hf_dir)
+  single = root / "model.safetensors"
+  index = root / "model.safetensors.index.json"
+  torch_bin = root / "pytorch_model.bin"
+  if single.is_file() or index.is_file():
+    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+    if single.is_file():
+      files = [single]
+    else:
+      weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+      files = sorted({root / name for name in weight_map.values()})
+    state = {}
+    for path in files:
+      state.update(load_file(str(path)))
+  elif torch_bin.is_file():
+    import torch  # pylint: disable=import-outside-toplevel
+    loaded = torch.load(str(torch_bin), map_location="cpu", weights_only=True)
+    state = {k: v.float().numpy() for k, v in loaded.items()}
+  else:
+    raise ConversionError(
+        f"{root}: no model.safetensors, model.safetensors.index.json or "
+        "pytorch_model.bin")
+  return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}
+
+
+# ------------------------------------------------------------------------------
+# Config and parameter mapping.
+# ------------------------------------------------------------------------------
+def _output_layer(config: Mapping[str, Any]) -> tuple[bool, bool]:
+  """(tied, scaled): how the checkpoint's logits are computed."""
+  tied = config.get("tie_word_embeddings", True) is not False
+  # transformers >= 5 always ties and records v1.0's scaling separately.
+  scaled = config.get("scale_decoder_outputs", tied)
+  return tied, bool(scaled)
+
+
+def network_config(config: Mapping[str, Any]) -> dict[str, Any]:
+  """`pad_jax.network.T5Config` fields for a Hugging Face T5 config.
+
+  Args:
+    config: the parsed `config.json`.
+
+  Returns:
+    A dict of T5Config keyword arguments (`logits_via_embedding` is set for
+    the tied-and-scaled v1.0 head only).
+
+  Raises:
+    ConversionError: naming the field the network cannot express.
+  """
+  def require(key):
+    if key not in config:
+      raise ConversionError(f"config.json: field '{key}' missing")
+    return config[key]
+
+  model_type = config.get("model_type", "t5")
+  if model_type not in ("t5", "codet5"):
+    raise ConversionError(f"config.json: field 'model_type': {model_type!r} is "
+                          "not a T5 encoder-decoder")
+  if config.get("is_encoder_decoder", True) is not True:
+    raise ConversionError("config.json: field 'is_encoder_decoder': only "
+                          "encoder-decoder T5 models are supported")
+  eps = config.get("layer_norm_epsilon", LAYER_NORM_EPSILON)
+  if eps != LAYER_NORM_EPSILON:
+    raise ConversionError(f"config.json: field 'layer_norm_epsilon': {eps} "
+                          f"unsupported (t5x's LayerNorm uses {LAYER_NORM_EPSILON})")
+  proj = config.get("feed_forward_proj", "relu")
+  parts = proj.split("-")
+  gated = parts[0] == "gated"
+  # As transformers' T5Config: "gated-gelu" means the tanh-approximated gelu.
+  act = "gelu_new" if proj == "gated-gelu" else parts[-1]
+  if act not in _ACTIVATIONS:
+    raise ConversionError(
+        f"config.json: field 'feed_forward_proj': activation {act!r} "
+        f"unsupported (supported: {sorted(_ACTIVATIONS)}; exact-erf 'gelu' "
+        "has no flax string name in t5x's MlpBlock)")
+  flax_act = _ACTIVATIONS[act]
+  tied, scaled = _output_layer(config)
+  num_layers = int(require("num_layers"))
+  return dict(
+      vocab_size=int(require("vocab_size")),
+      emb_dim=int(require("d_model")),
+      num_heads=int(require("num_heads")),
+      num_encoder_layers=num_layers,
+      num_decoder_layers=int(config.get("num_decoder_layers") or num_layers),
+      head_dim=int(require("d_kv")),
+      mlp_dim=int(require("d_ff")),
+      mlp_activations=(flax_act, "linear") if gated else (flax_act,),
+      dropout_rate=float(config.get("dropout_rate", 0.1)),
+      logits_via_embedding=tied and scaled,
+      relative_attention_num_buckets=int(
+          config.get("relative_attention_num_buckets", 32)),
+      relative_attention_max_distance=int(
+          config.get("relative_attention_max_distance", 128)),
+  )
+
+
+class _Weights:
+  """HF tensors, popped as they are mapped so leftovers can be reported."""
+
+  def __init__(self, state: Mapping[str, np.ndarray]):
+    self._state = dict(state)
+
+  def pop(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    if name not in self._state:
+      raise ConversionError(f"weights: tensor '{name}' missing")
+    value = self._state.pop(name)
+    if value.shape != tuple(shape):
+      raise ConversionError(f"weights: tensor '{name}' has shape "
+                            f"{value.shape}, expected {tuple(shape)}")
+    return value
+
+  def maybe_pop(self, name: str) -> Optional[np.ndarray]:
+    return self._state.pop(name, None)
+
+  def leftovers(self) -> list[str]:
+    return sorted(self._state)
+
+
+def _attention(w: _Weights, prefix: str, d: int, inner: int) -> dict:
+  # HF Linear weights are [out, in]; t5x kernels are [in, out].
+  return {
+      "query": {"kernel": w.pop(f"{prefix}.q.weight", (inner, d)).T},
+      "key": {"kernel": w.pop(f"{prefix}.k.weight", (inner, d)).T},
+      "value": {"kernel": w.pop(f"{prefix}.v.weight", (inner, d)).T},
+      "out": {"kernel": w.pop(f"{prefix}.o.weight", (d, inner)).T},
+  }
+
+
+def _mlp(w: _Weights, prefix: str, d: int, ff: int, gated: bool) -> dict:
+  if gated:
+    return {
+        "wi_0": {"kernel": w.pop(f"{prefix}.wi_0.weight", (ff, d)).T},
+        "wi_1": {"kernel": w.pop(f"{prefix}.wi_1.weight", (ff, d)).T},
+        "wo": {"kernel": w.pop(f"{prefix}.wo.weight", (d, ff)).T},
+    }
+  return {"wi": {"kernel": w.pop(f"{prefix}.wi.weight", (ff, d)).T},
+          "wo": {"kernel": w.pop(f"{prefix}.wo.weight", (d, ff)).T}}
+
+
+def _scale(w: _Weights, name: str, d: int) -> dict:
+  return {"scale": w.pop(name, (d,))}
+
+
+def convert_params(config: Mapping[str, Any],
+                   state: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  """Maps HF tensors to the t5x parameter tree (`params` collection).
+
+  Args:
+    config: the parsed `config.json`.
+    state: HF tensor name -> array.
+
+  Returns:
+    The nested parameter dict shared by `pad_jax.network.Transformer` and
+    `t5x.examples.t5.network.Transformer`.
+
+  Raises:
+    ConversionError: a tensor is missing, misshaped, or left unused.
+  """
+  cfg = network_config(config)
+  d, heads, kv, ff = (cfg["emb_dim"], cfg["num_heads"], cfg["head_dim"],
+                      cfg["mlp_dim"])
+  inner, buckets = heads * kv, cfg["relative_attention_num_buckets"]
+  gated = len(cfg["mlp_activations"]) == 2
+  w = _Weights(state)
+  shared = w.pop("shared.weight", (cfg["vocab_size"], d))
+  for name in _EMBED_DUPLICATES:
+    copy = w.maybe_pop(name)
+    if copy is not None and not np.array_equal(copy, shared):
+      raise ConversionError(f"weights: tensor '{name}' differs from "
+                            "'shared.weight' (untied input embeddings)")
+
+  encoder = {"relpos_bias": {"rel_embedding": w.pop(
+      "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+      (buckets, heads)).T}}
+  for i in range(cfg["num_encoder_layers"]):
+    p = f"encoder.block.{i}.layer"
+    encoder[f"layers_{i}"] = {
+        "pre_attention_layer_norm": _scale(w, f"{p}.0.layer_norm.weight", d),
+        "attention": _attention(w, f"{p}.0.SelfAttention", d, inner),
+        "pre_mlp_layer_norm": _scale(w, f"{p}.1.layer_norm.weight", d),
+        "mlp": _mlp(w, f"{p}.1.DenseReluDense", d, ff, gated),
+    }
+  encoder["encoder_norm"] = _scale(w, "encoder.final_layer_norm.weight", d)
+
+  decoder = {"relpos_bias": {"rel_embedding": w.pop(
+      "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+      (buckets, heads)).T}}
+  for i in range(cfg["num_decoder_layers"]):
+    p = f"decoder.block.{i}.layer"
+    decoder[f"layers_{i}"] = {
+        "pre_self_attention_layer_norm": _scale(
+            w, f"{p}.0.layer_norm.weight", d),
+        "self_attention": _attention(w, f"{p}.0.SelfAttention", d, inner),
+        "pre_cross_attention_layer_norm": _scale(
+            w, f"{p}.1.layer_norm.weight", d),
+        "encoder_decoder_attention": _attention(w, f"{p}.1.EncDecAttention", d,
+                                                inner),
+        "pre_mlp_layer_norm": _scale(w, f"{p}.2.layer_norm.weight", d),
+        "mlp": _mlp(w, f"{p}.2.DenseReluDense", d, ff, gated),
+    }
+  decoder["decoder_norm"] = _scale(w, "decoder.final_layer_norm.weight", d)
+
+  tied, scaled = _output_layer(config)
+  head = w.maybe_pop("lm_head.weight")
+  if head is not None and head.shape != shared.shape:
+    raise ConversionError(f"weights: tensor 'lm_head.weight' has shape "
+                          f"{head.shape}, expected {shared.shape}")
+  if tied and head is not None and not np.array_equal(head, shared):
+    raise ConversionError("weights: 'lm_head.weight' differs from "
+                          "'shared.weight' but config.json ties them")
+  if not tied and head is None:
+    raise ConversionError("weights: tensor 'lm_head.weight' missing "
+                          "(config.json: tie_word_embeddings is false)")
+  if not (tied and scaled):
+    kernel = (shared if tied else head).T * (d**-0.5 if scaled else 1.0)
+    decoder["logits_dense"] = {"kernel": kernel.astype(np.float32)}
+
+  leftovers = w.leftovers()
+  if leftovers:
+    raise ConversionError(f"weights: {len(leftovers)} tensor(s) not mapped, "
+                          f"e.g. '{leftovers[0]}'")
+  return {"token_embedder": {"embedding": shared},
+          "encoder": encoder, "decoder": decoder}
+
+
+# ------------------------------------------------------------------------------
+# Writing the t5x checkpoint.
+# ------------------------------------------------------------------------------
+MODEL_GIN_TEMPLATE = """\
+# Written by `python -m pad_jax.convert_hf` for {hf_dir}.
+# The project's CodeT5 model file with this checkpoint's dimensions; paths are
+# relative to the repository root (where pad-jax commands run).
+include 'gin_configs/models/codet5_small.gin'
+
+network.T5Config:
+{fields}
+"""
+
+
+def model_gin_text(cfg: Mapping[str, Any], hf_dir: str) -> str:
+  """The `model.gin` that describes a converted checkpoint."""
+  keys = ("vocab_size", "emb_dim", "num_heads", "num_encoder_layers",
+          "num_decoder_layers", "head_dim", "mlp_dim", "mlp_activations",
+          "logits_via_embedding", "relative_attention_num_buckets",
+          "relative_attention_max_distance")
+  fields = "\n".join(f"  {k} = {tuple(cfg[k])!r}" if isinstance(cfg[k], tuple)
+                     else f"  {k} = {cfg[k]!r}" for k in keys)
+  return MODEL_GIN_TEMPLATE.format(hf_dir=hf_dir, fields=fields)
+
+
+def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
+                     step: int = 0) -> str:
+  """Writes `params` (+ fresh optimizer state) as a t5x Orbax checkpoint.
+
+  Args:
+    model: the t5x model (e.g. `EncoderDecoderModel`) the checkpoint is for;
+      its `optimizer_def` initialises the optimizer state.
+    params: the parameter tree (must match the model's shapes exactly).
+    out_dir: model directory; the checkpoint goes to `out_dir/checkpoint_<step>`.
+    step: the step recorded in the checkpoint.
+
+  Returns:
+    The checkpoint directory.
+  """
+  import flax  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from t5x import checkpoints  # pylint: disable=import-outside-toplevel
+  from t5x import partitioning  # pylint: disable=import-outside-toplevel
+  from t5x import train_state as train_state_lib  # pylint: disable=import-outside-toplevel
+  from t5x import utils  # pylint: disable=import-outside-toplevel
+
+  shapes = {"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}
+  types = {k: jnp.int32 for k in shapes}
+  partitioner = partitioning.PjitPartitioner(num_partitions=1)
+  initializer = utils.TrainStateInitializer(
+      optimizer_def=model.optimizer_def, init_fn=model.get_initial_variables,
+      input_shapes=shapes, input_types=types, partitioner=partitioner)
+  expected = initializer.global_train_state_shape.params
+  flat_expected = flax.traverse_util.flatten_dict(flax.core.unfreeze(expected))
+  flat_params = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
+  for key in sorted(set(flat_expected) | set(flat_params)):
+    name = "/".join(key)
+    if key not in flat_params:
+      raise ConversionError(f"params: '{name}' missing for this model config")
+    if key not in flat_expected:
+      raise ConversionError(f"params: '{name}' not in this model config")
+    if tuple(flat_params[key].shape) != tuple(flat_expected[key].shape):
+      raise ConversionError(
+          f"params: '{name}' has shape {tuple(flat_params[key].shape)}, the "
+          f"model config expects {tuple(flat_expected[key].shape)}")
+  axes = initializer.global_train_state_shape.params_axes
+  params = jax.tree.map(jnp.asarray, flax.core.unfreeze(params))
+  variables = flax.core.freeze({"params": params, "params_axes": axes})
+  state = train_state_lib.FlaxOptimTrainState.create(model.optimizer_def,
+                                                     variables)
+  state = state.replace_step(jnp.asarray(step, dtype=jnp.int32))
+  manager = checkpoints.OrbaxCheckpointManagerInterface(
+      directory=out_dir, train_state=initializer.global_train_state_shape,
+      partitioner=partitioner)
+  manager.save(state)
+  manager.wait_until_finished()
+  manager.close()
+  return os.path.join(out_dir, f"checkpoint_{step}")
+
+
+def load_model_from_gin(gin_files: list[str], bindings: tuple[str, ...] = ()):
+  """Parses gin model file(s) (t5x-style) and returns the configured MODEL."""
+  import gin  # pylint: disable=import-outside-toplevel
+  from t5x import gin_utils  # pylint: disable=import-outside-toplevel
+  gin.clear_config(clear_constants=True)
+  gin_utils.parse_gin_flags(gin_search_paths=["."], gin_files=gin_files,
+                            gin_bindings=list(bindings))
+  return gin.query_parameter("%MODEL").scoped_configurable_fn()
+
+
+def convert(hf_dir: str, out_dir: str) -> str:
+  """Converts `hf_dir` into `out_dir/checkpoint_0` + `out_dir/model.gin`.
+
+  Returns:
+    The checkpoint directory.
+  """
+  config = read_hf_config(hf_dir)
+  cfg = network_config(config)
+  params = convert_params(config, read_hf_weights(hf_dir))
+  os.makedirs(out_dir, exist_ok=True)
+  gin_path = os.path.join(out_dir, "model.gin")
+  with open(gin_path, "w", encoding="utf-8") as f:
+    f.write(model_gin_text(cfg, hf_dir))
+  model = load_model_from_gin([gin_path])
+  return write_checkpoint(model, params, out_dir)
+
+
+_HF_DIR = flags.DEFINE_string("hf_dir", None, "Hugging Face model directory "
+                              "(config.json + model.safetensors or "
+                              "pytorch_model.bin).")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Output t5x model directory "
+                               "(gets checkpoint_0/ and model.gin).")
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _HF_DIR.value or not _OUT_DIR.value:
+    print("error: --hf_dir and --out_dir are required", file=sys.stderr)
+    return 2
+  try:
+    path = convert(_HF_DIR.value, _OUT_DIR.value)
+  except ConversionError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"wrote {path} and {os.path.join(_OUT_DIR.value, 'model.gin')}")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
