@@ -163,7 +163,7 @@ class ChatClient:
       backoff = random.uniform(0, min(self.retry.backoff_cap_s,
                                       self.retry.backoff_base_s * 2 ** (attempt - 1)))
       await asyncio.sleep(max(backoff, wait or 0.0))
-    raise RequestFailed(f"gave up after {self.retry.max_attempts} attempts: {last_error}")
+    raise RequestFailed(f"{last_error} (gave up after {self.retry.max_attempts} attempts)")
 
   def _parse(self, response: Any, attempt: int) -> ChatResult:
     choices = getattr(response, "choices", None)
@@ -198,8 +198,6 @@ class ChatClient:
       return True, None, f"malformed response: {reason}"
     if isinstance(error, openai.OpenAIError):
       return True, None, reason
-    if isinstance(error, asyncio.CancelledError):
-      raise error
     return True, None, reason
 
   async def close(self) -> None:

@@ -1,0 +1,124 @@
+r"""Program synthesis CLI: a teacher writes programs, the executor keeps the right ones.
+
+  python -m pad_jax.synthesize --teacher=gold --benchmark=gsm8k --split=train \
+      --out_dir=runs/teacher_gold
+  python -m pad_jax.synthesize --teacher=openai --base_url=http://localhost:8000/v1 \
+      --model=NAME --benchmark=gsm8k --split=train --limit=100 --samples=4 \
+      --concurrency=16 --out_dir=runs/teacher_openai
+
+Writes OUT_DIR/completions.jsonl (the durable cache: re-running resumes),
+failed.jsonl, programs.jsonl (the program dataset), report.json, report.png
+and run.json. The API key comes from OPENAI_API_KEY or --api_key_file and is
+never written anywhere. See pad_jax/teacher/synthesize.py for the Python API.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+_TEACHER = flags.DEFINE_enum("teacher", "gold", ["gold", "openai"],
+                             "gold: offline GSM8K-rationale teacher; openai: any "
+                             "OpenAI-compatible chat server.")
+_BENCHMARK = flags.DEFINE_string("benchmark", "gsm8k", "Benchmark to read questions from.")
+_SPLIT = flags.DEFINE_string("split", "train", "Benchmark split.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Data directory (default: PAD_DATA_DIR or "
+                                "../shared/data).")
+_LIMIT = flags.DEFINE_integer("limit", None, "Only the first N questions.", lower_bound=1)
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
+_BASE_URL = flags.DEFINE_string("base_url", "https://api.openai.com/v1",
+                                "OpenAI-compatible server (OpenAI, vLLM, SGLang, llama.cpp).")
+_MODEL = flags.DEFINE_string("model", "gpt-4o-mini", "Model name on the server.")
+_SAMPLES = flags.DEFINE_integer("samples", 1, "Completions per question.", lower_bound=1)
+_VARIANTS = flags.DEFINE_string("prompt_variants", "all",
+                                "Prompt variants: 'all' or a comma list (sample k uses the "
+                                "(k mod count)-th).")
+_USE_N = flags.DEFINE_boolean("use_n", False, "Request the samples of one prompt with `n` "
+                              "instead of repeated requests.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.7, "Sampling temperature.")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling top_p.")
+_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 512, "Max completion tokens.", lower_bound=1)
+_CONCURRENCY = flags.DEFINE_integer("concurrency", 16, "Requests in flight.", lower_bound=1)
+_RPM = flags.DEFINE_float("rpm", None, "Requests-per-minute limit.")
+_TPM = flags.DEFINE_float("tpm", None, "Tokens-per-minute limit.")
+_MAX_ATTEMPTS = flags.DEFINE_integer("max_attempts", 6, "Attempts per request before it is "
+                                     "recorded as failed.", lower_bound=1)
+_REQUEST_TIMEOUT = flags.DEFINE_float("request_timeout_s", 60.0, "Timeout of one attempt.")
+_BACKOFF = flags.DEFINE_float("backoff_base_s", 0.5, "First retry backoff (doubles, jittered).")
+_MAX_COST = flags.DEFINE_float("max_cost_usd", None, "Stop cleanly once the estimated spend "
+                               "of OUT_DIR reaches this (resumable).")
+_PRICE_IN = flags.DEFINE_float("price_input_per_mtok", None, "USD per 1M input tokens "
+                               "(overrides the built-in table).")
+_PRICE_OUT = flags.DEFINE_float("price_output_per_mtok", None, "USD per 1M output tokens.")
+_KEY_FILE = flags.DEFINE_string("api_key_file", None, "File holding the API key (else "
+                                "OPENAI_API_KEY).")
+_BATCH = flags.DEFINE_boolean("batch", False, "Use the OpenAI Batch API.")
+_BATCH_POLL = flags.DEFINE_float("batch_poll_s", 10.0, "Seconds between batch status polls.")
+_VERIFY = flags.DEFINE_boolean("verify", True, "Verify while synthesizing and write "
+                               "programs.jsonl/report.json.")
+_MODE = flags.DEFINE_enum("mode", "pad", ["pad", "strict"], "Answer comparison for keeping "
+                          "a program.")
+_WORKERS = flags.DEFINE_integer("exec_workers", None, "Executor processes (default: CPUs).")
+_EXEC_TIMEOUT = flags.DEFINE_float("exec_timeout_s", 5.0, "Time limit per program.")
+_EXEC_MEMORY = flags.DEFINE_integer("exec_memory_mb", 512, "Memory limit per program.")
+_PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+
+
+def _configs():
+  from pad_jax.teacher import client as client_lib  # pylint: disable=g-import-not-at-top
+  from pad_jax.teacher import prompts  # pylint: disable=g-import-not-at-top
+  from pad_jax.teacher import synthesize as synth  # pylint: disable=g-import-not-at-top
+  from pad_jax.teacher import verify as verify_lib  # pylint: disable=g-import-not-at-top
+  retry = client_lib.RetryPolicy(max_attempts=_MAX_ATTEMPTS.value,
+                                 backoff_base_s=_BACKOFF.value,
+                                 timeout_s=_REQUEST_TIMEOUT.value)
+  openai_config = synth.OpenAIConfig(
+      base_url=_BASE_URL.value, model=_MODEL.value, samples=_SAMPLES.value,
+      variants=tuple(prompts.parse_variants(_VARIANTS.value)), temperature=_TEMPERATURE.value,
+      top_p=_TOP_P.value, max_tokens=_MAX_TOKENS.value, concurrency=_CONCURRENCY.value,
+      rpm=_RPM.value, tpm=_TPM.value, retry=retry, max_cost_usd=_MAX_COST.value,
+      price_input_per_mtok=_PRICE_IN.value, price_output_per_mtok=_PRICE_OUT.value,
+      use_n=_USE_N.value, batch=_BATCH.value, batch_poll_s=_BATCH_POLL.value,
+      progress=_PROGRESS.value)
+  verify_config = verify_lib.VerifyConfig(mode=_MODE.value, workers=_WORKERS.value,
+                                          timeout_s=_EXEC_TIMEOUT.value,
+                                          memory_mb=_EXEC_MEMORY.value)
+  return openai_config, verify_config
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f"error: unexpected arguments {argv[1:]} (flags are --name=value)")
+  if not _OUT_DIR.value:
+    sys.exit("error: --out_dir is required")
+  from pad_jax.teacher import synthesize as synth  # pylint: disable=g-import-not-at-top
+  try:
+    openai_config, verify_config = _configs()
+    api_key = None
+    if _TEACHER.value == "openai":
+      openai_config.validate()
+      api_key = synth.resolve_api_key(openai_config.base_url, None, _KEY_FILE.value)
+    elif _BENCHMARK.value != "gsm8k":
+      raise ValueError(f"--teacher=gold needs GSM8K rationales; --benchmark={_BENCHMARK.value} "
+                       "has none")
+    report = synth.synthesize(_TEACHER.value, _BENCHMARK.value, _SPLIT.value, _OUT_DIR.value,
+                              limit=_LIMIT.value, data_dir=_DATA_DIR.value,
+                              openai_config=openai_config, verify_config=verify_config,
+                              api_key=api_key, verify=_VERIFY.value)
+  except (ValueError, OSError) as e:  # DataError is a ValueError.
+    sys.exit(f"error: {e}")
+  if "kept" in report:
+    print(f"kept {report['kept']} programs for {report['questions_with_program']}/"
+          f"{report['questions']} questions (coverage {report['coverage']:.2%}, pass rate "
+          f"{report['pass_rate']:.2%}, {report['failed_requests']} failed, "
+          f"${report['cost_usd']:.4f}); report: {_OUT_DIR.value}/report.json")
+  else:
+    print(f"{report['completions']} completions in {_OUT_DIR.value}/completions.jsonl")
+  if report.get("stopped"):
+    print(f"stopped early: {report['stopped']}; re-run the same command to continue")
+  logging.flush()
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,210 @@
+"""OpenAI Batch API mode: same requests and outputs as online mode, half price.
+
+1. the pending requests are written as batch JSONL (`OUT_DIR/batch_input_N.jsonl`,
+   one `{"custom_id", "method", "url", "body"}` per request, custom_id = the
+   request's first cache key), uploaded (`purpose="batch"`) and submitted;
+2. `OUT_DIR/batch_state.json` records each batch id and what its custom_ids
+   stand for *before* polling starts, so a re-run after a crash polls the same
+   batches instead of paying twice;
+3. the batches are polled until they end; the output file is downloaded and
+   merged into `completions.jsonl` exactly like online completions (failed
+   lines go to `failed.jsonl`), then the batch is marked merged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+import types
+from typing import Any, Optional
+
+from absl import logging
+
+from pad_jax.teacher import cache as cache_lib
+from pad_jax.teacher import client as client_lib
+
+STATE_FILE = "batch_state.json"
+MAX_REQUESTS_PER_BATCH = 50_000
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+def _load_state(path: pathlib.Path) -> dict[str, Any]:
+  if not path.exists():
+    return {"batches": []}
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def _save_state(path: pathlib.Path, state: dict[str, Any]) -> None:
+  tmp = path.with_name(f".{path.name}.tmp")
+  with open(tmp, "w") as f:
+    json.dump(state, f, indent=1)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def batch_line(request, config) -> dict[str, Any]:
+  """The Batch API JSONL line of one planned request."""
+  return {"custom_id": request.keys[0], "method": "POST", "url": "/v1/chat/completions",
+          "body": {"model": config.model, "messages": request.messages,
+                   "n": len(request.samples), "temperature": config.temperature,
+                   "top_p": config.top_p, "max_tokens": config.max_tokens}}
+
+
+def _estimated_cost(request, config, prices) -> float:
+  if prices is None:
+    return 0.0
+  tokens_in = client_lib.estimate_tokens(request.messages, 0)
+  return prices.cost(tokens_in, config.max_tokens * len(request.samples))
+
+
+def run_batch(requests: list, store: cache_lib.CompletionCache, config, api_key: Optional[str],
+              prices, verifier, out_dir: pathlib.Path) -> Optional[str]:
+  """Submits, polls and merges batches for `requests`; returns why it stopped early."""
+  import openai  # pylint: disable=g-import-not-at-top
+  client = openai.OpenAI(base_url=config.base_url, api_key=api_key or client_lib.NO_KEY,
+                         max_retries=config.retry.max_attempts,
+                         timeout=config.retry.timeout_s)
+  state_path = out_dir / STATE_FILE
+  state = _load_state(state_path)
+  in_batches = {key for b in state["batches"] if not b.get("merged")
+                for item in b["items"].values() for key in item["keys"]}
+  todo = [r for r in requests if not set(r.keys) & in_batches]
+  stopped = None
+  if config.max_cost_usd is not None:
+    spent = sum(float(r.get("cost_usd") or 0.0) for r in store.rows.values())
+    affordable = []
+    for request in todo:
+      spent += _estimated_cost(request, config, prices)
+      if spent > config.max_cost_usd:
+        stopped = "max_cost_usd"
+        break
+      affordable.append(request)
+    todo = affordable
+  for start in range(0, len(todo), MAX_REQUESTS_PER_BATCH):
+    chunk = todo[start:start + MAX_REQUESTS_PER_BATCH]
+    _submit(client, chunk, config, state, state_path, out_dir)
+  for batch in state["batches"]:
+    if not batch.get("merged"):
+      _wait(client, batch, config)
+      _merge(client, batch, store, config, prices, verifier)
+      batch["merged"] = True
+      _save_state(state_path, state)
+  client.close()
+  return stopped
+
+
+def _submit(client, chunk: list, config, state: dict, state_path: pathlib.Path,
+            out_dir: pathlib.Path) -> None:
+  index = len(state["batches"])
+  input_path = out_dir / f"batch_input_{index}.jsonl"
+  lines = [json.dumps(batch_line(r, config), ensure_ascii=False) for r in chunk]
+  input_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  uploaded = client.files.create(file=(input_path.name, input_path.read_bytes()), purpose="batch")
+  batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                completion_window="24h")
+  items = {r.keys[0]: {"id": r.example.id, "question": r.example.question,
+                       "answer": r.example.answer, "variant": r.variant, "samples": r.samples,
+                       "keys": r.keys} for r in chunk}
+  state["batches"].append({"batch_id": batch.id, "input_file_id": uploaded.id,
+                           "input_path": input_path.name, "items": items, "merged": False})
+  _save_state(state_path, state)
+  logging.info("submitted batch %s with %d requests", batch.id, len(chunk))
+
+
+def _wait(client, batch: dict, config) -> Any:
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  bar = tqdm(total=len(batch["items"]), desc=f"batch {batch['batch_id']}", unit="req",
+             disable=not config.progress, file=sys.stderr, dynamic_ncols=True)
+  try:
+    while True:
+      info = client.batches.retrieve(batch["batch_id"])
+      counts = info.request_counts
+      if counts is not None:
+        bar.n = int(counts.completed or 0) + int(counts.failed or 0)
+        bar.set_postfix_str(f"status={info.status} failed={counts.failed}", refresh=True)
+      if info.status in TERMINAL:
+        batch["status"] = info.status
+        batch["output_file_id"] = info.output_file_id
+        batch["error_file_id"] = info.error_file_id
+        return info
+      time.sleep(config.batch_poll_s)
+  finally:
+    bar.close()
+
+
+def _merge(client, batch: dict, store: cache_lib.CompletionCache, config, prices,
+           verifier) -> None:
+  from pad_jax.teacher import synthesize as synth  # pylint: disable=g-import-not-at-top
+  answered: set[str] = set()
+  for field in ("output_file_id", "error_file_id"):
+    file_id = batch.get(field)
+    if not file_id:
+      continue
+    text = client.files.content(file_id).text
+    for number, line in enumerate(text.splitlines(), start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        logging.warning("batch %s %s line %d: not JSON, skipped", batch["batch_id"], field, number)
+        continue
+      item = batch["items"].get(record.get("custom_id"))
+      if item is None:
+        continue
+      answered.add(record["custom_id"])
+      request = synth.Request(example=types.SimpleNamespace(id=item["id"], question=item["question"],
+                                                            answer=item["answer"]),
+                              variant=item["variant"], samples=item["samples"], keys=item["keys"],
+                              messages=[])
+      _merge_one(store, request, record, config, prices, verifier)
+  for custom_id, item in batch["items"].items():
+    if custom_id not in answered:
+      for sample, key in zip(item["samples"], item["keys"]):
+        store.add_failure({"key": key, "id": item["id"], "sample": sample,
+                           "prompt_variant": item["variant"], "model": config.model,
+                           "error": f"batch {batch.get('status')}: no result for this request"})
+
+
+def _merge_one(store, request, record: dict, config, prices, verifier) -> None:
+  from pad_jax.teacher import synthesize as synth  # pylint: disable=g-import-not-at-top
+  response = record.get("response") or {}
+  body = response.get("body") or {}
+  reason = None
+  if record.get("error"):
+    reason = f"batch error: {json.dumps(record['error'])[:200]}"
+  elif response.get("status_code") != 200:
+    message = (body.get("error") or {}).get("message", "")
+    reason = f"HTTP {response.get('status_code')}: {message[:200]}"
+  choices = []
+  if reason is None:
+    try:
+      for choice in sorted(body["choices"], key=lambda c: c.get("index", 0)):
+        content = choice["message"]["content"]
+        if not isinstance(content, str):
+          raise TypeError("content is not text")
+        choices.append(client_lib.Choice(content, choice.get("finish_reason")))
+    except (KeyError, TypeError, AttributeError) as e:
+      reason = f"malformed batch response: {e!r}"[:200]
+  if reason is not None:
+    for sample, key in zip(request.samples, request.keys):
+      store.add_failure({"key": key, "id": request.example.id, "sample": sample,
+                         "prompt_variant": request.variant, "model": config.model,
+                         "error": reason})
+    return
+  usage = body.get("usage") or {}
+  result = client_lib.ChatResult(choices=choices,
+                                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                                 completion_tokens=int(usage.get("completion_tokens") or 0),
+                                 attempts=1)
+  rows = synth.completion_rows(request, result, config, prices)
+  new_rows = store.add_many(rows)
+  if verifier:
+    verifier.submit_many(new_rows)
