@@ -33,6 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 import gin
 
 from pad_jax import child
@@ -190,7 +191,7 @@ def _stage_result(stage: str, summary: dict[str, Any]) -> str:
   if stage == "synthesize":
     parts = []
     if "teacher" in summary:
-      parts.append(f"teacher {summary['teacher'].get('programs')} programs")
+      parts.append(f"teacher {summary['teacher'].get('completions')} completions")
     if "synthetic" in summary:
       parts.append(f"synthetic {summary['synthetic']}")
     return ", ".join(parts)
@@ -218,6 +219,7 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
 
 
 def main(argv: Sequence[str]) -> int:
+  logging.set_verbosity(logging.WARNING)  # progress bars, not INFO logs, in the terminal
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:

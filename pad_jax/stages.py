@@ -9,11 +9,12 @@ training stage lives in `pad_jax/train_stage.py`, the report in
 
 Files (all JSONL rows are one JSON object per line):
 
-* `synthesize/teacher/`: the teacher's output directory
-  (`python -m pad_jax.synthesize`): `completions.jsonl`, `programs.jsonl`,
-  `report.json`.
+* `synthesize/teacher/`: the teacher's completions (`completions.jsonl`,
+  `failed.jsonl`, `run.json`; `pad_jax.teacher.synthesize`).
 * `synthesize/synthetic/{train,validation,test}.jsonl`: seeded synthetic
   problems (program-dataset format).
+* `verify/teacher/`: `pad_jax.teacher.verify` output for the teacher
+  (`programs.jsonl`, `report.json`, `report.png`).
 * `verify/programs.jsonl`: every kept program (teacher + synthetic train),
   what training reads; `verify/report.json`: status counts and pass rates.
 * `decode/<eval_set>.inputs.jsonl` (`id`, `question`, `answer`) and
@@ -31,7 +32,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import gin
@@ -83,7 +83,8 @@ class SynthesizeConfig:
     samples: programs sampled per question (teacher `openai`).
     concurrency: parallel requests (teacher `openai`).
     temperature: sampling temperature (teacher `openai`; None: its default).
-    extra_flags: more flags for `python -m pad_jax.synthesize`.
+    openai_options: more `pad_jax.teacher.synthesize.OpenAIConfig` fields
+      (rpm, tpm, max_cost_usd, batch, use_n, variants, max_tokens, ...).
     synthetic_train: synthetic training problems (0: none).
     synthetic_validation: synthetic validation problems.
     synthetic_test: synthetic held-out problems (the demo's proof of learning).
@@ -100,7 +101,7 @@ class SynthesizeConfig:
   samples: int = 1
   concurrency: int = 16
   temperature: Optional[float] = None
-  extra_flags: Sequence[str] = ()
+  openai_options: Optional[Mapping[str, Any]] = None
   synthetic_train: int = 0
   synthetic_validation: int = 0
   synthetic_test: int = 0
@@ -118,15 +119,12 @@ class VerifyConfig:
     workers: executor workers (None: the executor's default).
     timeout_s: wall-clock limit per program.
     memory_mb: address-space limit per program.
-    reverify_teacher: re-run `python -m pad_jax.verify` on the teacher's
-      completions (otherwise its streaming verification is used as is).
   """
 
   mode: str = "pad"
   workers: Optional[int] = None
   timeout_s: float = 2.0
   memory_mb: int = 512
-  reverify_teacher: bool = False
 
 
 @gin.configurable
@@ -209,48 +207,38 @@ def synthesize(ctx: StageContext, cfg: SynthesizeConfig) -> dict[str, Any]:
   return summary
 
 
-def _teacher_flags(cfg: SynthesizeConfig, out_dir: pathlib.Path) -> list[str]:
-  flags = [f"--teacher={cfg.teacher}", f"--benchmark={cfg.benchmark}",
-           f"--split={cfg.split}", f"--out_dir={out_dir}"]
-  if cfg.limit is not None:
-    flags.append(f"--limit={cfg.limit}")
+def _run_teacher(ctx: StageContext, cfg: SynthesizeConfig) -> dict[str, Any]:
+  """Runs the teacher into `synthesize/teacher/` (completions only; verify checks them)."""
+  from pad_jax.teacher import synthesize as synthesize_lib  # pylint: disable=import-outside-toplevel
+  if cfg.teacher not in ("gold", "openai"):
+    raise StageError(f"SynthesizeConfig.teacher: unknown teacher {cfg.teacher!r}; "
+                     "expected 'gold', 'openai' or 'none'")
+  openai_config = None
   if cfg.teacher == "openai":
     if not cfg.base_url or not cfg.model:
       raise StageError("SynthesizeConfig.teacher = 'openai' needs SynthesizeConfig.base_url "
                        "and SynthesizeConfig.model")
-    flags += [f"--base_url={cfg.base_url}", f"--model={cfg.model}",
-              f"--samples={cfg.samples}", f"--concurrency={cfg.concurrency}"]
+    options = dict(cfg.openai_options or {})
     if cfg.temperature is not None:
-      flags.append(f"--temperature={cfg.temperature}")
-  elif cfg.teacher != "gold":
-    raise StageError(f"SynthesizeConfig.teacher: unknown teacher {cfg.teacher!r}; "
-                     "expected 'gold', 'openai' or 'none'")
-  return flags + list(cfg.extra_flags)
-
-
-def _run_teacher(ctx: StageContext, cfg: SynthesizeConfig) -> dict[str, Any]:
-  from pad_jax.data import benchmarks  # pylint: disable=import-outside-toplevel
+      options["temperature"] = cfg.temperature
+    try:
+      openai_config = synthesize_lib.OpenAIConfig(
+          base_url=cfg.base_url, model=cfg.model, samples=cfg.samples,
+          concurrency=cfg.concurrency, **options)
+      openai_config.validate()
+    except (TypeError, ValueError) as e:
+      raise StageError(f"SynthesizeConfig.openai_options: {e}") from None
   out_dir = ctx.path("teacher")
-  out_dir.mkdir(parents=True, exist_ok=True)
-  n_questions = len(benchmarks.load(cfg.benchmark, cfg.split))
-  if cfg.limit is not None:
-    n_questions = min(n_questions, cfg.limit)
-  samples = cfg.samples if cfg.teacher == "openai" else 1
-  bar = ctx.bar(total=n_questions * samples, unit="prog")
-
-  def poll():
-    done = max(child.count_lines(out_dir / "completions.jsonl"),
-               child.count_lines(out_dir / "programs.jsonl"))
-    bar.n = min(done, bar.total)
-    bar.refresh()
-
-  child.run_child(child.python_command("pad_jax.synthesize", *_teacher_flags(cfg, out_dir)),
-                  ctx.path("synthesize.log"), env=child.child_env(keep_secrets=True), poll=poll)
-  bar.close()
-  programs = out_dir / "programs.jsonl"
-  if not programs.exists():
-    raise StageError(f"the teacher wrote no {programs}")
-  return {"questions": n_questions, "programs": child.count_lines(programs)}
+  result = synthesize_lib.synthesize(cfg.teacher, cfg.benchmark, cfg.split, out_dir,
+                                     limit=cfg.limit, openai_config=openai_config, verify=False)
+  if result.get("stopped"):
+    raise StageError(f"the teacher stopped early ({result['stopped']}); raise the limit and "
+                     "run again to resume")
+  completions = child.count_lines(out_dir / "completions.jsonl")
+  if not completions:
+    raise StageError(f"the teacher wrote no completion into {out_dir}")
+  return {"completions": completions,
+          "failed": child.count_lines(out_dir / "failed.jsonl")}
 
 
 def _write_synthetic(out_dir: pathlib.Path, sizes: Mapping[str, int],
@@ -278,9 +266,8 @@ def _write_synthetic(out_dir: pathlib.Path, sizes: Mapping[str, int],
 def verify(ctx: StageContext, cfg: VerifyConfig) -> dict[str, Any]:
   """Collects the verified programs of every source into `verify/programs.jsonl`.
 
-  The teacher's programs were verified by execution as they arrived (or again
-  here with `reverify_teacher`); the synthetic training problems are executed
-  here, with the same executor and comparison, so both sources pass one gate.
+  The teacher's completions and the synthetic training problems are executed
+  here with the same executor and comparison, so both sources pass one gate.
   """
   from pad_jax.data import programs as programs_lib  # pylint: disable=import-outside-toplevel
   kept: list[Any] = []
@@ -309,19 +296,19 @@ def verify(ctx: StageContext, cfg: VerifyConfig) -> dict[str, Any]:
 
 def _teacher_programs(ctx: StageContext, cfg: VerifyConfig,
                       teacher_dir: pathlib.Path) -> tuple[list[Any], dict[str, Any]]:
+  """Executes the teacher's completions (`pad_jax.teacher.verify.verify_dir`)."""
   from pad_jax.data import programs as programs_lib  # pylint: disable=import-outside-toplevel
-  if cfg.reverify_teacher and (teacher_dir / "completions.jsonl").exists():
-    out_dir = ctx.path("teacher")
-    out_dir.mkdir(exist_ok=True)
-    shutil.copy(teacher_dir / "completions.jsonl", out_dir / "completions.jsonl")
-    child.run_child(child.python_command("pad_jax.verify", f"--in_dir={out_dir}",
-                                         f"--mode={cfg.mode}"),
-                    ctx.path("verify.log"))
-    teacher_dir = out_dir
-  records = programs_lib.read_programs(str(teacher_dir / "programs.jsonl"))
-  report_path = teacher_dir / "report.json"
-  report = run_dir_lib.read_json(report_path) if report_path.exists() else {}
-  report.setdefault("kept", len(records))
+  from pad_jax.teacher import verify as verify_lib  # pylint: disable=import-outside-toplevel
+  out_dir = ctx.path("teacher")
+  out_dir.mkdir(parents=True, exist_ok=True)
+  config = verify_lib.VerifyConfig(mode=cfg.mode, workers=cfg.workers, timeout_s=cfg.timeout_s,
+                                   memory_mb=cfg.memory_mb)
+  bar = ctx.bar(total=child.count_lines(teacher_dir / "completions.jsonl"), unit="prog",
+                desc_suffix="teacher")
+  report = verify_lib.verify_dir(teacher_dir, config, out_dir=out_dir)
+  bar.update(bar.total - bar.n)
+  bar.close()
+  records = programs_lib.read_programs(str(out_dir / "programs.jsonl"))
   return records, report
 
 
@@ -330,7 +317,7 @@ def _verify_records(ctx: StageContext, cfg: VerifyConfig,
   """Executes each record's program; keeps those whose value matches its answer."""
   from pad_jax import answers  # pylint: disable=import-outside-toplevel
   results = execute(ctx, [r.program for r in records], workers=cfg.workers,
-                    timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb)
+                    timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, label=SYNTHETIC)
   kept, statuses = [], collections.Counter()
   by_variant: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
   for record, result in zip(records, results):
@@ -349,10 +336,11 @@ def _verify_records(ctx: StageContext, cfg: VerifyConfig,
 
 
 def execute(ctx: StageContext, programs: Sequence[str], *, workers: Optional[int],
-            timeout_s: float, memory_mb: int, mode: str = "return") -> list[Any]:
+            timeout_s: float, memory_mb: int, mode: str = "return",
+            label: Optional[str] = None) -> list[Any]:
   """Runs `programs` in the sandboxed executor with a progress bar."""
   from pad_jax.execution import Executor  # pylint: disable=import-outside-toplevel
-  bar = ctx.bar(total=len(programs), unit="prog")
+  bar = ctx.bar(total=len(programs), unit="prog", desc_suffix=label)
   results = []
   with Executor(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb, mode=mode) as executor:
     for result in executor.imap(programs):
@@ -479,7 +467,7 @@ def score(ctx: StageContext, cfg: ScoreConfig, eval_set_names: Iterable[str]) ->
     if missing:
       raise StageError(f"{ctx.upstream('decode', name + '.jsonl')}: no prediction for "
                        f"{len(missing)} ids, e.g. {sorted(missing)[:3]}")
-    rows = score_predictions(ctx, cfg, predictions, gold)
+    rows = score_predictions(ctx, cfg, predictions, gold, label=name)
     run_dir_lib.atomic_write_text(ctx.path(f"{name}.jsonl"),
                                   "".join(json.dumps(r) + "\n" for r in rows))
     summary[name] = summarize_scores(rows)
@@ -488,7 +476,8 @@ def score(ctx: StageContext, cfg: ScoreConfig, eval_set_names: Iterable[str]) ->
 
 
 def score_predictions(ctx: StageContext, cfg: ScoreConfig, predictions: Sequence[Mapping[str, Any]],
-                      gold: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+                      gold: Mapping[str, Mapping[str, Any]],
+                      label: Optional[str] = None) -> list[dict[str, Any]]:
   """Scores rows of infer output against `gold[id]["answer"]`.
 
   With K decodes per question every decode is executed and the answer is the
@@ -500,7 +489,7 @@ def score_predictions(ctx: StageContext, cfg: ScoreConfig, predictions: Sequence
   texts = [_prediction_texts(p) for p in predictions]
   flat = [t for ts in texts for t in ts]
   if cfg.answer_format == "program":
-    results = _execute_predictions(ctx, cfg, flat)
+    results = _execute_predictions(ctx, cfg, flat, label)
   elif cfg.answer_format == "text":
     results = _parse_text_answers(flat)
   else:
@@ -534,11 +523,12 @@ def _vote(group: Sequence[Any]) -> tuple[Optional[float], Any]:
   return value, winner
 
 
-def _execute_predictions(ctx: StageContext, cfg: ScoreConfig, texts: Sequence[str]) -> list[Any]:
+def _execute_predictions(ctx: StageContext, cfg: ScoreConfig, texts: Sequence[str],
+                         label: Optional[str]) -> list[Any]:
   from pad_jax.teacher import extract_program  # pylint: disable=import-outside-toplevel
   programs = [extract_program(t) or t for t in texts]
   return execute(ctx, programs, workers=cfg.workers, timeout_s=cfg.timeout_s,
-                 memory_mb=cfg.memory_mb)
+                 memory_mb=cfg.memory_mb, label=label)
 
 
 @dataclasses.dataclass(frozen=True)

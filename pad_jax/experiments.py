@@ -1,0 +1,248 @@
+r"""Experiment sweeps over the pipeline: `python -m pad_jax.experiments --name=NAME`.
+
+An experiment is a gin file `gin_configs/experiments/<NAME>.gin` that
+configures a pipeline (as `gin_configs/runs/*.gin` do) plus a `SweepConfig`:
+the points of the sweep, each a set of gin bindings applied on top of the
+pipeline config, and the stages the points share (run once). For example the
+data-efficiency sweep trains on fractions 1/8 ... 1 of the same verified
+programs:
+
+  SweepConfig.parameter = 'TrainConfig.data_fraction'
+  SweepConfig.values = [0.125, 0.25, 0.5, 1.0]
+  SweepConfig.shared_stages = ['synthesize', 'verify']
+
+Layout: `OUT_DIR/shared/` holds the shared stages; each point runs the whole
+pipeline in `OUT_DIR/<label>/`, whose shared stage directories are symbolic
+links to `OUT_DIR/shared/<stage>` (so they are complete and skipped). Every
+point resumes like any pipeline run. At the end the runner writes
+`OUT_DIR/results.json` (one row per point: its bindings, training-set size and
+every accuracy/runnable rate of its report), `OUT_DIR/results.md` and the plot
+`OUT_DIR/<NAME>.png` (metrics vs the swept quantity).
+
+Usage:
+
+  python -m pad_jax.experiments --name=data_efficiency_tiny \
+      [--gin.OUT_DIR="'runs/experiments/data_efficiency_tiny'"] [--gin.X=Y ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import gin
+
+from pad_jax import child
+from pad_jax import pipeline
+from pad_jax import run_dir as run_dir_lib
+from pad_jax import stages
+
+EXPERIMENTS_DIR = stages.REPO_ROOT / "gin_configs" / "experiments"
+
+# --gin_file, --gin_bindings (`--gin.KEY=VALUE`) and --rerun are the pipeline's flags.
+_NAME = flags.DEFINE_string("name", None, "Experiment: gin_configs/experiments/<name>.gin.")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  """The points of a sweep.
+
+  Attributes:
+    out_dir: where the experiment writes (macro OUT_DIR in the gin files).
+    title: the plot's title.
+    parameter: gin binding swept (shorthand: one point per value).
+    values: its values.
+    points: `{label: {binding: value}}` points (instead of parameter/values).
+    shared_stages: stages run once for every point (a prefix of the
+      pipeline's stages).
+    metrics: report keys plotted (default: every `*_accuracy`).
+    x_axis: `train_examples` (training programs of the point, log2 scale) or
+      `value` (the swept value).
+  """
+
+  out_dir: str = "runs/experiments/sweep"
+  title: str = "pad-jax sweep"
+  parameter: Optional[str] = None
+  values: Sequence[Any] = ()
+  points: Optional[Mapping[str, Mapping[str, Any]]] = None
+  shared_stages: Sequence[str] = ("synthesize", "verify")
+  metrics: Optional[Sequence[str]] = None
+  x_axis: str = "train_examples"
+
+
+def sweep_points(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
+  """`{label: bindings}` of the sweep, in order."""
+  if cfg.points:
+    if cfg.parameter:
+      raise stages.StageError("SweepConfig: give either `points` or `parameter`/`values`")
+    return {str(k): dict(v) for k, v in cfg.points.items()}
+  if not cfg.parameter or not cfg.values:
+    raise stages.StageError("SweepConfig needs `parameter` and `values` (or `points`)")
+  short = cfg.parameter.rsplit(".", 1)[-1]
+  return {f"{short}={v}": {cfg.parameter: v} for v in cfg.values}
+
+
+def binding_lines(bindings: Mapping[str, Any]) -> list[str]:
+  """`{key: value}` -> gin binding strings (Python literals are gin literals)."""
+  return [f"{key} = {value!r}" for key, value in bindings.items()]
+
+
+def _link_shared(point_dir: pathlib.Path, shared_dir: pathlib.Path, shared: Sequence[str]) -> None:
+  point_dir.mkdir(parents=True, exist_ok=True)
+  for stage in shared:
+    link = point_dir / stage
+    if link.is_symlink() or link.exists():
+      continue
+    os.symlink(os.path.relpath(shared_dir / stage, point_dir), link)
+
+
+def run_sweep(cfg: SweepConfig, name: str,
+              configure: Callable[[Sequence[str]], None]) -> list[dict[str, Any]]:
+  """Runs every point (skipping finished work); returns the results rows.
+
+  Args:
+    cfg: the sweep.
+    name: the experiment's name (plot and file names).
+    configure: `configure(extra_bindings)` parses the experiment's gin config
+      from scratch plus `extra_bindings` (called once per point, so that the
+      bindings of one point never leak into the next).
+  """
+  points = sweep_points(cfg)
+  out_dir = pathlib.Path(cfg.out_dir).absolute()
+  base = pipeline.PipelineConfig()
+  shared = list(cfg.shared_stages)
+  if shared != list(base.stages[:len(shared)]):
+    raise stages.StageError(f"SweepConfig.shared_stages {shared} must be a prefix of the "
+                            f"pipeline's stages {list(base.stages)}")
+  print(f"experiment {name}: {len(points)} points -> {out_dir}", file=sys.stderr)
+  rerun = list(flags.FLAGS.rerun) if flags.FLAGS.is_parsed() else []
+  if shared:
+    pipeline.run_pipeline(dataclasses.replace(base, run_dir=str(out_dir / "shared"),
+                                              stages=tuple(shared)),
+                          rerun=[s for s in rerun if s in shared])
+    rerun = [s for s in rerun if s not in shared]
+  rows = []
+  for label, bindings in points.items():
+    print(f"\n=== {name}: point {label} ===", file=sys.stderr)
+    point_dir = out_dir / label
+    _link_shared(point_dir, out_dir / "shared", shared)
+    configure(binding_lines(bindings))
+    pipeline.run_pipeline(dataclasses.replace(pipeline.PipelineConfig(), run_dir=str(point_dir)),
+                          rerun=rerun)
+    rows.append(_result_row(label, bindings, point_dir))
+  write_results(out_dir, name, cfg, rows)
+  return rows
+
+
+def _result_row(label: str, bindings: Mapping[str, Any], point_dir: pathlib.Path) -> dict[str, Any]:
+  report = run_dir_lib.read_json(point_dir / "report.json")
+  train = report.get("train") or {}
+  row = {"label": label, "bindings": dict(bindings), "run_dir": str(point_dir),
+         "train_examples": sum((train.get("examples") or {}).values()),
+         "train_questions": sum((train.get("questions") or {}).values()),
+         "train_step": train.get("step"), "total_wall_s": report.get("total_wall_s")}
+  row.update({k: v for k, v in report.items() if k.endswith(("_accuracy", "_runnable_rate"))})
+  return row
+
+
+def write_results(out_dir: pathlib.Path, name: str, cfg: SweepConfig,
+                  rows: Sequence[Mapping[str, Any]]) -> None:
+  """results.json, results.md and the plot."""
+  run_dir_lib.atomic_write_json(out_dir / "results.json", {"experiment": name, "points": list(rows)})
+  metrics = list(cfg.metrics or sorted({k for r in rows for k in r if k.endswith("_accuracy")}))
+  plot = plot_results(rows, metrics, cfg, out_dir / f"{name}.png")
+  header = ["point", "training programs", "steps"] + metrics
+  lines = [f"# {cfg.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for row in rows:
+    cells = [row["label"], row["train_examples"], row["train_step"]]
+    cells += [f"{100 * row[m]:.1f}%" if isinstance(row.get(m), (int, float)) else "n/a" for m in metrics]
+    lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+  if plot:
+    lines += ["", f"![{cfg.title}]({plot})"]
+  run_dir_lib.atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
+
+
+def _x(row: Mapping[str, Any], cfg: SweepConfig) -> float:
+  if cfg.x_axis == "train_examples":
+    return float(row["train_examples"])
+  value = next(iter(row["bindings"].values()))
+  return float(value)
+
+
+def plot_results(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], cfg: SweepConfig,
+                 path: pathlib.Path) -> Optional[str]:
+  """Accuracy (and any other metric) vs the swept quantity; returns the file name."""
+  from pad_jax.report import _pyplot  # pylint: disable=import-outside-toplevel
+  numeric = all(isinstance(next(iter(r["bindings"].values()), None), (int, float)) for r in rows)
+  if not rows or not metrics or (cfg.x_axis == "value" and not numeric):
+    return None
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.4, 4))
+  xs = [_x(r, cfg) for r in rows]
+  for metric in metrics:
+    ax.plot(xs, [100 * r.get(metric, float("nan")) for r in rows], marker="o",
+            label=metric.replace("_accuracy", " execution accuracy"))
+  if cfg.x_axis == "train_examples":
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training programs")
+  else:
+    ax.set_xlabel(cfg.parameter or "value")
+  ax.set_ylabel("accuracy (%)")
+  ax.set_title(cfg.title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path.name
+
+
+def experiment_gin_file(name: str) -> pathlib.Path:
+  path = EXPERIMENTS_DIR / f"{name}.gin"
+  if not path.exists():
+    known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.gin"))
+    raise stages.StageError(f"--name={name}: no {path}; experiments: {', '.join(known)}")
+  return path
+
+
+def main(argv: Sequence[str]) -> int:
+  logging.set_verbosity(logging.WARNING)
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not _NAME.value:
+    raise app.UsageError("--name is required (an experiment in gin_configs/experiments/)")
+  search_paths = [".", str(stages.REPO_ROOT / "gin_configs"), str(stages.REPO_ROOT)]
+
+  def configure(extra: Sequence[str]) -> None:
+    gin.clear_config()
+    pipeline.parse_gin(files, list(flags.FLAGS.gin_bindings) + list(extra), search_paths)
+
+  try:
+    files = [str(experiment_gin_file(_NAME.value))] + list(flags.FLAGS.gin_file)
+    configure([])
+  except stages.StageError as e:
+    print(f"pad_jax.experiments: {e}", file=sys.stderr)
+    return 2
+  except (ValueError, OSError, SyntaxError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"pad_jax.experiments: bad gin config: {first}", file=sys.stderr)
+    return 2
+  try:
+    rows = run_sweep(SweepConfig(), _NAME.value, configure)
+  except (stages.StageError, child.ChildError) as e:
+    print(f"pad_jax.experiments: {e}", file=sys.stderr)
+    return 1
+  print(json.dumps([{k: v for k, v in r.items() if k != "run_dir"} for r in rows], indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)), argv=pipeline.rewrite_gin_args(sys.argv))

@@ -1,0 +1,319 @@
+"""Tests for pad_jax.pipeline: the real stages end to end at toy size, resume after kill -9.
+
+The end-to-end test runs `python -m pad_jax.pipeline` on `gin_configs/runs/demo.gin`
+with toy overrides (40 GSM8K questions for the gold teacher, 200 synthetic
+problems, 30 t5x steps of the tiny model, 8 decoded examples per eval set),
+kills the pipeline with SIGKILL once t5x has written its first checkpoint,
+checks that nothing is left running, runs the same command again, and checks
+that the finished stages were skipped, that training resumed from the
+checkpoint, and that every stage's outputs are complete.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pad_jax import pipeline
+from pad_jax import run_dir as run_dir_lib
+from pad_jax import stages
+from pad_jax import train_stage
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+TOY_BINDINGS = [
+    "SynthesizeConfig.limit = 40",
+    "SynthesizeConfig.synthetic_train = 200",
+    "SynthesizeConfig.synthetic_validation = 20",
+    "SynthesizeConfig.synthetic_test = 8",
+    "TrainConfig.train_steps = 30",
+    "TrainConfig.bindings = ['BATCH_SIZE=8', 'WARMUP_STEPS=5', "
+    "'__main__.train.stats_period=5', '__main__.train.eval_period=10', "
+    "'__main__.train.eval_steps=1', 'utils.SaveCheckpointConfig.period=10']",
+    "DecodeConfig.limit = 8",
+    "DecodeConfig.max_decode_length = 64",
+]
+
+
+def _command(run_dir, *extra):
+  args = [PY, "-m", "pad_jax.pipeline", "--gin_file=gin_configs/runs/demo.gin",
+          f"--gin.RUN_DIR='{run_dir}'"]
+  args += ["--gin_bindings=" + b for b in TOY_BINDINGS]
+  return args + list(extra)
+
+
+def _env():
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  env.pop("OPENAI_API_KEY", None)
+  return env
+
+
+def _processes_mentioning(text):
+  found = []
+  for pid in os.listdir("/proc"):
+    if not pid.isdigit() or int(pid) == os.getpid():
+      continue
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+      continue
+    if text in cmdline:
+      found.append((int(pid), cmdline))
+  return found
+
+
+def _wait_for(predicate, proc, timeout_s, what):
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline:
+    if predicate():
+      return
+    if proc.poll() is not None:
+      raise AssertionError(f"pipeline exited ({proc.returncode}) before {what}")
+    time.sleep(0.5)
+  raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_end_to_end_toy_run_resumes_after_kill(tmp_path):
+  run_dir = tmp_path / "run"
+  log1 = open(tmp_path / "first.log", "w")
+  first = subprocess.Popen(_command(run_dir), cwd=REPO, env=_env(), stdout=log1,
+                           stderr=subprocess.STDOUT)
+  model_dir = run_dir / "train" / "model"
+  try:
+    _wait_for(lambda: train_stage.latest_checkpoint(model_dir) is not None, first, 200,
+              "t5x's first checkpoint")
+  finally:
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    log1.close()
+  killed_at = train_stage.latest_checkpoint(model_dir)
+  time.sleep(1.0)
+  assert not _processes_mentioning(str(model_dir)), "t5x outlived the killed pipeline"
+  run = run_dir_lib.RunDir(run_dir)
+  assert run.is_done("synthesize") and run.is_done("verify")
+  assert not run.is_done("train")
+  before = {s: run.marker(s)["finished_at"] for s in ("synthesize", "verify")}
+
+  second = subprocess.run(_command(run_dir), cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+  assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+  assert "synthesize: complete, skipped" in second.stderr
+  assert "verify: complete, skipped" in second.stderr
+  assert {s: run.marker(s)["finished_at"] for s in before} == before
+  t5x_log = (run_dir / "train" / "t5x_train.log").read_text()
+  resumed_from = int(killed_at.name.split("_")[1])
+  assert f"Starting main loop over steps {resumed_from}-30" in t5x_log
+  _check_outputs(run_dir)
+  # The terminal summary table names every stage and the headline numbers.
+  for stage in pipeline.STAGES:
+    assert stage in second.stdout
+  assert "synthetic_accuracy" in second.stdout and "gsm8k_runnable_rate" in second.stdout
+
+  third = subprocess.run(_command(run_dir), cwd=REPO, env=_env(), capture_output=True,
+                         text=True, timeout=120)
+  assert third.returncode == 0, third.stderr[-2000:]
+  assert third.stderr.count("complete, skipped") == len(pipeline.STAGES)
+
+
+def _check_outputs(run_dir):
+  run = run_dir_lib.RunDir(run_dir)
+  for stage in pipeline.STAGES:
+    assert run.is_done(stage), stage
+  # synthesize: teacher completions and synthetic splits.
+  assert sum(1 for _ in open(run_dir / "synthesize/teacher/completions.jsonl")) >= 30
+  for split, n in (("train", 200), ("validation", 20), ("test", 8)):
+    assert sum(1 for _ in open(run_dir / f"synthesize/synthetic/{split}.jsonl")) == n
+  # verify: kept programs of both sources, one report.
+  verify_report = json.loads((run_dir / "verify/report.json").read_text())
+  assert verify_report["kept_by_source"]["synthetic"] == 200
+  assert verify_report["kept_by_source"]["gold"] >= 30
+  assert verify_report["sources"]["teacher"]["status_counts"]
+  # train: a checkpoint at the last step and the curves from TensorBoard.
+  train = run.marker("train")["summary"]
+  assert train["step"] == 30 and pathlib.Path(train["checkpoint_dir"]).is_dir()
+  curves = json.loads((run_dir / "train/curves.json").read_text())
+  loss = curves["train/loss_per_nonpadding_target_token"]
+  assert [s for s, _ in loss][-1] == 30 and loss[-1][1] < loss[0][1]
+  assert any(tag.startswith("training_eval/") for tag in curves)
+  # decode + score: one row per example of each eval set.
+  for name in ("synthetic", "gsm8k"):
+    inputs = [json.loads(l) for l in open(run_dir / f"decode/{name}.inputs.jsonl")]
+    predictions = [json.loads(l) for l in open(run_dir / f"decode/{name}.jsonl")]
+    scored = [json.loads(l) for l in open(run_dir / f"score/{name}.jsonl")]
+    assert len(inputs) == 8
+    assert {r["id"] for r in predictions} == {r["id"] for r in inputs} == {r["id"] for r in scored}
+    for row in scored:
+      assert row["status"] in ("ok", "syntax_error", "runtime_error", "timeout", "memory_error",
+                               "no_solution", "bad_return", "crashed", "forbidden_import")
+      assert row["correct"] in (True, False)
+  # report: headline keys, plots, markdown.
+  report = json.loads((run_dir / "report.json").read_text())
+  for key in ("synthetic_accuracy", "gsm8k_accuracy", "gsm8k_runnable_rate",
+              "teacher_programs_kept", "stage_wall_s", "student_status_counts",
+              "teacher_status_counts", "teacher_pass_rate_by_variant"):
+    assert key in report, key
+  assert 0 <= report["synthetic_accuracy"] <= 1 and 0 <= report["gsm8k_runnable_rate"] <= 1
+  assert report["teacher_programs_kept"] == verify_report["kept_by_source"]["gold"]
+  assert set(report["stage_wall_s"]) == {"synthesize", "verify", "train", "decode", "score"}
+  for name in ("loss", "accuracy", "student_status", "teacher_pass_rate"):
+    png = run_dir / report["plots"][name]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+  markdown = (run_dir / "report.md").read_text()
+  assert "report/loss.png" in markdown and "gsm8k" in markdown
+
+
+# ---------------------------------------------------------------------------
+# Fast checks of the orchestration with the real (cheap) first stages.
+# ---------------------------------------------------------------------------
+
+
+def _toy_config(tmp_path, **overrides):
+  import gin
+  gin.clear_config()
+  pipeline.parse_gin([], [
+      f"PipelineConfig.run_dir = '{tmp_path / 'run'}'",
+      "PipelineConfig.stages = ['synthesize', 'verify']",
+      "SynthesizeConfig.teacher = 'none'",
+      "SynthesizeConfig.synthetic_train = 30",
+  ] + [f"{k} = {v!r}" for k, v in overrides.items()], [])
+  return pipeline.PipelineConfig()
+
+
+def test_complete_stages_are_skipped_and_rerun_invalidates_later_stages(tmp_path, capsys):
+  cfg = _toy_config(tmp_path)
+  first = pipeline.run_pipeline(cfg)
+  assert first["verify"]["summary"]["kept"] == 30
+  second = pipeline.run_pipeline(cfg)
+  assert second["verify"]["finished_at"] == first["verify"]["finished_at"]
+  assert "synthesize: complete, skipped" in capsys.readouterr().err
+  # --rerun=synthesize runs synthesize and every later stage again.
+  run = run_dir_lib.RunDir(cfg.run_dir)
+  os.utime(run.marker_path("verify"), (0, 0))
+  third = pipeline.run_pipeline(cfg, rerun=["synthesize"])
+  assert run.marker_path("verify").stat().st_mtime > 0
+  assert third["verify"]["summary"]["kept"] == 30
+
+
+def test_changed_config_of_a_complete_stage_is_an_error(tmp_path):
+  pipeline.run_pipeline(_toy_config(tmp_path))
+  cfg = _toy_config(tmp_path, **{"SynthesizeConfig.synthetic_train": 40})
+  with pytest.raises(pipeline.ConfigMismatchError, match=r"synthetic_train: 30 -> 40.*--rerun=synthesize"):
+    pipeline.run_pipeline(cfg)
+
+
+def test_interrupted_stage_without_marker_runs_again(tmp_path):
+  cfg = _toy_config(tmp_path)
+  pipeline.run_pipeline(cfg)
+  run = run_dir_lib.RunDir(cfg.run_dir)
+  run.invalidate("verify")
+  (run.stage_dir("verify") / "programs.jsonl").write_text('{"torn": ')
+  markers = pipeline.run_pipeline(cfg)
+  assert markers["verify"]["summary"]["kept"] == 30
+  assert sum(1 for _ in open(run.stage_dir("verify") / "programs.jsonl")) == 30
+
+
+def test_marker_is_written_atomically(tmp_path):
+  run = run_dir_lib.RunDir(tmp_path)
+  run.mark_done("x", wall_s=1.5, config={"a": 1}, summary={"b": 2})
+  assert run.marker("x")["config"] == {"a": 1}
+  assert [p.name for p in run.stage_dir("x").iterdir()] == ["DONE.json"]  # no temp file left
+
+
+def test_training_data_fractions_are_nested_and_grouped_by_question():
+  from pad_jax.data import synthetic
+  records = synthetic.generate("train", 64, seed=3)
+  records += [r.__class__(**{**r.__dict__, "sample": 1}) for r in records[:10]]  # 2 programs
+  sizes = {}
+  chosen = {}
+  for fraction in (0.125, 0.5, 1.0):
+    cfg = train_stage.TrainConfig(data_fraction=fraction)
+    rows = train_stage.select_training_data(records, cfg)["synthetic"]
+    chosen[fraction] = {r.id for r in rows}
+    sizes[fraction] = len(chosen[fraction])
+    for r in rows:  # every program of a chosen question is kept
+      assert sum(x.id == r.id for x in rows) == sum(x.id == r.id for x in records)
+  assert sizes == {0.125: 8, 0.5: 32, 1.0: 64}
+  assert chosen[0.125] <= chosen[0.5] <= chosen[1.0]
+  with pytest.raises(stages.StageError, match="data_fraction"):
+    train_stage.select_training_data(records, train_stage.TrainConfig(data_fraction=0))
+
+
+def test_task_gin_registers_a_mixture_in_a_fresh_process(tmp_path):
+  from pad_jax.data import programs, synthetic
+  paths = {}
+  for source, seed in (("synthetic", 0), ("gold", 1)):
+    paths[source] = str(tmp_path / f"{source}.jsonl")
+    programs.write_programs(paths[source], synthetic.generate("train", 40, seed=seed))
+  cfg = train_stage.TrainConfig(source_rates={"synthetic": 3.0, "gold": 1.0}, vocabulary_macro=None)
+  gin_text = train_stage.task_gin("pad_toy_mixture", paths, cfg)
+  (tmp_path / "task.gin").write_text(gin_text)
+  script = (
+      "import gin, seqio\n"
+      "@gin.configurable\n"
+      "def show(name=gin.REQUIRED):\n"
+      "  return name\n"
+      f"gin.parse_config_files_and_bindings([{str(tmp_path / 'task.gin')!r}], "
+      "['show.name = %MIXTURE_OR_TASK_NAME'])\n"
+      "name = show()\n"
+      "mixture = seqio.get_mixture_or_task(name)\n"
+      "print(name, sorted((t.name, r) for t, r in zip(mixture.tasks, [mixture.get_rate(t) for t in mixture.tasks])))\n"
+      "print(sum(1 for t in mixture.tasks for _ in t.get_dataset(\n"
+      "    {'inputs': 64, 'targets': 256}, split='validation', shuffle=False).as_numpy_iterator()))\n")
+  out = subprocess.run([PY, "-c", script], cwd=REPO, env=_env(), capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  first, count = out.stdout.strip().splitlines()[-2:]
+  assert first == ("pad_toy_mixture [('pad_toy_mixture_gold', 1.0), "
+                   "('pad_toy_mixture_synthetic', 3.0)]")
+  assert int(count) == 4  # 5% of 40 questions from each source
+
+
+def test_progress_parses_t5x_log_lines():
+  class Bar:
+    def __init__(self):
+      self.n, self.total, self.postfix, self.last_print_n = 0, None, {}, 0
+
+    def update(self, k):
+      self.n += k
+
+    def refresh(self):
+      pass
+
+    def set_postfix(self, values, refresh=True):
+      self.postfix = values
+
+  bar = Bar()
+  progress = train_stage._Progress(bar)  # pylint: disable=protected-access
+  progress("I1125 12:05:11.1 1 train.py:607] Starting main loop over steps 10-30")
+  assert (bar.n, bar.total) == (10, 30)
+  progress("I1125 12:05:12.1 1 trainer.py:560] Training: step 17")
+  assert bar.n == 17
+  progress("I1125 12:05:13.1 1 logging_writer.py:48] [20] collection=train accuracy=0.5, "
+           "loss=1200, loss_per_nonpadding_target_token=1.5")
+  assert bar.n == 20 and bar.postfix == {"loss": "1.5", "accuracy": "0.5"}
+  progress("I1125 12:05:14.1 1 logging_writer.py:48] [20] collection=training_eval/pad_x "
+           "accuracy=0.25, loss=900")
+  assert bar.postfix["val_accuracy"] == "0.25" and bar.postfix["val_loss"] == "900"
+
+
+def test_cli_bad_gin_file_is_one_line_error():
+  out = subprocess.run([PY, "-m", "pad_jax.pipeline", "--gin_file=no/such.gin"], cwd=REPO,
+                       env=_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1].startswith("pad_jax.pipeline: bad gin config:")
+  assert "no/such.gin" in out.stderr
+
+
+def test_cli_unknown_configurable_names_the_binding():
+  out = subprocess.run([PY, "-m", "pad_jax.pipeline", "--gin_file=gin_configs/runs/demo.gin",
+                        "--gin.TrainConfig.no_such_field=1"], cwd=REPO, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2
+  assert "no_such_field" in out.stderr.strip().splitlines()[-1]
