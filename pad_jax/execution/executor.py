@@ -14,6 +14,7 @@ never unpickles or evaluates anything a program produced.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -170,6 +171,9 @@ class Executor:
     self._workers: list[_WorkerHandle] = []
     self._scratch: Optional[str] = None
     self._selector: Optional[selectors.DefaultSelector] = None
+    # Workers are spawned from one thread that lives as long as the executor:
+    # PR_SET_PDEATHSIG fires when the *thread* that forked a worker exits.
+    self._spawner: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
   # -- lifecycle -------------------------------------------------------------
 
@@ -192,6 +196,8 @@ class Executor:
       return
     self._scratch = _make_scratch_dir()
     self._selector = selectors.DefaultSelector()
+    self._spawner = concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="pad-executor-spawner")
     procs = [self._spawn() for _ in range(self.num_workers)]
     for proc in procs:
       self._add_worker(proc)
@@ -222,6 +228,9 @@ class Executor:
     if self._selector is not None:
       self._selector.close()
       self._selector = None
+    if self._spawner is not None:
+      self._spawner.shutdown(wait=False)
+      self._spawner = None
     if self._scratch:
       shutil.rmtree(self._scratch, ignore_errors=True)
       self._scratch = None
@@ -251,9 +260,9 @@ class Executor:
                json.dumps(self._config())]
     # No preexec_fn and close_fds: subprocess then uses fork+exec in C (or
     # vfork/posix_spawn), which is safe in a process running JAX threads.
-    return subprocess.Popen(command, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, env={}, close_fds=True,
-                            cwd="/")
+    return self._spawner.submit(
+        subprocess.Popen, command, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, env={}, close_fds=True, cwd="/").result()
 
   def _add_worker(self, proc: subprocess.Popen) -> _WorkerHandle:
     hello, leftover = _read_hello(proc)
