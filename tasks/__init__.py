@@ -2,7 +2,9 @@
 
 * `tasks.eval_tasks`: `pad_eval_<benchmark>` for the eight benchmarks.
 * `tasks.program_tasks`: `register_program_task(...)` for program datasets.
+* `tasks.demo_tasks`: `pad_demo_synthetic`, the synthetic demo task.
 """
 
 from tasks import eval_tasks
 from tasks import program_tasks
+from tasks import demo_tasks
