@@ -25,6 +25,7 @@ import re
 import struct
 from typing import Any, Mapping, Optional, Sequence
 
+from absl import logging
 import gin
 
 from pad_jax import child
@@ -186,7 +187,11 @@ def train(ctx: stages.StageContext, cfg: TrainConfig) -> dict[str, Any]:
   paths = {}
   for source, rows in selected.items():
     paths[source] = str(data_dir / f"{source}.jsonl")
-    text = "".join(json.dumps(r.to_json()) + "\n" for r in rows)
+    if cfg.task_format == "cot":
+      rows = _cot_rows(rows)
+      text = "".join(json.dumps(r) + "\n" for r in rows)
+    else:
+      text = "".join(json.dumps(r.to_json()) + "\n" for r in rows)
     run_dir_lib.atomic_write_text(paths[source], text)
   digest = hashlib.sha1(str(ctx.run.root).encode()).hexdigest()[:10]
   task_name = f"pad_pipeline_{digest}"
@@ -212,6 +217,22 @@ def train(ctx: stages.StageContext, cfg: TrainConfig) -> dict[str, Any]:
       "model_gin_files": list(cfg.model_gin_files), "gin_search_paths": search_paths(cfg),
       "vocab_dir": cfg.vocab_dir, "final_metrics": final,
   }
+
+
+def _cot_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
+  """Chain-of-thought rows for the same questions (the CoT baseline)."""
+  from pad_jax.data import benchmarks  # pylint: disable=import-outside-toplevel
+  from tasks import cot_tasks  # pylint: disable=import-outside-toplevel
+  rationales = {}
+  if any(r.id.startswith("gsm8k-train-") for r in records):
+    rationales = {e.id: (e.rationale, e.answer) for e in benchmarks.load("gsm8k", "train")
+                  if e.rationale}
+  rows, missing = cot_tasks.cot_rows(records, rationales)
+  if not rows:
+    raise stages.StageError(f"no chain-of-thought rationale for any of {len(records)} questions")
+  if missing:
+    logging.warning("CoT baseline: %d questions without a rationale were left out", missing)
+  return rows
 
 
 def t5x_train_command(cfg: TrainConfig, model_dir: pathlib.Path,
