@@ -179,22 +179,32 @@ def _x(row: Mapping[str, Any], cfg: SweepConfig) -> float:
 
 def plot_results(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], cfg: SweepConfig,
                  path: pathlib.Path) -> Optional[str]:
-  """Accuracy (and any other metric) vs the swept quantity; returns the file name."""
+  """Metrics vs the swept quantity (lines), or per point (bars); returns the file name."""
   from pad_jax.report import _pyplot  # pylint: disable=import-outside-toplevel
-  numeric = all(isinstance(next(iter(r["bindings"].values()), None), (int, float)) for r in rows)
-  if not rows or not metrics or (cfg.x_axis == "value" and not numeric):
+  if not rows or not metrics:
     return None
+  first_values = [next(iter(r["bindings"].values()), None) for r in rows]
+  numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in first_values)
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4))
-  xs = [_x(r, cfg) for r in rows]
-  for metric in metrics:
-    ax.plot(xs, [100 * r.get(metric, float("nan")) for r in rows], marker="o",
-            label=metric.replace("_accuracy", " execution accuracy"))
-  if cfg.x_axis == "train_examples":
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training programs")
-  else:
-    ax.set_xlabel(cfg.parameter or "value")
+  if cfg.x_axis == "train_examples" or numeric and len(rows[0]["bindings"]) == 1:
+    xs = [_x(r, cfg) for r in rows]
+    for metric in metrics:
+      ax.plot(xs, [100 * r.get(metric, float("nan")) for r in rows], marker="o",
+              label=metric.replace("_accuracy", " execution accuracy"))
+    if cfg.x_axis == "train_examples":
+      ax.set_xscale("log", base=2)
+      ax.set_xlabel("training programs")
+    else:
+      ax.set_xlabel(cfg.parameter or "value")
+  else:  # categorical points: grouped bars
+    width = 0.8 / len(metrics)
+    for i, metric in enumerate(metrics):
+      ax.bar([j + i * width for j in range(len(rows))],
+             [100 * r.get(metric, float("nan")) for r in rows], width,
+             label=metric.replace("_accuracy", " accuracy"))
+    ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(rows))])
+    ax.set_xticklabels([r["label"] for r in rows])
   ax.set_ylabel("accuracy (%)")
   ax.set_title(cfg.title, fontsize=10)
   ax.grid(alpha=0.3)
@@ -219,7 +229,7 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not _NAME.value:
     raise app.UsageError("--name is required (an experiment in gin_configs/experiments/)")
-  search_paths = [".", str(stages.REPO_ROOT / "gin_configs"), str(stages.REPO_ROOT)]
+  search_paths = list(flags.FLAGS.gin_search_paths)
 
   def configure(extra: Sequence[str]) -> None:
     gin.clear_config()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging as std_logging
 import os
 import sys
 from typing import Any, Callable, Optional, Sequence
@@ -47,7 +48,8 @@ _GIN_FILE = flags.DEFINE_multi_string("gin_file", [], "Gin files (e.g. gin_confi
 _GIN_BINDINGS = flags.DEFINE_multi_string(
     "gin_bindings", [], "Gin bindings; `--gin.KEY=VALUE` is the same as `--gin_bindings=KEY=VALUE`.")
 _GIN_SEARCH_PATHS = flags.DEFINE_list(
-    "gin_search_paths", [".", str(stages.REPO_ROOT)], "Where --gin_file paths are looked up.")
+    "gin_search_paths", [".", str(stages.REPO_ROOT / "gin_configs"), str(stages.REPO_ROOT)],
+    "Where --gin_file paths and gin `include`s are looked up.")
 _RERUN = flags.DEFINE_list(
     "rerun", [], f"Stages to run again even if complete (and every later one); any of {STAGES}.")
 
@@ -215,7 +217,15 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
   from pad_jax import report  # pylint: disable=import-outside-toplevel,unused-import
   for path in search_paths:
     gin.add_config_file_search_path(path)
-  gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
+  # gin logs an error for every search path an include is not in, before it
+  # finds it there or raises; keep the terminal for real errors.
+  root = std_logging.getLogger()
+  level = root.level
+  root.setLevel(std_logging.CRITICAL)
+  try:
+    gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
+  finally:
+    root.setLevel(level)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -485,7 +485,6 @@ def score_predictions(ctx: StageContext, cfg: ScoreConfig, predictions: Sequence
   row's status is that of the first decode whose value won the vote (or of
   the first decode when none ran).
   """
-  from pad_jax import answers  # pylint: disable=import-outside-toplevel
   texts = [_prediction_texts(p) for p in predictions]
   flat = [t for ts in texts for t in ts]
   if cfg.answer_format == "program":
@@ -495,32 +494,19 @@ def score_predictions(ctx: StageContext, cfg: ScoreConfig, predictions: Sequence
   else:
     raise StageError(f"ScoreConfig.answer_format: unknown {cfg.answer_format!r}; "
                      "expected 'program' or 'text'")
+  from pad_jax import metrics  # pylint: disable=import-outside-toplevel
   rows, offset = [], 0
   for prediction, decodes in zip(predictions, texts):
     group = results[offset:offset + len(decodes)]
     offset += len(decodes)
-    value, first = _vote(group)
     answer = gold[prediction["id"]]["answer"]
+    scored = metrics.combine(group, answer, cfg.mode)  # majority vote when K > 1
     rows.append({
-        "id": prediction["id"], "status": first.status, "value": value,
-        "correct": value is not None and answers.answers_match(value, answer, cfg.mode),
-        "answer": answer, "error": first.error, "prediction": decodes[0],
-        "num_decodes": len(decodes),
+        "id": prediction["id"], "status": scored["status"], "value": scored["value"],
+        "correct": bool(scored["correct"]), "answer": answer, "error": scored["error"],
+        "prediction": decodes[0], "num_decodes": len(decodes),
         "runnable_decodes": sum(r.status == "ok" for r in group)})
   return rows
-
-
-def _vote(group: Sequence[Any]) -> tuple[Optional[float], Any]:
-  ok = [r for r in group if r.status == "ok" and r.value is not None]
-  if not ok:
-    return None, group[0]
-  if len(group) == 1:
-    return ok[0].value, ok[0]
-  from pad_jax.metrics import majority_vote  # pylint: disable=import-outside-toplevel
-  value = majority_vote([r.value for r in ok])
-  from pad_jax import answers  # pylint: disable=import-outside-toplevel
-  winner = next((r for r in ok if answers.answers_match(r.value, value, "strict")), ok[0])
-  return value, winner
 
 
 def _execute_predictions(ctx: StageContext, cfg: ScoreConfig, texts: Sequence[str],
@@ -537,6 +523,10 @@ class _TextResult:
   value: Optional[float]
   error: Optional[str] = None
   seconds: float = 0.0
+
+  @property
+  def ok(self) -> bool:
+    return self.status == "ok"
 
 
 def _parse_text_answers(texts: Sequence[str]) -> list[_TextResult]:

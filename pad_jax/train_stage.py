@@ -47,6 +47,9 @@ class TrainConfig:
     gin_search_paths: where the gin files are looked up (default: the
       project's `gin_configs/`).
     bindings: extra t5x gin bindings, `KEY=VALUE` each.
+    macros: t5x gin macros `{NAME: value}` (Python literals), e.g.
+      `{'INITIAL_CHECKPOINT_PATH': '/ckpt/codet5_small'}`; unlike `bindings`
+      the values may come from this file's own gin macros.
     train_steps: `TRAIN_STEPS` (None: what the run gin file says).
     sources: which verified sources to train on (`gold`, `openai`,
       `synthetic`, ...; None: all).
@@ -66,6 +69,7 @@ class TrainConfig:
   run_gin_files: Sequence[str] = ("runs/demo_train.gin",)
   gin_search_paths: Optional[Sequence[str]] = None
   bindings: Sequence[str] = ()
+  macros: Optional[Mapping[str, Any]] = None
   train_steps: Optional[int] = None
   sources: Optional[Sequence[str]] = None
   source_rates: Optional[Mapping[str, float]] = None
@@ -243,6 +247,7 @@ def t5x_train_command(cfg: TrainConfig, model_dir: pathlib.Path,
   flags.append(f"--gin.MODEL_DIR={_gin_str(model_dir)}")
   if cfg.train_steps is not None:
     flags.append(f"--gin.TRAIN_STEPS={int(cfg.train_steps)}")
+  flags += [f"--gin.{name}={value!r}" for name, value in (cfg.macros or {}).items()]
   flags += [f"--gin.{b}" for b in cfg.bindings]
   flags.append("--alsologtostderr")
   return child.python_command("t5x.train", *flags)
