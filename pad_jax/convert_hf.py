@@ -5,11 +5,10 @@ r"""Imports a Hugging Face T5 / CodeT5 checkpoint as a t5x checkpoint.
 reads `DIR/config.json` and `DIR/model.safetensors` (or a sharded
 `model.safetensors.index.json`, or `pytorch_model.bin`) and writes
 
-* `CKPT/checkpoint_0/`: a t5x (Orbax) checkpoint with the parameters (no
-  optimizer state, like a pre-trained checkpoint), restorable by `t5x.train`
-  as the start of a fine-tuning run (`utils.RestoreCheckpointConfig(
-  path='CKPT/checkpoint_0', mode='specific', strict=False)`, as
-  `gin_configs/runs/pad_finetune.gin` does with INITIAL_CHECKPOINT_PATH),
+* `CKPT/checkpoint_0/`: a t5x (Orbax) checkpoint with the parameters and the
+  model file's optimizer state, restorable by `t5x.train` (as the start of a
+  fine-tuning run: `utils.RestoreCheckpointConfig(path='CKPT/checkpoint_0',
+  mode='specific')`; with a different optimizer add `strict=False`),
   `t5x.infer`/`t5x.eval` (`CHECKPOINT_PATH`) and `python -m pad_jax.infer`;
 * `CKPT/model.gin`: the model file for it (`--gin_file=CKPT/model.gin`), the
   project's CodeT5 model config with this checkpoint's dimensions.
@@ -46,10 +45,6 @@ _ACTIVATIONS = {
     "silu": "silu",
     "swish": "silu",
 }
-# Restores a params-only checkpoint into any optimizer's fresh state:
-# `utils.RestoreCheckpointConfig(assignment_map=..., fallback_to_scratch=True,
-# strict=False)`, the t5x recipe for fine-tuning with another optimizer.
-FRESH_OPTIMIZER_ASSIGNMENT_MAP = ((r"state/param_states.*", None),)
 _EMBED_DUPLICATES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
 
@@ -328,18 +323,15 @@ def model_gin_text(cfg: Mapping[str, Any], hf_dir: str) -> str:
 
 
 def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
-                     step: int = 0, with_optimizer_state: bool = False) -> str:
-  """Writes `params` as a t5x Orbax checkpoint.
+                     step: int = 0) -> str:
+  """Writes `params` (+ fresh optimizer state) as a t5x Orbax checkpoint.
 
   Args:
-    model: the t5x model (e.g. `EncoderDecoderModel`) the checkpoint is for.
+    model: the t5x model (e.g. `EncoderDecoderModel`) the checkpoint is for;
+      its `optimizer_def` initialises the optimizer state.
     params: the parameter tree (must match the model's shapes exactly).
     out_dir: model directory; the checkpoint goes to `out_dir/checkpoint_<step>`.
     step: the step recorded in the checkpoint.
-    with_optimizer_state: also write the fresh state of the model's
-      `optimizer_def` (then t5x restores it with `strict=True`, but only with
-      that same optimizer). Without it (the default, like a pre-trained
-      checkpoint) any optimizer starts fresh with `strict=False`.
 
   Returns:
     The checkpoint directory.
@@ -355,9 +347,8 @@ def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
   shapes = {"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}
   types = {k: jnp.int32 for k in shapes}
   partitioner = partitioning.PjitPartitioner(num_partitions=1)
-  optimizer_def = model.optimizer_def if with_optimizer_state else None
   initializer = utils.TrainStateInitializer(
-      optimizer_def=optimizer_def, init_fn=model.get_initial_variables,
+      optimizer_def=model.optimizer_def, init_fn=model.get_initial_variables,
       input_shapes=shapes, input_types=types, partitioner=partitioner)
   expected = initializer.global_train_state_shape.params
   flat_expected = flax.traverse_util.flatten_dict(flax.core.unfreeze(expected))
@@ -375,10 +366,8 @@ def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
   axes = initializer.global_train_state_shape.params_axes
   params = jax.tree.map(jnp.asarray, flax.core.unfreeze(params))
   variables = flax.core.freeze({"params": params, "params_axes": axes})
-  if optimizer_def:
-    state = train_state_lib.FlaxOptimTrainState.create(optimizer_def, variables)
-  else:
-    state = train_state_lib.InferenceState.create(variables)
+  state = train_state_lib.FlaxOptimTrainState.create(model.optimizer_def,
+                                                     variables)
   state = state.replace_step(jnp.asarray(step, dtype=jnp.int32))
   manager = checkpoints.OrbaxCheckpointManagerInterface(
       directory=out_dir, train_state=initializer.global_train_state_shape,
