@@ -239,6 +239,9 @@ class CodeT5Vocabulary(seqio.Vocabulary):
   def _encode_tf(self, s: tf.Tensor) -> Union[tf.Tensor, tf.RaggedTensor]:
     """Tokenizes a string scalar (-> int32 [n]) or a batch (-> ragged)."""
     s = tf.convert_to_tensor(s, dtype=tf.string)
+    if s.shape.rank is None or s.shape.rank > 2:
+      raise ValueError(f"encode_tf takes strings of rank 0, 1 or 2, got shape "
+                       f"{s.shape}")
     if s.shape.rank == 0:
       ids = tf.py_function(self._encode_np_scalar, [s], tf.int32)
       ids.set_shape([None])
@@ -252,7 +255,7 @@ class CodeT5Vocabulary(seqio.Vocabulary):
     if s.shape.rank == 1:
       return ragged
     return tf.RaggedTensor.from_uniform_row_length(
-        ragged, tf.shape(s, out_type=tf.int64)[-1])  # rank 2 only
+        ragged, tf.shape(s, out_type=tf.int64)[-1])
 
   def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
     """Detokenizes int ids [..., n] into strings [...]."""
