@@ -43,11 +43,10 @@ DEFAULT_ALLOWED_MODULES = (
     "typing", "dataclasses", "enum",
 )
 
-# Imported by each worker before it forks (the rest of the allowlist is
-# imported on first use, in the program's process). answers.py needs the
-# first five anyway; each extra module makes every fork a little dearer.
-PRELOAD_MODULES = ("math", "decimal", "fractions", "numbers", "re",
-                   "itertools", "functools", "collections", "datetime")
+# Imported lazily by allowed modules; preloaded with them, since a program's
+# uid may not be able to read the standard library (e.g. a pyenv under a
+# 0700 /root): every allowed module is imported by the zygote before forking.
+LAZY_STDLIB_MODULES = ("_strptime",)
 
 _WORKER_SCRIPT = pathlib.Path(__file__).with_name("worker.py")
 _ANSWERS_MODULE = pathlib.Path(__file__).resolve().parents[1] / "answers.py"
@@ -55,7 +54,7 @@ _START_TIMEOUT_S = 60.0
 
 _LEVEL_CONFIG = {
     "full": dict(namespaces=True, userns=False, uid_drop=True),
-    "userns": dict(namespaces=True, userns=True, uid_drop=False),
+    "userns": dict(namespaces=True, userns=True, uid_drop=True),
     "uid": dict(namespaces=False, userns=False, uid_drop=True),
     "basic": dict(namespaces=False, userns=False, uid_drop=False),
 }
@@ -239,12 +238,15 @@ class Executor:
     level = self.requested_isolation
     if level == "auto":
       level = "full" if os.geteuid() == 0 else "userns"
+    if level == "userns" and os.geteuid() == 0:
+      raise ValueError("isolation='userns' is the unprivileged path; as root "
+                       "use 'full' (or 'uid'/'basic' to test degraded levels)")
     return dict(
         _LEVEL_CONFIG[level],
         parent_pid=os.getpid(),
         answers_path=str(_ANSWERS_MODULE),
         allowed_modules=list(self.allowed_modules),
-        preload_modules=[m for m in PRELOAD_MODULES if m in self.allowed_modules],
+        preload_modules=list(self.allowed_modules) + list(LAZY_STDLIB_MODULES),
         timeout_s=self.timeout_s,
         memory_mb=self.memory_mb,
         file_mb=self.file_mb,

@@ -176,7 +176,7 @@ def _remount_read_only():
   return failed == 0
 
 
-def setup_namespaces(config, features):
+def setup_namespaces(config, features, real_root):
   """Enters new namespaces; returns True if a pid namespace is pending."""
   want = config["namespaces"]
   if not want:
@@ -193,10 +193,13 @@ def setup_namespaces(config, features):
   if config["userns"]:
     with open("/proc/self/setgroups", "w") as f:
       f.write("deny")
+    # Root keeps every uid (identity map) so programs still drop to their
+    # own; an unprivileged user can map only itself (to 0 in the namespace).
+    span = "0 0 4294967295" if real_root else None
     with open("/proc/self/uid_map", "w") as f:
-      f.write(f"0 {uid} 1")
+      f.write(span or f"0 {uid} 1")
     with open("/proc/self/gid_map", "w") as f:
-      f.write(f"0 {gid} 1")
+      f.write(span or f"0 {gid} 1")
     features["userns"] = True
   features.update(netns=True, ipcns=True, utsns=True)
   mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -245,8 +248,9 @@ def main():
   prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
   if os.getppid() != config["parent_pid"]:
     os._exit(1)
-  slot_id = os.getpid()  # unique among live processes: names the uid
-  pidns = setup_namespaces(config, features)
+  real_root = os.geteuid() == 0
+  slot_id = os.getpid()  # unique among live processes: names the uids
+  pidns = setup_namespaces(config, features, real_root)
   if pidns:
     become_pid1(features)
   config["pidns_active"] = features.get("pidns", False)
@@ -256,15 +260,18 @@ def main():
       features["subreaper"] = True
     except OSError:
       pass
-  if config["uid_drop"] and os.getuid() == 0 and not features.get("userns"):
-    config["uid"] = 200000 + slot_id
-    features["uid_drop"] = True
-  else:
-    config["uid"] = None
-  if not features["uid_drop"] and config["max_processes"]:
-    # RLIMIT_NPROC counts every process of the real uid; leave room for the
-    # ones that already exist.
-    config["max_processes"] += _count_own_processes()
+  # A program never runs as the real root. Root gives every worker slot its
+  # own uid (that is also what makes RLIMIT_NPROC hold: root ignores it);
+  # asked for "basic", root simulates an unprivileged user: the zygote
+  # itself drops to a fresh uid and programs keep it.
+  config["uid"] = config["zygote_uid"] = None
+  if real_root:
+    if config["uid_drop"]:
+      config["uid"] = 200000 + slot_id
+      features["uid_drop"] = True
+    else:
+      config["zygote_uid"] = 300000 + slot_id
+      features["simulated_unprivileged"] = True
   prctl(PR_SET_NO_NEW_PRIVS, 1)
   features["no_new_privs"] = True
   if config["seccomp"]:
@@ -279,17 +286,6 @@ def main():
   zygote = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
   os.execv(sys.executable, [sys.executable, "-I", "-S", "-X", "utf8", zygote,
                             json.dumps(config)])
-
-
-def _count_own_processes():
-  uid, count = os.getuid(), 0
-  for entry in os.listdir("/proc"):
-    if entry.isdigit():
-      try:
-        count += os.stat(f"/proc/{entry}").st_uid == uid
-      except OSError:
-        pass
-  return count
 
 
 if __name__ == "__main__":

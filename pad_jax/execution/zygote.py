@@ -95,6 +95,7 @@ class _ChildState:
     self.set_pdeathsig = None if config["pidns_active"] else _pdeathsig_setter()
     self.allowed = frozenset(config["allowed_modules"])
     self.real_import = builtins.__import__
+    self.forbid_root = True  # main() relaxes this inside a user namespace
 
 
 def _is_module_namespace(namespace):
@@ -203,6 +204,8 @@ def child_main(state, source, result_fd, workdir, devnull):
       os.setgroups([])
       os.setresgid(uid, uid, uid)
       os.setresuid(uid, uid, uid)
+    if state.forbid_root and (os.geteuid() == 0 or os.getuid() == 0):
+      raise PermissionError("refusing to run a program as root")
     os.chdir(workdir)
   except BaseException as e:  # pylint: disable=broad-except
     os.write(result_fd, _encode_result("crashed", None, f"sandbox setup: {e}"[:200]))
@@ -241,7 +244,7 @@ class Worker:
         (resource.RLIMIT_NOFILE, 64),
         (resource.RLIMIT_CORE, 0),
     ]
-    if config["max_processes"]:
+    if config["max_processes"] and config["uid"] is not None:
       self.state.rlimits.append((resource.RLIMIT_NPROC, config["max_processes"]))
     self.devnull = os.open(os.devnull, os.O_RDWR)
     self.pid1 = config["pidns_active"]
@@ -432,12 +435,50 @@ def _pdeathsig_setter():
   return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _uid_zero_is_root():
+  """True if uid 0 here is the real root (not a user namespace's)."""
+  try:
+    with open("/proc/self/uid_map") as f:
+      return any(l.split()[:2] == ["0", "0"] for l in f)
+  except OSError:
+    return True
+
+
+def _count_own_processes():
+  uid, count = os.getuid(), 0
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        count += os.stat(f"/proc/{entry}").st_uid == uid
+      except OSError:
+        pass
+  return count
+
+
+def _drop_to(uid):
+  """The zygote itself becomes `uid` (root simulating an unprivileged user)."""
+  os.setgroups([])
+  os.setresgid(uid, uid, uid)
+  os.setresuid(uid, uid, uid)
+
+
 def main():
   config = json.loads(sys.argv[1])
   features = config.pop("features")
   answers = _load_answers(config["answers_path"])
   _preload(config["preload_modules"])
   worker = Worker(config, answers["parse_number"], features)
+  if config["zygote_uid"] is not None:
+    os.chown(worker.scratch, config["zygote_uid"], config["zygote_uid"])
+    _drop_to(config["zygote_uid"])
+    if worker.state.set_pdeathsig is not None:
+      worker.state.set_pdeathsig()  # a credential change clears it
+  if config["uid"] is None and config["max_processes"]:
+    # RLIMIT_NPROC counts every process of the real uid: leave room for the
+    # ones that exist already.
+    count = _count_own_processes()
+    worker.state.rlimits.append((resource.RLIMIT_NPROC, config["max_processes"] + count))
+  worker.state.forbid_root = _uid_zero_is_root()
   def on_alarm(signum, frame):
     del signum, frame
     if worker.current_pid:
