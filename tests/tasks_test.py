@@ -194,3 +194,15 @@ def test_postprocess_and_metric_through_seqio():
   scores = postprocessors.execution_metric(targets, predictions)
   assert scores["accuracy"] == pytest.approx(0.5)
   assert scores["runnable_rate"] == pytest.approx(1.0)
+
+
+def test_t5x_sees_one_matching_vocabulary(shared_data):
+  t5x_utils = pytest.importorskip("t5x.utils")
+  cfg = t5x_utils.DatasetConfig(
+      mixture_or_task_name="pad_eval_gsm8k", task_feature_lengths=LENGTHS,
+      split="test", batch_size=8, shuffle=False, seed=0)
+  inputs_vocab, targets_vocab = t5x_utils.get_vocabulary(cfg)
+  model_vocab = vocab_lib.CodeT5Vocabulary(
+      str(shared_data / "codet5_tokenizer"))
+  assert inputs_vocab == targets_vocab == model_vocab  # t5x's own check.
+  assert inputs_vocab != vocab_lib.CodeT5Vocabulary(model_vocab.vocab_dir, 0)
