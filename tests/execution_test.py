@@ -1,0 +1,304 @@
+"""Tests for pad_jax.execution: API, statuses, correctness, process hygiene."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from pad_jax import answers
+from pad_jax import execution
+from pad_jax.execution import zygote
+
+SECRET = "sk-pad-test-secret-do-not-leak"
+
+
+def _tree(pid: int) -> set[int]:
+  """`pid` and all its descendants (from /proc/*/task/*/children)."""
+  seen, todo = set(), [pid]
+  while todo:
+    p = todo.pop()
+    if p in seen:
+      continue
+    seen.add(p)
+    try:
+      for task in os.listdir(f"/proc/{p}/task"):
+        with open(f"/proc/{p}/task/{task}/children") as f:
+          todo.extend(int(c) for c in f.read().split())
+    except OSError:
+      pass
+  return seen
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().split(") ")[1][0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.fixture(scope="module")
+def executor():
+  os.environ["OPENAI_API_KEY"] = SECRET
+  with execution.Executor(workers=2, timeout_s=2.0, memory_mb=512) as ex:
+    yield ex
+
+
+def test_statuses_match_the_worker():
+  assert execution.STATUSES == zygote.STATUSES
+
+
+def test_basic_statuses_values_and_order(executor):
+  programs = [
+      "def solution():\n    return 6 * 7",
+      "def solution():\n    return 1 / 4",
+      "def solution():\n    x = 1\n    return x / 0",
+      "def solution(:\n    return 1",
+      "x = 5",
+      "import os\ndef solution():\n    return 1",
+      "def solution():\n    return 'forty'",
+      "def solution():\n    return float('inf')",
+      "import math\ndef solution():\n    return math.floor(2.7)",
+      None,
+      "",
+      "from fractions import Fraction\ndef solution():\n    return Fraction(3, 4)",
+      "from decimal import Decimal\ndef solution():\n    return Decimal('1.5')",
+      "def solution():\n    return '$1,000'",
+      "def solution():\n    return True",
+      "def solution():\n    return 10 ** 30",
+  ]
+  results = executor.run(programs)
+  got = [(r.status, r.value) for r in results]
+  assert got == [
+      ("ok", 42), ("ok", 0.25), ("runtime_error", None), ("syntax_error", None),
+      ("no_solution", None), ("forbidden_import", None), ("bad_return", None),
+      ("bad_return", None), ("ok", 2), ("no_solution", None), ("no_solution", None),
+      ("ok", 0.75), ("ok", 1.5), ("ok", 1000.0), ("ok", 1.0), ("ok", 1e30),
+  ]
+  assert "line 3: return x / 0" in results[2].error
+  assert results[2].error.startswith("ZeroDivisionError")
+  assert "'os'" in results[5].error
+  assert all(isinstance(r.seconds, float) for r in results)
+  assert all(r.ok == (r.status == "ok") for r in results)
+
+
+def test_imap_streams_lazily_in_input_order(executor):
+  consumed = []
+
+  def source():
+    for i in range(300):
+      consumed.append(i)
+      # Uneven run times so results come back out of order.
+      yield f"def solution():\n    return sum(range({(i % 7) * 2000})) * 0 + {i}"
+
+  stream = executor.imap(source())
+  first = next(stream)
+  assert first.value == 0
+  assert len(consumed) < 300  # bounded look-ahead, not the whole input
+  rest = list(stream)
+  assert [r.value for r in rest] == list(range(1, 300))
+
+
+def test_run_empty_and_reuse(executor):
+  assert executor.run([]) == []
+  assert executor.run(["def solution():\n    return 1"])[0].value == 1
+
+
+def test_print_mode():
+  programs = [
+      "print(3 + 4)",
+      "def solution():\n    return 2\nprint('answer:')\nprint(solution())",
+      "x = 1",
+      "print('no number here')",
+      "for i in range(10**6):\n    print('x' * 10)",  # > 1 MB captured
+  ]
+  with execution.Executor(workers=1, timeout_s=5.0, mode="print") as ex:
+    got = [(r.status, r.value) for r in ex.run(programs)]
+  assert got == [("ok", 7), ("ok", 2), ("bad_return", None), ("bad_return", None),
+                 ("bad_return", None)]
+
+
+def test_timeout_is_enforced_from_outside(executor):
+  program = textwrap.dedent("""\
+      import collections
+      def solution():
+          signal = collections._sys.modules['signal']
+          for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGXCPU):
+              signal.signal(s, signal.SIG_IGN)
+          while True:
+              try:
+                  pass
+              except BaseException:
+                  pass
+      """)
+  start = time.monotonic()
+  result, = executor.run([program])
+  assert result.status == "timeout"
+  assert 1.9 < result.seconds < 10
+  assert time.monotonic() - start < 30
+
+
+def test_worker_environment_has_no_secrets(executor):
+  os.environ["OPENAI_API_KEY"] = SECRET
+  pids = set()
+  for worker in executor._workers:  # pylint: disable=protected-access
+    pids |= _tree(worker.proc.pid)
+  assert len(pids) >= 2
+  for pid in pids:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+      environ = f.read()
+    assert SECRET.encode() not in environ
+    assert b"OPENAI_API_KEY" not in environ
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+      cmdline = f.read().split(b"\0")
+    assert b"-I" in cmdline and b"-S" in cmdline
+
+
+def test_isolation_level_is_detected_and_logged(executor):
+  assert executor.isolation in ("full", "userns", "uid", "basic")
+  if os.geteuid() == 0:
+    assert executor.isolation == "full"
+    for feature in ("pidns", "netns", "mountns", "uid_drop", "no_new_privs",
+                    "private_tmp", "readonly_fs", "seccomp"):
+      assert executor.features.get(feature) is True, feature
+
+
+def test_gsmhard_reference_programs_reproduce_targets(executor, shared_data):
+  path = shared_data / "pal" / "gsmhardv2.jsonl"
+  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  assert len(rows) == 1319
+  results = executor.run([row["code"] for row in rows])
+  failures = [(i, r) for i, (row, r) in enumerate(zip(rows, results))
+              if not answers.answers_match(r.value, row["target"], "strict")]
+  assert len(failures) <= 0.01 * len(rows), failures[:5]
+
+
+def test_a_killed_worker_is_replaced_and_blamed_for_one_program():
+  sleeper = "import time\ndef solution():\n    time.sleep(30)\n    return 1"
+  quick = "def solution():\n    return 5"
+  with execution.Executor(workers=1, timeout_s=20.0, batch_size=4) as ex:
+    victim = ex._workers[0].proc.pid  # pylint: disable=protected-access
+    killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))
+    killer.start()
+    results = ex.run([sleeper, quick, quick, quick])
+    killer.join()
+    assert [r.status for r in results] == ["crashed", "ok", "ok", "ok"]
+    assert "worker died" in results[0].error
+    assert ex._workers[0].proc.pid != victim  # pylint: disable=protected-access
+    assert ex.run([quick])[0].value == 5
+
+
+def test_nothing_outlives_a_killed_parent(tmp_path, repo_root):
+  script = tmp_path / "parent.py"
+  script.write_text(textwrap.dedent(f"""\
+      import os, sys, time
+      sys.path.insert(0, {str(repo_root)!r})
+      from pad_jax.execution import Executor
+      ex = Executor(workers=2, timeout_s=60)
+      ex.start()
+      print(" ".join(str(w.proc.pid) for w in ex._workers), flush=True)
+      daemon = '''
+      import collections, time
+      def solution():
+          os = collections._sys.modules['os']
+          if os.fork() == 0:
+              os.setsid()
+              if os.fork() == 0:
+                  time.sleep(120)
+          time.sleep(120)
+      '''
+      list(ex.imap([daemon, daemon]))
+      """))
+  proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                          text=True)
+  worker_pids = [int(p) for p in proc.stdout.readline().split()]
+  deadline = time.monotonic() + 20
+  tree = set()
+  while time.monotonic() < deadline:  # wait until the daemons exist
+    tree = set().union(*(_tree(p) for p in worker_pids))
+    if len(tree) >= 2 * 2 + 2 * 3:  # launcher+zygote, program+daemon+grandchild
+      break
+    time.sleep(0.1)
+  assert len(tree) >= 10, tree
+  proc.kill()
+  proc.wait()
+  deadline = time.monotonic() + 10
+  while time.monotonic() < deadline and any(_alive(p) for p in tree):
+    time.sleep(0.1)
+  assert not [p for p in tree if _alive(p)]
+
+
+def test_works_in_a_process_running_jax_threads():
+  jax = pytest.importorskip("jax")
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  stop = threading.Event()
+
+  def compute():
+    x = jnp.ones((64, 64))
+    while not stop.is_set():
+      x = (x @ x) / 64.0
+      x.block_until_ready()
+
+  thread = threading.Thread(target=compute)
+  thread.start()
+  try:
+    with execution.Executor(workers=2, timeout_s=5.0) as ex:
+      results = ex.run([f"def solution():\n    return {i}" for i in range(50)])
+  finally:
+    stop.set()
+    thread.join()
+  assert [r.value for r in results] == list(range(50))
+  assert jax.device_count() >= 1
+
+
+@pytest.mark.parametrize("level", ["uid", "basic"])
+def test_degraded_levels(level):
+  if os.geteuid() != 0:
+    pytest.skip("levels are forced below 'full' only when running as root")
+  programs = [
+      "def solution():\n    return 3",
+      "def solution():\n    while True:\n        pass",
+      "import collections\ndef solution():\n    return collections._sys.modules['os'].geteuid()",
+      textwrap.dedent("""\
+          import collections, time
+          def solution():
+              os = collections._sys.modules['os']
+              if os.fork() == 0:
+                  os.setsid()
+                  time.sleep(60)
+              return 1
+          """),
+  ]
+  with execution.Executor(workers=1, timeout_s=1.0, isolation=level) as ex:
+    assert ex.isolation == level
+    assert ex.features["no_new_privs"] and not ex.features["pidns"]
+    results = ex.run(programs)
+    statuses = [r.status for r in results]
+    assert statuses == ["ok", "timeout", "ok", "ok"]
+    assert results[2].value >= 200000  # never root
+    worker = ex._workers[0].proc.pid  # pylint: disable=protected-access
+    time.sleep(0.2)
+    assert _tree(worker) == {worker}  # the setsid daemon was killed
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError):
+    execution.Executor(mode="eval")
+  with pytest.raises(ValueError):
+    execution.Executor(isolation="none")
+  with pytest.raises(ValueError):
+    execution.Executor(timeout_s=0)
+
+
+def test_worker_scripts_use_only_the_standard_library():
+  for name in ("worker.py", "zygote.py"):
+    text = (pathlib.Path(execution.__file__).parent / name).read_text()
+    assert "pad_jax" not in "\n".join(
+        line for line in text.splitlines() if line.startswith(("import", "from")))
