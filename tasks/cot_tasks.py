@@ -240,6 +240,7 @@ def register_cot_task(name: str, jsonl_path: str, vocabulary: Optional[seqio.Voc
   vocabulary = vocabulary or preprocessors.default_vocabulary()
   return registry.register_once(
       name,
+      owner="register_cot_task",
       key=("cot", path, stat.st_mtime_ns, stat.st_size, vocabulary, validation_fraction, seed),
       source=seqio.FunctionDataSource(
           functools.partial(cot_dataset, path=path, validation_fraction=validation_fraction,

@@ -1,0 +1,167 @@
+"""Tests for pad_jax.experiments (sweeps) and the CoT baseline's tasks/cot_tasks.py.
+
+The end-to-end test runs the real data-efficiency sweep at toy size: the
+tiny model on the synthetic task, two data fractions, a few t5x steps each,
+decoding and scoring the held-out split, then checks the nested training
+sets, the shared stages, results.json and the plot.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from pad_jax import experiments
+from tasks import cot_tasks
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _env():
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  env.pop("OPENAI_API_KEY", None)
+  return env
+
+
+def test_data_efficiency_sweep_end_to_end(tmp_path):
+  out_dir = tmp_path / "exp"
+  command = [
+      sys.executable, "-m", "pad_jax.experiments", "--name=data_efficiency_tiny",
+      f"--gin.OUT_DIR='{out_dir}'",
+      "--gin.SweepConfig.values=[0.5, 1.0]",
+      "--gin.SynthesizeConfig.synthetic_train=64",
+      "--gin.SynthesizeConfig.synthetic_validation=8",
+      "--gin.SynthesizeConfig.synthetic_test=8",
+      "--gin.TrainConfig.train_steps=6",
+      "--gin.TrainConfig.bindings=['BATCH_SIZE=8', 'WARMUP_STEPS=2', "
+      "'__main__.train.stats_period=3', '__main__.train.eval_period=6', "
+      "'__main__.train.eval_steps=1', 'utils.SaveCheckpointConfig.period=6']",
+      "--gin.DecodeConfig.max_decode_length=48",
+  ]
+  out = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True,
+                       timeout=400)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  results = json.loads((out_dir / "results.json").read_text())
+  assert results["experiment"] == "data_efficiency_tiny"
+  points = results["points"]
+  assert [p["label"] for p in points] == ["data_fraction=0.5", "data_fraction=1.0"]
+  assert [p["train_examples"] for p in points] == [32, 64]
+  for point in points:
+    assert 0.0 <= point["synthetic_accuracy"] <= 1.0
+    assert point["train_step"] == 6
+    run = pathlib.Path(point["run_dir"])
+    for stage in ("synthesize", "verify"):  # shared, run once
+      assert (run / stage).is_symlink()
+      assert (run / stage).resolve() == (out_dir / "shared" / stage).resolve()
+    assert (run / "report.json").exists()
+  half = {json.loads(l)["id"] for l in open(out_dir / "data_fraction=0.5/train/data/synthetic.jsonl")}
+  full = {json.loads(l)["id"] for l in open(out_dir / "data_fraction=1.0/train/data/synthetic.jsonl")}
+  assert half < full
+  assert (out_dir / "data_efficiency_tiny.png").read_bytes()[:8] == PNG_MAGIC
+  assert "data_efficiency_tiny.png" in (out_dir / "results.md").read_text()
+
+
+def test_sweep_points_and_bindings():
+  cfg = experiments.SweepConfig(parameter="TrainConfig.data_fraction", values=[0.125, 1.0])
+  points = experiments.sweep_points(cfg)
+  assert points == {"data_fraction=0.125": {"TrainConfig.data_fraction": 0.125},
+                    "data_fraction=1.0": {"TrainConfig.data_fraction": 1.0}}
+  assert experiments.binding_lines({"ScoreConfig.answer_format": "text", "X.k": 5}) == [
+      "ScoreConfig.answer_format = 'text'", "X.k = 5"]
+  named = experiments.SweepConfig(points={"pad": {"A.b": 1}, "cot": {"A.b": 2}})
+  assert list(experiments.sweep_points(named)) == ["pad", "cot"]
+  with pytest.raises(experiments.stages.StageError):
+    experiments.sweep_points(experiments.SweepConfig())
+
+
+def test_results_table_and_bar_plot_for_named_points(tmp_path):
+  rows = [{"label": "pad", "bindings": {"TrainConfig.task_format": "program"}, "train_examples": 64,
+           "train_step": 10, "synthetic_accuracy": 0.5},
+          {"label": "cot", "bindings": {"TrainConfig.task_format": "cot"}, "train_examples": 64,
+           "train_step": 10, "synthetic_accuracy": 0.25}]
+  cfg = experiments.SweepConfig(points={"pad": {}, "cot": {}}, x_axis="value", title="PaD vs CoT")
+  experiments.write_results(tmp_path, "cot_baseline_tiny", cfg, rows)
+  assert (tmp_path / "cot_baseline_tiny.png").read_bytes()[:8] == PNG_MAGIC
+  table = (tmp_path / "results.md").read_text()
+  assert "| pad | 64 | 10 | 50.0% |" in table and "| cot | 64 | 10 | 25.0% |" in table
+
+
+def test_unknown_experiment_is_a_clear_error():
+  out = subprocess.run([sys.executable, "-m", "pad_jax.experiments", "--name=nope"], cwd=REPO,
+                       env=_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2
+  line = out.stderr.strip().splitlines()[-1]
+  assert "--name=nope" in line and "data_efficiency" in line
+
+
+# ---------------------------------------------------------------------------
+# Chain-of-thought baseline pieces.
+# ---------------------------------------------------------------------------
+
+
+def test_gsm8k_rationale_drops_calculator_marks_and_ends_with_the_answer():
+  text = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nIn all 48+24 = <<48+24=72>>72.\n#### 72"
+  assert cot_tasks.gsm8k_rationale(text, 72.0) == (
+      "Natalia sold 48/2 = 24 clips in May. In all 48+24 = 72. The answer is 72.")
+
+
+def test_program_rationale_substitutes_values_step_by_step():
+  program = ("def solution():\n    \"\"\"How many?\"\"\"\n    boxes = 4\n    per_box = 2.5\n"
+             "    # apples in all the boxes\n    total = boxes * per_box\n"
+             "    # half of them are eaten\n    left = total - total / 2\n"
+             "    result = left\n    return result\n")
+  assert cot_tasks.program_rationale(program) == (
+      "boxes is 4. per box is 2.5. Apples in all the boxes: total = 4 * 2.5 = 10. "
+      "Half of them are eaten: left = 10 - (10 / 2) = 5. The answer is 5.")
+  assert cot_tasks.program_rationale("def solution():\n    return open('x')\n") is None
+  assert cot_tasks.program_rationale("not python(") is None
+
+
+def test_every_synthetic_program_gets_a_rationale_with_its_answer():
+  from pad_jax.data import synthetic
+  for record in synthetic.generate("train", 300, seed=5):
+    rationale = cot_tasks.program_rationale(record.program)
+    assert cot_tasks.parse_answer(rationale) == pytest.approx(record.answer), record.program
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("so 5 + 3 = 8. The answer is 1,008.", 1008.0),
+    ("The answer is: $12.50", 12.5),
+    ("the answer is -3 and then the answer is 4", 4.0),
+    ("we get 7 apples", 7.0),
+    ("no number here", None),
+    (b"The answer is 9.", 9.0),
+])
+def test_parse_answer(text, expected):
+  assert cot_tasks.parse_answer(text) == expected
+
+
+def test_cot_task_round_trip_and_metric(tmp_path):
+  import seqio
+  path = tmp_path / "cot.jsonl"
+  rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "rationale": f"{i} + 1 = {i + 1}. "
+           f"The answer is {i + 1}.", "answer": i + 1} for i in range(40)]
+  cot_tasks.write_cot(str(path), rows)
+  task = cot_tasks.register_cot_task("pad_test_cot_rt", str(path), validation_fraction=0.1)
+  assert seqio.get_mixture_or_task("pad_test_cot_rt") is task
+  examples = list(task.get_dataset(None, split="validation", shuffle=False).as_numpy_iterator())
+  assert len(examples) == 4
+  vocab = task.output_features["targets"].vocabulary
+  example = examples[0]
+  decoded = vocab.decode(list(example["targets"][:-1]))
+  assert cot_tasks.postprocess(decoded) == cot_tasks.postprocess(
+      decoded, example={"answer": example["answer"]}, is_target=True)
+  assert cot_tasks.accuracy_metric([2.0, 3.0, 4.0], [2.0, None, 5.0]) == {
+      "accuracy": pytest.approx(1 / 3), "answered_rate": pytest.approx(2 / 3)}
+
+
+def test_cot_reader_names_file_line_and_field(tmp_path):
+  path = tmp_path / "bad.jsonl"
+  path.write_text('{"id": "a", "question": "q", "rationale": "r", "answer": 1}\n'
+                  '{"id": "b", "question": "q", "answer": 2}\n')
+  with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'rationale'"):
+    cot_tasks.read_cot(str(path))
