@@ -65,7 +65,8 @@ _STOP = frozenset("""a an the of her his their its our my your each every per th
   need needs needed spend spends spent cost costs pay pays paid buy buys bought sell sells sold
   give gives gave find found use used equal equals together times divided plus minus
   multiplied subtracted added""".split())
-_CONNECTORS = frozenset(["in", "per", "of", "for", "on", "at"])
+_CONNECTORS = frozenset(["in", "per", "of", "for", "on", "at", "to", "from", "with"])
+_DETERMINERS = frozenset(["his", "her", "their", "its", "the", "a", "an", "my", "our", "your"])
 _RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"result", "solution", "math"}
 _MAX_NAME_WORDS = 3
 
@@ -162,11 +163,14 @@ class _Builder:
       encoded = _MARK_RE.sub(f"\x00{i}\x00", encoded, count=1)
     tokens = _tokenize(encoded)
     first_step = len(self.steps)
+    consumed: set[int] = set()
     for position, token in enumerate(tokens):
-      if token.kind == "mark":
+      if token.kind == "mark" and position not in consumed:
         self._add_mark(marks[int(token.text.strip("\x00"))], tokens, position)
       elif token.kind == "eq":
-        self._add_text_equation(tokens, position)
+        mark_position = self._add_text_equation(tokens, position, marks)
+        if mark_position is not None:
+          consumed.add(mark_position)
     if len(self.steps) > first_step:
       self.steps[first_step].comment = comment
 
@@ -183,20 +187,39 @@ class _Builder:
       after += 1  # The result the text repeats after the mark.
     self._add_step(expr_tokens, stated_value, tokens, after)
 
-  def _add_text_equation(self, tokens: list[_Token], position: int) -> None:
-    """`40 / 10 = 4 days`: an equation written without a calculator mark."""
+  def _add_text_equation(self, tokens: list[_Token], position: int,
+                         marks: list[str]) -> Optional[int]:
+    """`40 / 10 = 4 days`: an equation written without a calculator mark.
+
+    Also `1/2*110 = <<55=55>>55`, where the mark holds no arithmetic and the
+    text does. Returns the position of a mark this replaces, if any.
+    """
     following = [t for t in tokens[position + 1:position + 3]]
+    if following and following[0].kind == "mark":
+      mark = marks[int(following[0].text.strip("\x00"))]
+      if "=" not in mark or _is_arithmetic(_tokenize(mark.rsplit("=", 1)[0])) and any(
+          t.kind == "op" for t in _tokenize(mark.rsplit("=", 1)[0])):
+        return None
+      stated_value = _number_value(mark.rsplit("=", 1)[1])
+      lhs = _left_expression(tokens, position)
+      if lhs is None or stated_value is None:
+        return None
+      after = position + 2
+      if after < len(tokens) and tokens[after].kind == "num":
+        after += 1
+      if self._add_step(lhs, stated_value, tokens, after) is None:
+        return None
+      return position + 1
     if not following or following[0].kind != "num":
-      return
+      return None
     if len(following) > 1 and following[1].kind in ("op", "lp", "mark"):
-      return  # `= 6 / 3 = 2`: the right side is itself an expression.
+      return None  # `= 6 / 3 = 2`: the right side is itself an expression.
     lhs = _left_expression(tokens, position)
     if lhs is None:
-      return
+      return None
     stated = following[0]
-    stated_value = stated.value * (1 if not stated.percent else 1.0)
-    step = self._add_step(lhs, stated_value, tokens, position + 2, percent_result=stated.percent)
-    del step
+    self._add_step(lhs, stated.value, tokens, position + 2, percent_result=stated.percent)
+    return None
 
   def _add_step(self, expr_tokens: list[_Token], stated: float, tokens: list[_Token],
                 after: int, percent_result: bool = False) -> Optional[_Quantity]:
@@ -380,6 +403,10 @@ def _left_expression(tokens: list[_Token], eq_position: int) -> Optional[list[_T
       break
     i -= 1
   picked.reverse()
+  for i in range(len(picked) - 1, 0, -1):  # `100 because 40/.4 =`: two numbers, no operator.
+    if picked[i - 1].kind == "num" and picked[i].kind == "num":
+      picked = picked[i:]
+      break
   while picked and picked[0].kind in ("op", "rp"):
     if picked[0].kind == "op" and picked[0].text in "-−–" and len(picked) > 1:
       break
@@ -478,6 +505,8 @@ def _content_words(text: str, from_start: bool) -> list[str]:
     if from_start and lower in _CONNECTORS and (picked or lower == "per"):
       picked.append(lower)
       continue
+    if picked and picked[-1] in _CONNECTORS and lower in _DETERMINERS:
+      continue  # `seashells to his friends` -> seashells_to_friends.
     if lower in _STOP or lower in _WORD_NUMBERS:
       if picked:
         break

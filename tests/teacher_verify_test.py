@@ -1,0 +1,123 @@
+"""Verification: completions.jsonl -> programs.jsonl + report.json + report.png."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from teacher_testlib import read_jsonl
+from pad_jax.data.programs import read_programs
+from pad_jax.teacher import verify as verify_lib
+
+FENCE = "```"
+CORRECT = "def solution():\n    apples = 3\n    eaten = 1\n    result = apples * 4 - eaten\n    return result"
+SAME_CODE = ("def solution():\n    # Four bags of apples.\n    apples = 3\n    eaten = 1\n"
+             "    result = apples*4 - eaten   # spacing differs\n    return result")
+
+
+def _row(key, qid, text, answer=11.0, variant=0, sample=0):
+  return {"key": key, "id": qid, "sample": sample, "prompt_variant": variant,
+          "question": f"Question {qid}?", "answer": answer, "text": text, "model": "m",
+          "teacher": "m", "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+          "cost_usd": 0.001}
+
+
+ROWS = [
+    _row("k1", "q1", f"Here:\n{FENCE}python\n{CORRECT}\n{FENCE}", variant=0, sample=0),
+    _row("k2", "q1", f"{FENCE}\n{SAME_CODE}\n\nprint(solution())\n{FENCE}", variant=1, sample=1),
+    _row("k3", "q1", "def solution():\n    return 12", variant=1, sample=2),  # Wrong.
+    _row("k4", "q2", "I cannot write code for this.", answer=5.0),  # No program.
+    _row("k5", "q2", "def solution():\n    return 1 / 0", answer=5.0, sample=1),  # Error.
+    _row("k6", "q3", "def solution():\n    while True:\n        pass", answer=2.0),  # Timeout.
+    _row("k7", "q4", "def solution():\n    return 7.4", answer=7.0),  # Right only in pad mode.
+    _row("k8", "q5", "def solution():\n    import os\n    return 1", answer=1.0),  # Not allowed.
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  directory = tmp_path_factory.mktemp("verify")
+  data = "".join(json.dumps(r) + "\n" for r in ROWS)
+  data += json.dumps(ROWS[0]) + "\n"  # The same completion twice: counted once.
+  data += '{"key": "k9", "id": "q9", "te'  # A torn last line.
+  (directory / "completions.jsonl").write_text(data)
+  (directory / "failed.jsonl").write_text(json.dumps(
+      {"key": "k10", "id": "q6", "sample": 0, "prompt_variant": 0,
+       "error": "HTTP 500: internal error (gave up after 6 attempts)"}) + "\n")
+  return directory
+
+
+def test_verify_dir_keeps_correct_deduplicated_programs(run_dir, tmp_path):
+  report = verify_lib.verify_dir(run_dir, verify_lib.VerifyConfig(workers=1, timeout_s=1.0),
+                                 out_dir=tmp_path)
+  programs = read_programs(tmp_path / "programs.jsonl")
+  assert [(p.id, p.sample) for p in programs] == [("q1", 0), ("q4", 0)]
+  assert programs[0].program == CORRECT and programs[0].answer == 11.0
+  assert programs[0].prompt_variant == 0 and programs[0].teacher == "m"
+  assert report["completions"] == 8
+  assert report["duplicates_dropped"] == 1
+  assert report["status_counts"]["extraction_failed"] == 1
+  assert report["status_counts"]["runtime_error"] == 1
+  assert report["status_counts"]["timeout"] == 1
+  assert report["status_counts"]["forbidden_import"] == 1
+  assert report["correct"] == {"pad": 3, "strict": 2}
+  assert report["wrong_answer"] == 1
+  assert report["pass_rate"] == pytest.approx(3 / 8, abs=1e-4)
+  assert report["pass_rate_by_variant"]["1"] == {"completions": 2, "correct": 1,
+                                                 "pass_rate": 0.5}
+  assert report["kept"] == 2 and report["questions_with_program"] == 2
+  assert report["failed_requests"] == 1 and report["questions"] == 6
+  assert report["coverage"] == pytest.approx(2 / 6, abs=1e-4)
+  assert report["tokens"] == {"prompt_tokens": 80, "completion_tokens": 40, "total_tokens": 120}
+  assert report["cost_usd"] == pytest.approx(0.008)
+  assert json.loads((tmp_path / "report.json").read_text()) == report
+  assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_strict_mode_keeps_fewer(run_dir, tmp_path):
+  report = verify_lib.verify_dir(run_dir, verify_lib.VerifyConfig(mode="strict", workers=1,
+                                                                  timeout_s=1.0),
+                                 out_dir=tmp_path)
+  assert [p.id for p in read_programs(tmp_path / "programs.jsonl")] == ["q1"]
+  assert report["mode"] == "strict" and report["kept"] == 1
+
+
+def test_cli_redoes_verification_and_reports_bad_rows(run_dir, tmp_path):
+  result = subprocess.run([sys.executable, "-m", "pad_jax.verify", f"--in_dir={run_dir}",
+                           f"--out_dir={tmp_path}", "--exec_workers=1", "--exec_timeout_s=1"],
+                          capture_output=True, timeout=120)
+  assert result.returncode == 0, result.stderr.decode()[-2000:]
+  assert "kept 2 programs" in result.stdout.decode()
+  assert len(read_jsonl(tmp_path / "programs.jsonl")) == 2
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  rows = [dict(ROWS[0]), {k: v for k, v in ROWS[1].items() if k != "answer"}]
+  (bad / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  result = subprocess.run([sys.executable, "-m", "pad_jax.verify", f"--in_dir={bad}"],
+                          capture_output=True, timeout=60)
+  assert result.returncode != 0
+  error = result.stderr.decode().strip().splitlines()
+  assert error == [f"error: {bad}/completions.jsonl:2: field 'answer': missing"]
+
+
+def test_normalize_program_ignores_comments_docstrings_and_spacing():
+  with_doc = 'def solution():\n    """Q?"""\n    x = 1 # one\n    return x'
+  assert verify_lib.normalize_program(with_doc) == verify_lib.normalize_program(
+      "def solution():\n  x=1\n  return x")
+  assert verify_lib.normalize_program(CORRECT) != verify_lib.normalize_program(
+      CORRECT.replace("4", "5"))
+
+
+def test_programs_register_as_a_seqio_task(run_dir, tmp_path):
+  verify_lib.verify_dir(run_dir, verify_lib.VerifyConfig(workers=1, timeout_s=1.0),
+                        out_dir=tmp_path)
+  from tasks import program_tasks  # pylint: disable=g-import-not-at-top
+  task = program_tasks.register_program_task("teacher_verify_test_task",
+                                             str(tmp_path / "programs.jsonl"),
+                                             validation_fraction=0.0)
+  examples = list(task.get_dataset(split="train", sequence_length=None, shuffle=False)
+                  .as_numpy_iterator())
+  assert len(examples) == 2
+  assert {e["targets_pretokenized"].decode() for e in examples} == {CORRECT,
+                                                                   "def solution():\n    return 7.4"}
