@@ -5,10 +5,11 @@ r"""Imports a Hugging Face T5 / CodeT5 checkpoint as a t5x checkpoint.
 reads `DIR/config.json` and `DIR/model.safetensors` (or a sharded
 `model.safetensors.index.json`, or `pytorch_model.bin`) and writes
 
-* `CKPT/checkpoint_0/`: a t5x (Orbax) checkpoint with the parameters and the
-  model file's optimizer state, restorable by `t5x.train` (as the start of a
-  fine-tuning run: `utils.RestoreCheckpointConfig(path='CKPT/checkpoint_0',
-  mode='specific')`; with a different optimizer add `strict=False`),
+* `CKPT/checkpoint_0/`: a t5x (Orbax) checkpoint with the parameters (no
+  optimizer state, like a pre-trained checkpoint), restorable by `t5x.train`
+  as the start of a fine-tuning run (`utils.RestoreCheckpointConfig(
+  path='CKPT/checkpoint_0', mode='specific', strict=False)`, as
+  `gin_configs/runs/pad_finetune.gin` does with INITIAL_CHECKPOINT_PATH),
   `t5x.infer`/`t5x.eval` (`CHECKPOINT_PATH`) and `python -m pad_jax.infer`;
 * `CKPT/model.gin`: the model file for it (`--gin_file=CKPT/model.gin`), the
   project's CodeT5 model config with this checkpoint's dimensions.
@@ -30,7 +31,7 @@ import json
 import os
 import pathlib
 import sys
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -45,6 +46,10 @@ _ACTIVATIONS = {
     "silu": "silu",
     "swish": "silu",
 }
+# Restores a params-only checkpoint into any optimizer's fresh state:
+# `utils.RestoreCheckpointConfig(assignment_map=..., fallback_to_scratch=True,
+# strict=False)`, the t5x recipe for fine-tuning with another optimizer.
+FRESH_OPTIMIZER_ASSIGNMENT_MAP = ((r"state/param_states.*", None),)
 _EMBED_DUPLICATES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
 
@@ -302,9 +307,10 @@ def convert_params(config: Mapping[str, Any],
 # ------------------------------------------------------------------------------
 MODEL_GIN_TEMPLATE = """\
 # Written by `python -m pad_jax.convert_hf` for {hf_dir}.
-# The project's CodeT5 model file with this checkpoint's dimensions; paths are
-# relative to the repository root (where pad-jax commands run).
-include 'gin_configs/models/codet5_small.gin'
+# The project's CodeT5 model file with this checkpoint's dimensions. The
+# include resolves with the project's gin_configs/ on the gin search path
+# (`--gin_search_paths=gin_configs`; pad-jax commands add it themselves).
+include 'models/codet5_small.gin'
 
 network.T5Config:
 {fields}
@@ -323,15 +329,18 @@ def model_gin_text(cfg: Mapping[str, Any], hf_dir: str) -> str:
 
 
 def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
-                     step: int = 0) -> str:
-  """Writes `params` (+ fresh optimizer state) as a t5x Orbax checkpoint.
+                     step: int = 0, with_optimizer_state: bool = False) -> str:
+  """Writes `params` as a t5x Orbax checkpoint.
 
   Args:
-    model: the t5x model (e.g. `EncoderDecoderModel`) the checkpoint is for;
-      its `optimizer_def` initialises the optimizer state.
+    model: the t5x model (e.g. `EncoderDecoderModel`) the checkpoint is for.
     params: the parameter tree (must match the model's shapes exactly).
     out_dir: model directory; the checkpoint goes to `out_dir/checkpoint_<step>`.
     step: the step recorded in the checkpoint.
+    with_optimizer_state: also write the fresh state of the model's
+      `optimizer_def` (then t5x restores it with `strict=True`, but only with
+      that same optimizer). Without it (the default, like a pre-trained
+      checkpoint) any optimizer starts fresh with `strict=False`.
 
   Returns:
     The checkpoint directory.
@@ -347,8 +356,9 @@ def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
   shapes = {"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}
   types = {k: jnp.int32 for k in shapes}
   partitioner = partitioning.PjitPartitioner(num_partitions=1)
+  optimizer_def = model.optimizer_def if with_optimizer_state else None
   initializer = utils.TrainStateInitializer(
-      optimizer_def=model.optimizer_def, init_fn=model.get_initial_variables,
+      optimizer_def=optimizer_def, init_fn=model.get_initial_variables,
       input_shapes=shapes, input_types=types, partitioner=partitioner)
   expected = initializer.global_train_state_shape.params
   flat_expected = flax.traverse_util.flatten_dict(flax.core.unfreeze(expected))
@@ -366,8 +376,10 @@ def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
   axes = initializer.global_train_state_shape.params_axes
   params = jax.tree.map(jnp.asarray, flax.core.unfreeze(params))
   variables = flax.core.freeze({"params": params, "params_axes": axes})
-  state = train_state_lib.FlaxOptimTrainState.create(model.optimizer_def,
-                                                     variables)
+  if optimizer_def:
+    state = train_state_lib.FlaxOptimTrainState.create(optimizer_def, variables)
+  else:
+    state = train_state_lib.InferenceState.create(variables)
   state = state.replace_step(jnp.asarray(step, dtype=jnp.int32))
   manager = checkpoints.OrbaxCheckpointManagerInterface(
       directory=out_dir, train_state=initializer.global_train_state_shape,
@@ -378,13 +390,29 @@ def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
   return os.path.join(out_dir, f"checkpoint_{step}")
 
 
-def load_model_from_gin(gin_files: list[str], bindings: tuple[str, ...] = ()):
-  """Parses gin model file(s) (t5x-style) and returns the configured MODEL."""
+GIN_CONFIGS_DIR = str(pathlib.Path(__file__).resolve().parents[1] / "gin_configs")
+
+
+def load_model_from_gin(gin_files: Sequence[str],
+                        bindings: Sequence[str] = (),
+                        search_paths: Optional[Sequence[str]] = None) -> Any:
+  """Parses t5x-style gin model file(s) and returns the configured `MODEL`.
+
+  Args:
+    gin_files: gin files, as `--gin_file` takes them.
+    bindings: extra gin bindings (`KEY=VALUE`).
+    search_paths: gin search paths; default the current directory and the
+      project's `gin_configs/` (so `models/codet5_small.gin` resolves).
+
+  Returns:
+    The `%MODEL` object (e.g. a `t5x.models.EncoderDecoderModel`).
+  """
   import gin  # pylint: disable=import-outside-toplevel
   from t5x import gin_utils  # pylint: disable=import-outside-toplevel
   gin.clear_config(clear_constants=True)
-  gin_utils.parse_gin_flags(gin_search_paths=["."], gin_files=gin_files,
-                            gin_bindings=list(bindings))
+  gin_utils.parse_gin_flags(
+      gin_search_paths=list(search_paths or [".", GIN_CONFIGS_DIR]),
+      gin_files=list(gin_files), gin_bindings=list(bindings))
   return gin.query_parameter("%MODEL").scoped_configurable_fn()
 
 

@@ -14,11 +14,13 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import seqio
 from t5x import adafactor
 from t5x import decoding
 from t5x import models
+from t5x import optimizers
 from t5x import partitioning
 from t5x import utils
 from t5x.examples.t5 import network as t5x_network
@@ -177,15 +179,24 @@ def test_checkpoint_restores_with_t5x(tmp_path):
                                        convert_hf.read_hf_weights(hf_dir))
   shapes = {"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}
   partitioner = partitioning.PjitPartitioner(num_partitions=1)
-  # As t5x.train (with optimizer state) and as t5x.infer (params only).
-  for optimizer_def, strict in ((model.optimizer_def, True), (None, False)):
+  # As t5x.train with the model file's Adafactor or with optax AdamW (the
+  # fine-tuning run's), starting fresh optimizer state; as t5x.infer (params).
+  adamw = optimizers.chain([optax.clip_by_global_norm(1.0), optax.adamw(1e-4)])
+  for optimizer_def in (model.optimizer_def, adamw, None):
     initializer = utils.TrainStateInitializer(
         optimizer_def=optimizer_def, init_fn=model.get_initial_variables,
         input_shapes=shapes, partitioner=partitioner)
-    cfg = utils.RestoreCheckpointConfig(path=ckpt, mode="specific",
-                                        strict=strict)
+    if optimizer_def:
+      cfg = utils.RestoreCheckpointConfig(
+          path=ckpt, mode="specific", strict=False, fallback_to_scratch=True,
+          assignment_map=convert_hf.FRESH_OPTIMIZER_ASSIGNMENT_MAP)
+    else:  # As t5x.infer restores.
+      cfg = utils.RestoreCheckpointConfig(path=ckpt, mode="specific",
+                                          strict=False)
     state, _ = utils.create_checkpoint_manager_and_restore(
-        initializer, partitioner, cfg, ckpt, None, use_orbax=True)
+        initializer, partitioner, cfg, ckpt, jax.random.PRNGKey(0),
+        use_orbax=True)
+    assert int(state.step) == 0
     restored = flax.traverse_util.flatten_dict(
         flax.core.unfreeze(state.params))
     want = flax.traverse_util.flatten_dict(expected)
