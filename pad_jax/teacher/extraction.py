@@ -278,6 +278,8 @@ def _from_solution_def(modules: list[_Module]) -> Optional[str]:
         imports.append((node, source))
   node, source = solution
   source = _ensure_return(node, source)
+  if not providers and not imports:  # The common case: solution() alone.
+    return source.strip("\n")
   needed = _needed_definitions(node, providers)
   used = _free_names([node] + [n for n, _ in needed])
   parts = []
@@ -287,10 +289,7 @@ def _from_solution_def(modules: list[_Module]) -> Optional[str]:
       parts.append(imp_source)
   parts.extend(s for _, s in needed)
   parts.append(source)
-  program = "\n\n".join(p.strip("\n") for p in parts)
-  if _try_parse(program) is None:
-    return None
-  return program
+  return "\n\n".join(p.strip("\n") for p in parts)
 
 
 def _defined_names(node: ast.stmt) -> set[str]:
@@ -309,17 +308,46 @@ def _defined_names(node: ast.stmt) -> set[str]:
   return set()
 
 
+class _NameInfo:
+  """Names a node loads / stores / declares global, and whether it returns."""
+  __slots__ = ("loaded", "stored", "declared", "returns")
+
+  def __init__(self, node: ast.AST):
+    self.loaded, self.stored, self.declared, self.returns = set(), set(), set(), False
+    for sub in ast.walk(node):  # One walk: extraction runs on every completion.
+      kind = type(sub)
+      if kind is ast.Name:
+        (self.loaded if type(sub.ctx) is ast.Load else self.stored).add(sub.id)
+      elif kind is ast.arg:
+        self.stored.add(sub.arg)
+      elif kind is ast.Return:
+        self.returns = True
+      elif kind is ast.Global or kind is ast.Nonlocal:
+        self.declared.update(sub.names)
+
+
+_INFO_CACHE: dict[int, tuple[ast.AST, _NameInfo]] = {}
+
+
+def _info(node: ast.AST) -> _NameInfo:
+  cached = _INFO_CACHE.get(id(node))
+  if cached is not None and cached[0] is node:
+    return cached[1]
+  if len(_INFO_CACHE) > 4096:
+    _INFO_CACHE.clear()
+  info = _NameInfo(node)
+  _INFO_CACHE[id(node)] = (node, info)
+  return info
+
+
 def _free_names(nodes: list[ast.AST]) -> set[str]:
   """Names read by `nodes` that a function does not bind itself."""
   names = set()
   for node in nodes:
-    loaded = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    info = _info(node)
+    loaded = set(info.loaded)
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-      bound = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-      bound |= {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
-      declared = {name for n in ast.walk(node) if isinstance(n, (ast.Global, ast.Nonlocal))
-                  for name in n.names}
-      loaded -= bound - declared
+      loaded -= info.stored - info.declared
     names |= loaded
   return names
 
@@ -346,12 +374,13 @@ def _needed_definitions(solution: ast.stmt, providers: dict) -> list[tuple[ast.s
 
 
 def _calls_solution(node: ast.AST) -> bool:
-  return any(isinstance(n, ast.Name) and n.id == SOLUTION_NAME for n in ast.walk(node))
+  info = _info(node)
+  return SOLUTION_NAME in info.loaded or SOLUTION_NAME in info.stored
 
 
 def _ensure_return(node: ast.stmt, source: str) -> str:
   """Adds `return <name>` when solution() computes a result but never returns."""
-  if any(isinstance(n, ast.Return) for n in ast.walk(node)):
+  if _RETURN_LINE_RE.search(source) or _info(node).returns:
     return source
   body = node.body
   last = body[-1]
@@ -368,6 +397,9 @@ def _ensure_return(node: ast.stmt, source: str) -> str:
     if name in assigned:
       return source.rstrip() + f"\n{body_indent}return {name}"
   return source
+
+
+_RETURN_LINE_RE = re.compile(r"^[ \t]+return\b", re.M)
 
 
 def _is_print_call(node: ast.AST) -> bool:

@@ -106,11 +106,13 @@ class StreamingVerifier:
     self._thread.start()
 
   def submit(self, row: dict[str, Any]) -> None:
+    """Queues one completion row (extraction happens here, in the caller's
+    thread, so it overlaps with the executor working on earlier rows)."""
     key = row.get("key")
     if key in self._seen:
       return
     self._seen.add(key)
-    self._queue.put(row)
+    self._queue.put(Verdict(row=row, program=extract_program(row.get("text")), status=""))
 
   def submit_many(self, rows: Iterable[dict[str, Any]]) -> None:
     for row in rows:
@@ -154,10 +156,9 @@ class StreamingVerifier:
           break
 
 
-def _verify_batch(executor, rows: list[dict[str, Any]]) -> list[Verdict]:
-  if not rows:
+def _verify_batch(executor, verdicts: list[Verdict]) -> list[Verdict]:
+  if not verdicts:
     return []
-  verdicts = [Verdict(row=row, program=extract_program(row.get("text")), status="") for row in rows]
   runnable = [v for v in verdicts if v.program is not None]
   results = executor.run([v.program for v in runnable]) if runnable else []
   for verdict, result in zip(runnable, results):
