@@ -347,7 +347,7 @@ def _file_object(file_id: str, filename: Optional[str], data: bytes, purpose: st
 
 
 def main() -> None:
-  """`python tests/fake_openai.py PORT`: serve forever (for manual tries)."""
+  """`python tests/fake_openai.py [LATENCY_S]`: serve until killed; prints the base URL."""
   import sys  # pylint: disable=g-import-not-at-top
   server = FakeOpenAI(latency_s=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0).start()
   print(server.base_url, flush=True)

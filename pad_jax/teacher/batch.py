@@ -68,6 +68,7 @@ def run_batch(requests: list, store: cache_lib.CompletionCache, config, api_key:
               prices, verifier, out_dir: pathlib.Path) -> Optional[str]:
   """Submits, polls and merges batches for `requests`; returns why it stopped early."""
   import openai  # pylint: disable=g-import-not-at-top
+  client_lib.quiet_http_logs()
   client = openai.OpenAI(base_url=config.base_url, api_key=api_key or client_lib.NO_KEY,
                          max_retries=config.retry.max_attempts,
                          timeout=config.retry.timeout_s)

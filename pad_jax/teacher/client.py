@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import email.utils
 import json
+import logging
 import random
 import time
 from typing import Any, Optional
@@ -27,6 +28,12 @@ from typing import Any, Optional
 # Key-free default for servers that need no key (vLLM, SGLang, llama.cpp).
 NO_KEY = "no-key-needed"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+def quiet_http_logs() -> None:
+  """httpx/openai log every request at INFO (absl shows INFO): keep them quiet."""
+  for name in ("httpx", "httpx2", "httpcore", "openai"):
+    logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class RequestFailed(Exception):
@@ -116,6 +123,7 @@ class ChatClient:
                rpm: Optional[float] = None, tpm: Optional[float] = None,
                retry: RetryPolicy = RetryPolicy()):
     import openai  # pylint: disable=g-import-not-at-top
+    quiet_http_logs()
     self._openai = openai
     self._secret = api_key or ""
     self.model = model
