@@ -1,0 +1,487 @@
+r"""Batch decoding of questions with a t5x checkpoint.
+
+  python -m pad_jax.infer --checkpoint_dir=CKPT --input=IN.jsonl \
+    --output=OUT.jsonl [--gin_file=models/codet5_small.gin] \
+    [--vocab_dir=DIR] --decode=greedy|beam|sample [--beam_size=4] \
+    [--num_decodes=K] [--temperature=T] [--top_k=N] --max_decode_length=256
+
+Input rows need `id` (unique string or integer) and `question`; any other
+field (e.g. `answer`) is copied to the output row. The question is encoded
+as Hugging Face's CodeT5 tokenizer does (`<s> question </s>`,
+`pad_jax.vocab.format_input`) and decoded by the t5x model's
+`predict_batch_with_aux` (what `t5x.infer` runs) with the checkpoint restored
+by t5x's checkpoint manager, as `t5x.infer` restores it.
+
+Output rows add
+
+* `prediction`: the best decode as text; `tokens`: its ids, without the
+  decoder start token, up to and including the first EOS (all
+  `max_decode_length` ids if none); `score`: its log-probability;
+* for `--num_decodes=K` > 1: `predictions` (K texts, best first),
+  `predictions_tokens` and `scores`. With `--decode=sample` these are K
+  independent samples, the input of self-consistency voting (the score stage
+  executes every program and majority-votes the values).
+
+Decoding modes: `greedy` (argmax; K must be 1), `beam` (beam search of width
+`--beam_size`, length penalty `--alpha`; K <= beam size returns the K best
+beams), `sample` (temperature sampling, optionally top-k).
+
+Rows are appended and flushed per batch; rerunning the same command skips the
+ids already in `--output` (resume). A malformed input line stops the run with
+`file:line: field: message`.
+
+`--checkpoint_dir` is a `checkpoint_<step>` directory or a model directory
+(its latest checkpoint). The model is defined by `--gin_file` (t5x-style,
+looked up in `--gin_search_paths`, which always include `.` and the
+project's `gin_configs/`); default the `model.gin` that
+`python -m pad_jax.convert_hf` or a pad-jax run wrote next to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import pathlib
+import re
+import sys
+import time
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from pad_jax.data.errors import DataError
+
+DECODE_MODES = ("greedy", "beam", "sample")
+_CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """How to decode.
+
+  Attributes:
+    decode: `greedy`, `beam` or `sample`.
+    num_decodes: K decodes per question written to the output.
+    beam_size: beam width (`beam`).
+    alpha: beam-search length penalty (t5x's brevity penalty exponent).
+    temperature: sampling temperature (`sample`).
+    top_k: sample among the k most likely tokens (0: all).
+    max_decode_length: the most tokens decoded per question.
+    max_input_length: longer inputs are truncated (keeping the final EOS).
+    batch_size: questions per batch.
+    seed: sampling seed.
+  """
+
+  decode: str = "greedy"
+  num_decodes: int = 1
+  beam_size: int = 4
+  alpha: float = 0.6
+  temperature: float = 1.0
+  top_k: int = 0
+  max_decode_length: int = 256
+  max_input_length: int = 512
+  batch_size: int = 8
+  seed: int = 0
+
+  def validate(self) -> None:
+    """Raises ValueError naming the option at fault."""
+    if self.decode not in DECODE_MODES:
+      raise ValueError(f"--decode: {self.decode!r} is not one of {DECODE_MODES}")
+    for name in ("num_decodes", "beam_size", "max_decode_length",
+                 "max_input_length", "batch_size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"--{name}: must be >= 1, got {getattr(self, name)}")
+    if self.max_input_length < 2:
+      raise ValueError("--max_input_length: must be >= 2 (<s> and </s>)")
+    if self.decode == "greedy" and self.num_decodes != 1:
+      raise ValueError("--num_decodes: greedy decoding gives one decode; use "
+                       "--decode=sample (self-consistency) or --decode=beam")
+    if self.decode == "beam" and self.num_decodes > self.beam_size:
+      raise ValueError(f"--num_decodes: {self.num_decodes} > --beam_size "
+                       f"{self.beam_size}")
+    if self.decode == "sample" and self.temperature <= 0:
+      raise ValueError("--temperature: must be > 0 for sampling (use "
+                       "--decode=greedy for argmax)")
+    if self.top_k < 0:
+      raise ValueError(f"--top_k: must be >= 0, got {self.top_k}")
+
+  @property
+  def width(self) -> int:
+    """Sequences decoded per question."""
+    return self.beam_size if self.decode == "beam" else self.num_decodes
+
+
+# ------------------------------------------------------------------------------
+# Files.
+# ------------------------------------------------------------------------------
+def read_inputs(path: str) -> list[dict[str, Any]]:
+  """Reads and validates the input JSONL (`id`, `question`).
+
+  Raises:
+    DataError: naming the file, line and field.
+  """
+  if not os.path.isfile(path):
+    raise DataError(path, None, None, "input file not found")
+  rows, seen = [], {}
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataError(path, number, None, f"invalid JSON: {e.msg}") from e
+      if not isinstance(row, dict):
+        raise DataError(path, number, None, "expected a JSON object")
+      if "id" not in row:
+        raise DataError(path, number, "id", "missing")
+      if not isinstance(row["id"], (str, int)) or isinstance(row["id"], bool):
+        raise DataError(path, number, "id", "must be a string or an integer")
+      if row["id"] in seen:
+        raise DataError(path, number, "id", f"duplicate of line {seen[row['id']]}")
+      if not isinstance(row.get("question"), str):
+        raise DataError(path, number, "question",
+                        "missing" if "question" not in row else "must be a string")
+      seen[row["id"]] = number
+      rows.append(row)
+  return rows
+
+
+def read_done_ids(path: str) -> set[Any]:
+  """Ids already decoded in `path`; drops a torn (unterminated) last line."""
+  if not os.path.exists(path):
+    return set()
+  with open(path, "rb") as f:
+    data = f.read()
+  complete = data[:data.rfind(b"\n") + 1]
+  if len(complete) != len(data):  # Interrupted mid-write: keep whole rows.
+    with open(path, "r+b") as f:
+      f.truncate(len(complete))
+  done = set()
+  for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      done.add(json.loads(line)["id"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+      raise DataError(path, number, "id", "not an infer output row; remove "
+                      "the file or choose another --output") from e
+  return done
+
+
+def resolve_checkpoint(path: str) -> str:
+  """A `checkpoint_<step>` directory, or the latest one inside `path`."""
+  p = pathlib.Path(path)
+  if not p.is_dir():
+    raise FileNotFoundError(f"{path}: checkpoint directory not found")
+  if _CHECKPOINT_RE.match(p.name):
+    return str(p)
+  steps = [(int(m.group(1)), c) for c in p.iterdir()
+           if c.is_dir() and (m := _CHECKPOINT_RE.match(c.name))]
+  if not steps:
+    raise FileNotFoundError(f"{path}: no checkpoint_<step> directory in it")
+  return str(max(steps)[1])
+
+
+def default_gin_files(checkpoint: str) -> list[str]:
+  """`model.gin` next to (or in) the checkpoint, else an error."""
+  for candidate in (pathlib.Path(checkpoint).parent / "model.gin",
+                    pathlib.Path(checkpoint) / "model.gin"):
+    if candidate.is_file():
+      return [str(candidate)]
+  raise FileNotFoundError(
+      f"{checkpoint}: no model.gin next to the checkpoint; pass the model "
+      "file, e.g. --gin_file=models/codet5_small.gin")
+
+
+# ------------------------------------------------------------------------------
+# The decoder.
+# ------------------------------------------------------------------------------
+def _bucket(length: int, limit: int) -> int:
+  """Pads input lengths to powers of two (>= 32): few compilations."""
+  size = 32
+  while size < length:
+    size *= 2
+  return min(size, limit)
+
+
+def _until_eos(ids: np.ndarray, eos_id: int) -> list[int]:
+  ids = [int(i) for i in ids]
+  return ids[:ids.index(eos_id) + 1] if eos_id in ids else ids
+
+
+class Decoder:
+  """A restored t5x model and its compiled decode step."""
+
+  def __init__(self, checkpoint_dir: str, gin_files: Sequence[str] = (),
+               options: DecodeOptions = DecodeOptions(),
+               gin_search_paths: Optional[Sequence[str]] = None,
+               gin_bindings: Sequence[str] = (),
+               vocab_dir: Optional[str] = None):
+    import jax  # pylint: disable=import-outside-toplevel
+    from t5x import models  # pylint: disable=import-outside-toplevel
+    from pad_jax import convert_hf  # pylint: disable=import-outside-toplevel
+
+    options.validate()
+    self.options = options
+    self.checkpoint = resolve_checkpoint(checkpoint_dir)
+    gin_files = list(gin_files) or default_gin_files(self.checkpoint)
+    search = [".", convert_hf.GIN_CONFIGS_DIR] + list(gin_search_paths or [])
+    model = convert_hf.load_model_from_gin(gin_files, gin_bindings, search)
+    if not isinstance(model, models.EncoderDecoderModel):
+      raise ValueError(f"{gin_files}: MODEL is a {type(model).__name__}; "
+                       "pad_jax.infer decodes EncoderDecoderModel students")
+    self.vocabulary = self._vocabulary(model, vocab_dir)
+    self.model = models.EncoderDecoderModel(
+        module=model.module, input_vocabulary=self.vocabulary,
+        output_vocabulary=self.vocabulary, optimizer_def=None,
+        decode_fn=self._decode_fn())
+    self.params, self._predict = self._restore_and_compile()
+    self._rng = jax.random.PRNGKey(options.seed)
+
+  @staticmethod
+  def _vocabulary(model, vocab_dir):
+    if not vocab_dir:
+      return model.output_vocabulary
+    from pad_jax import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
+    vocabulary = vocab_lib.CodeT5Vocabulary(
+        vocab_dir, extra_ids=model.output_vocabulary.extra_ids)
+    if vocabulary.vocab_size != model.output_vocabulary.vocab_size:
+      raise ValueError(f"--vocab_dir: {vocab_dir} has {vocabulary.vocab_size} "
+                       "ids, the model's vocabulary "
+                       f"{model.output_vocabulary.vocab_size}")
+    return vocabulary
+
+  def _decode_fn(self):
+    from t5x import decoding  # pylint: disable=import-outside-toplevel
+    o = self.options
+    if o.decode == "beam":
+      return functools.partial(decoding.beam_search, alpha=o.alpha)
+    topk = 1 if o.decode == "greedy" else o.top_k
+    return functools.partial(decoding.temperature_sample,
+                             temperature=o.temperature, topk=topk)
+
+  def _restore_and_compile(self):
+    """Restores params as t5x.infer does; partitions the decode step."""
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    from t5x import partitioning  # pylint: disable=import-outside-toplevel
+    from t5x import utils  # pylint: disable=import-outside-toplevel
+    o = self.options
+    shapes = {"encoder_input_tokens": (o.batch_size, o.max_input_length),
+              "decoder_input_tokens": (o.batch_size, o.max_decode_length)}
+    partitioner = partitioning.PjitPartitioner(num_partitions=1)
+    initializer = utils.TrainStateInitializer(
+        optimizer_def=None, init_fn=self.model.get_initial_variables,
+        input_shapes=shapes, input_types={k: jnp.int32 for k in shapes},
+        partitioner=partitioner)
+    restore = utils.RestoreCheckpointConfig(path=self.checkpoint,
+                                            mode="specific", strict=False)
+    state, _ = utils.create_checkpoint_manager_and_restore(
+        initializer, partitioner, restore, self.checkpoint, None,
+        use_orbax=True)
+    if state is None:
+      raise FileNotFoundError(f"{self.checkpoint}: could not be restored")
+
+    def step(params, batch, rng):
+      return self.model.predict_batch_with_aux(
+          params, batch, rng=rng if o.decode == "sample" else None,
+          return_all_decodes=True, num_decodes=o.width)
+
+    predict = partitioner.partition(
+        step, in_axis_resources=(initializer.train_state_axes.params,
+                                 partitioner.data_partition_spec, None),
+        out_axis_resources=None)
+    return state.params, predict
+
+  def encode(self, question: str) -> list[int]:
+    """`<s> question </s>` ids, truncated to `max_input_length` (EOS kept)."""
+    from pad_jax import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
+    ids = vocab_lib.format_input(question, self.vocabulary)
+    limit = self.options.max_input_length
+    return ids if len(ids) <= limit else ids[:limit - 1] + [ids[-1]]
+
+  def decode_batch(self, questions: Sequence[str],
+                   batch_number: int = 0) -> list[dict[str, Any]]:
+    """Decodes up to `batch_size` questions into output fields."""
+    import jax  # pylint: disable=import-outside-toplevel
+    o = self.options
+    encoded = [self.encode(q) for q in questions]
+    length = _bucket(max(len(e) for e in encoded), o.max_input_length)
+    inputs = np.zeros((o.batch_size, length), np.int32)
+    for i, ids in enumerate(encoded):
+      inputs[i, :len(ids)] = ids
+    inputs[len(encoded):] = inputs[0]  # Static batch: pad with a real row.
+    batch = {"encoder_input_tokens": inputs,
+             "decoder_input_tokens": np.zeros((o.batch_size, o.max_decode_length),
+                                              np.int32)}
+    rng = jax.random.fold_in(self._rng, batch_number)
+    decodes, aux = self._predict(self.params, batch, rng)
+    # [batch, width, length], worst first -> best first, K kept.
+    decodes = np.asarray(decodes)[:, ::-1][:, :o.num_decodes]
+    scores = np.asarray(aux["scores"])[:, ::-1][:, :o.num_decodes]
+    eos = self.vocabulary.eos_id
+    results = []
+    for row, row_scores in zip(decodes[:len(questions)], scores):
+      tokens = [_until_eos(ids, eos) for ids in row]
+      texts = [self.vocabulary.decode(t) for t in tokens]
+      fields = {"prediction": texts[0], "tokens": tokens[0],
+                "score": float(row_scores[0])}
+      if o.num_decodes > 1:
+        fields.update(predictions=texts, predictions_tokens=tokens,
+                      scores=[float(s) for s in row_scores])
+      results.append(fields)
+    return results
+
+
+def _batches(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+  for start in range(0, len(rows), size):
+    yield rows[start:start + size]
+
+
+def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
+                input_path: str, output_path: str, *,
+                decode: str = "greedy", num_decodes: int = 1,
+                beam_size: int = 4, alpha: float = 0.6,
+                temperature: float = 1.0, top_k: int = 0,
+                max_decode_length: int = 256, max_input_length: int = 512,
+                batch_size: int = 8, seed: int = 0,
+                gin_search_paths: Optional[Sequence[str]] = None,
+                gin_bindings: Sequence[str] = (),
+                vocab_dir: Optional[str] = None, resume: bool = True,
+                progress: bool = True) -> dict[str, Any]:
+  """Decodes every question of `input_path` into `output_path` (JSONL).
+
+  Args:
+    checkpoint_dir: a `checkpoint_<step>` dir or a model dir (latest step).
+    gin_files: the model gin file(s); empty: `model.gin` by the checkpoint.
+    input_path: JSONL rows with `id` and `question`.
+    output_path: JSONL output, appended per batch.
+    decode: `greedy`, `beam` or `sample`.
+    num_decodes: K decodes per question (K > 1: `predictions` etc.).
+    beam_size: beam width (`beam`).
+    alpha: beam-search length penalty.
+    temperature: sampling temperature (`sample`).
+    top_k: top-k sampling (0: off).
+    max_decode_length: the most tokens decoded.
+    max_input_length: input truncation length (EOS kept).
+    batch_size: questions per batch.
+    seed: sampling seed.
+    gin_search_paths: more gin search paths.
+    gin_bindings: more gin bindings (`KEY=VALUE`).
+    vocab_dir: vocabulary directory overriding the model file's.
+    resume: skip ids already in `output_path` (else it is overwritten).
+    progress: show a tqdm progress bar on stderr.
+
+  Returns:
+    `{"decoded", "skipped", "total", "seconds", "checkpoint", "output"}`.
+
+  Raises:
+    DataError: a malformed input line (file:line: field).
+    ValueError, FileNotFoundError: bad options, checkpoint or model file.
+  """
+  import tqdm  # pylint: disable=import-outside-toplevel
+  options = DecodeOptions(decode=decode, num_decodes=num_decodes,
+                          beam_size=beam_size, alpha=alpha,
+                          temperature=temperature, top_k=top_k,
+                          max_decode_length=max_decode_length,
+                          max_input_length=max_input_length,
+                          batch_size=batch_size, seed=seed)
+  options.validate()
+  rows = read_inputs(input_path)
+  if not resume and os.path.exists(output_path):
+    os.remove(output_path)
+  done = read_done_ids(output_path)
+  todo = [(i, r) for i, r in enumerate(rows) if r["id"] not in done]
+  summary = {"decoded": 0, "skipped": len(rows) - len(todo),
+             "total": len(rows), "output": output_path}
+  start = time.time()
+  if not todo:
+    return {**summary, "seconds": 0.0, "checkpoint": None}
+  decoder = Decoder(checkpoint_dir, gin_files, options, gin_search_paths,
+                    gin_bindings, vocab_dir)
+  os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+  with open(output_path, "a", encoding="utf-8") as out, tqdm.tqdm(
+      total=len(todo), unit="q", desc="decode", file=sys.stderr,
+      disable=not progress) as bar:
+    for batch in _batches(todo, batch_size):
+      results = decoder.decode_batch([r["question"] for _, r in batch],
+                                     batch_number=batch[0][0] // batch_size)
+      for (_, row), fields in zip(batch, results):
+        out.write(json.dumps({**row, **fields}, ensure_ascii=False) + "\n")
+      out.flush()
+      os.fsync(out.fileno())
+      summary["decoded"] += len(batch)
+      bar.update(len(batch))
+  return {**summary, "seconds": round(time.time() - start, 3),
+          "checkpoint": decoder.checkpoint}
+
+
+# ------------------------------------------------------------------------------
+# CLI.
+# ------------------------------------------------------------------------------
+_CHECKPOINT_DIR = flags.DEFINE_string(
+    "checkpoint_dir", None, "A t5x checkpoint_<step> directory, or a model "
+    "directory (its latest checkpoint).")
+_GIN_FILE = flags.DEFINE_multi_string(
+    "gin_file", [], "Model gin file(s); default model.gin by the checkpoint.")
+_GIN_SEARCH_PATHS = flags.DEFINE_list(
+    "gin_search_paths", [], "More gin search paths ('.' and the project's "
+    "gin_configs/ are always searched).")
+_GIN_BINDINGS = flags.DEFINE_multi_string(
+    "gin_bindings", [], "Extra gin bindings, KEY=VALUE.")
+_VOCAB_DIR = flags.DEFINE_string(
+    "vocab_dir", None, "Vocabulary directory (vocab.json + merges.txt) "
+    "overriding the model file's.")
+_INPUT = flags.DEFINE_string("input", None, "Input JSONL (id, question).")
+_OUTPUT = flags.DEFINE_string("output", None, "Output JSONL (appended; resumable).")
+_DECODE = flags.DEFINE_enum("decode", "greedy", list(DECODE_MODES),
+                            "Decoding strategy.")
+_BEAM_SIZE = flags.DEFINE_integer("beam_size", 4, "Beam width (--decode=beam).")
+_ALPHA = flags.DEFINE_float("alpha", 0.6, "Beam-search length penalty.")
+_NUM_DECODES = flags.DEFINE_integer(
+    "num_decodes", 1, "Decodes per question (K > 1: all K written).")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0,
+                                  "Sampling temperature (--decode=sample).")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Top-k sampling (0: off).")
+_MAX_DECODE_LENGTH = flags.DEFINE_integer("max_decode_length", 256,
+                                          "Most tokens decoded per question.")
+_MAX_INPUT_LENGTH = flags.DEFINE_integer(
+    "max_input_length", 512, "Inputs are truncated to this many tokens.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Questions per batch.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_RESUME = flags.DEFINE_bool("resume", True, "Skip ids already in --output "
+                            "(--noresume: overwrite it).")
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  for flag in (_CHECKPOINT_DIR, _INPUT, _OUTPUT):
+    if not flag.value:
+      print(f"error: --{flag.name} is required", file=sys.stderr)
+      return 2
+  try:
+    summary = decode_file(
+        _CHECKPOINT_DIR.value, _GIN_FILE.value, _INPUT.value, _OUTPUT.value,
+        decode=_DECODE.value, num_decodes=_NUM_DECODES.value,
+        beam_size=_BEAM_SIZE.value, alpha=_ALPHA.value,
+        temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
+        max_decode_length=_MAX_DECODE_LENGTH.value,
+        max_input_length=_MAX_INPUT_LENGTH.value,
+        batch_size=_BATCH_SIZE.value, seed=_SEED.value,
+        gin_search_paths=_GIN_SEARCH_PATHS.value,
+        gin_bindings=_GIN_BINDINGS.value, vocab_dir=_VOCAB_DIR.value,
+        resume=_RESUME.value)
+  except (DataError, ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(json.dumps(summary))
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,148 @@
+"""pad_jax.infer: end-to-end against Hugging Face (tokenizer + generate).
+
+A small random CodeT5-vocabulary T5 is built with transformers, imported
+with `pad_jax.convert_hf`, and decoded by `pad_jax.infer` from questions;
+greedy token ids must equal `generate` on the HF CodeT5 tokenizer's ids.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pad_jax import convert_hf
+from pad_jax import infer
+from pad_jax.data.errors import DataError
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+QUESTIONS = [
+    "Tom has 3 apples and buys 5 more. How many apples does he have?",
+    "A train travels 60 miles per hour for 2.5 hours. How far does it go?",
+    "What is 12 times 7?",
+]
+MAX_DECODE = 12
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory, shared_data):
+  """(hf_model, tokenizer, model_dir) for a random tiny CodeT5-vocab T5."""
+  tmp = tmp_path_factory.mktemp("student")
+  torch.manual_seed(0)
+  config = transformers.T5Config(
+      vocab_size=32100, d_model=32, d_kv=8, num_heads=4, d_ff=64,
+      num_layers=2, num_decoder_layers=2, dropout_rate=0.0, pad_token_id=0,
+      eos_token_id=2, bos_token_id=1, decoder_start_token_id=0)
+  model = transformers.T5ForConditionalGeneration(config).eval()
+  model.save_pretrained(str(tmp / "hf"))
+  convert_hf.convert(str(tmp / "hf"), str(tmp / "ckpt"))
+  tokenizer = transformers.RobertaTokenizer.from_pretrained(
+      str(shared_data / "codet5_tokenizer"))
+  return model, tokenizer, str(tmp / "ckpt")
+
+
+def _write_inputs(path, questions=QUESTIONS):
+  with open(path, "w") as f:
+    for i, q in enumerate(questions):
+      f.write(json.dumps({"id": f"q{i}", "question": q, "answer": i}) + "\n")
+  return str(path)
+
+
+def _read(path):
+  return [json.loads(line) for line in open(path)]
+
+
+def test_greedy_matches_hf_generate_and_resumes(student, tmp_path):
+  hf_model, tokenizer, model_dir = student
+  inputs = _write_inputs(tmp_path / "in.jsonl")
+  out = str(tmp_path / "out.jsonl")
+  # Decode the first two, then "crash" mid-row; the rerun finishes the rest.
+  _write_inputs(tmp_path / "first.jsonl", QUESTIONS[:2])
+  summary = infer.decode_file(model_dir, [], str(tmp_path / "first.jsonl"),
+                              out, max_decode_length=MAX_DECODE, batch_size=2,
+                              progress=False)
+  assert summary["decoded"] == 2
+  with open(out, "a") as f:
+    f.write('{"id": "q2", "predic')
+  summary = infer.decode_file(model_dir, [], inputs, out,
+                              max_decode_length=MAX_DECODE, batch_size=2,
+                              progress=False)
+  assert (summary["decoded"], summary["skipped"]) == (1, 2)
+  rows = _read(out)
+  assert [r["id"] for r in rows] == ["q0", "q1", "q2"]
+  assert [r["answer"] for r in rows] == [0, 1, 2]  # Input fields carried.
+
+  encoded = tokenizer(QUESTIONS, padding=True, return_tensors="pt")
+  with torch.no_grad():
+    hf = hf_model.generate(**encoded, max_new_tokens=MAX_DECODE,
+                           do_sample=False, num_beams=1).numpy()[:, 1:]
+  for row, hf_row in zip(rows, hf):
+    hf_ids = [int(t) for t in hf_row]
+    if 2 in hf_ids:
+      hf_ids = hf_ids[:hf_ids.index(2) + 1]
+    assert row["tokens"] == hf_ids
+    assert row["prediction"] == tokenizer.decode(hf_ids,
+                                                 skip_special_tokens=True)
+    assert "predictions" not in row
+
+
+def test_sample_and_beam_write_k_decodes(student, tmp_path):
+  _, _, model_dir = student
+  inputs = _write_inputs(tmp_path / "in.jsonl", QUESTIONS[:2])
+  out = str(tmp_path / "sample.jsonl")
+  infer.decode_file(model_dir, [], inputs, out, decode="sample",
+                    num_decodes=3, temperature=1.0, top_k=20,
+                    max_decode_length=MAX_DECODE, batch_size=2, seed=1,
+                    progress=False)
+  for row in _read(out):
+    assert len(row["predictions"]) == len(row["predictions_tokens"]) == 3
+    assert row["scores"] == sorted(row["scores"], reverse=True)
+    assert row["prediction"] == row["predictions"][0]
+    assert len({tuple(t) for t in row["predictions_tokens"]}) > 1
+  out = str(tmp_path / "beam.jsonl")
+  infer.decode_file(model_dir, [], inputs, out, decode="beam", beam_size=3,
+                    num_decodes=2, max_decode_length=MAX_DECODE, batch_size=2,
+                    progress=False)
+  for row in _read(out):
+    assert len(row["predictions"]) == 2
+    assert row["scores"][0] >= row["scores"][1]
+
+
+def test_bad_inputs_name_the_line(tmp_path):
+  path = tmp_path / "bad.jsonl"
+  path.write_text('{"id": 1, "question": "ok"}\n\n{"id": 2}\n')
+  with pytest.raises(DataError, match=r"bad.jsonl:3: field 'question'"):
+    infer.read_inputs(str(path))
+  path.write_text('{"id": 1, "question": "a"}\n{"id": 1, "question": "b"}\n')
+  with pytest.raises(DataError, match=r":2: field 'id': duplicate of line 1"):
+    infer.read_inputs(str(path))
+  path.write_text('{"id": 1, "question": "a"}\nnot json\n')
+  with pytest.raises(DataError, match=r":2: invalid JSON"):
+    infer.read_inputs(str(path))
+  with pytest.raises(ValueError, match="--num_decodes"):
+    infer.DecodeOptions(decode="greedy", num_decodes=2).validate()
+  with pytest.raises(ValueError, match="--num_decodes"):
+    infer.DecodeOptions(decode="beam", beam_size=2, num_decodes=3).validate()
+  # The CLI: a one-line error naming file and line, non-zero exit.
+  proc = subprocess.run(
+      [sys.executable, "-m", "pad_jax.infer", f"--checkpoint_dir={tmp_path}",
+       f"--input={path}", f"--output={tmp_path / 'out.jsonl'}"],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"error: {path}:2: invalid JSON: Expecting value")
+
+
+def test_checkpoint_resolution(tmp_path):
+  for step in (0, 10, 2):
+    (tmp_path / f"checkpoint_{step}").mkdir()
+  assert infer.resolve_checkpoint(str(tmp_path)).endswith("checkpoint_10")
+  (tmp_path / "model.gin").write_text("")
+  assert infer.default_gin_files(str(tmp_path / "checkpoint_2")) == [
+      str(tmp_path / "model.gin")]
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="no checkpoint_<step>"):
+    infer.resolve_checkpoint(str(tmp_path / "empty"))
