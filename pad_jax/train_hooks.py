@@ -10,10 +10,11 @@ already accept, so t5x's code stays untouched:
   asks t5x to stop after `patience` evaluations without improvement. Keeping
   the best checkpoint is left to t5x's Orbax checkpoint manager
   (`metric_name_to_monitor`, see `tensorboard_metric_name`).
-* `get_dataset_checked` / `get_training_eval_datasets_checked` -- t5x's
-  dataset functions preceded by a truncation count: examples longer than the
+* `get_train_dataset` / `get_training_eval_datasets_checked` -- dataset
+  functions preceded by a truncation count: examples longer than the
   feature lengths are counted and reported, and the run fails when more than
-  the allowed fraction would be truncated.
+  the allowed fraction would be truncated. The training stream is tokenized
+  once and served from memory so its iterator can be checkpointed.
 * `verify_task_and_vocabulary` -- a clear error for an unknown task name, then
   t5x's own vocabulary check.
 * `CheckedTrainStateInitializer` -- compares the parameter shapes stored in
@@ -24,11 +25,10 @@ already accept, so t5x's code stays untouched:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 from absl import logging
 import jax
@@ -51,8 +51,16 @@ TRUNCATION_REPORT_PREFIX = "truncation"
 # ---------------------------------------------------------------------------
 
 
-def get_task(name: str) -> seqio.Task | seqio.Mixture:
+def task_name(task: str | seqio.Task | seqio.Mixture) -> str:
+  """The name of a task given by name or as the object (t5x accepts both)."""
+  return task if isinstance(task, str) else task.name
+
+
+def get_task(name: str | seqio.Task | seqio.Mixture
+            ) -> seqio.Task | seqio.Mixture:
   """Returns the registered seqio task or mixture `name`, or fails clearly."""
+  if not isinstance(name, str):
+    return name
   try:
     return seqio.get_mixture_or_task(name)
   except ValueError:
@@ -71,6 +79,12 @@ def get_task(name: str) -> seqio.Task | seqio.Mixture:
   )
 
 
+def checked_task_name(name: str) -> str:
+  """Returns `name` after checking that the task exists (for gin files)."""
+  get_task(name)
+  return name
+
+
 def verify_task_and_vocabulary(cfg: utils.DatasetConfig, model: Any) -> None:
   """`verify_matching_vocabs_fn` for t5x: task exists and vocabularies match."""
   get_task(cfg.mixture_or_task_name)
@@ -78,7 +92,8 @@ def verify_task_and_vocabulary(cfg: utils.DatasetConfig, model: Any) -> None:
     utils.verify_matching_vocabs(cfg, model)
   except ValueError as e:
     raise ValueError(
-        f"model/task mismatch for task {cfg.mixture_or_task_name!r}: {e} "
+        f"model/task mismatch for task "
+        f"{task_name(cfg.mixture_or_task_name)!r}: {e} "
         "The model gin file and the task must use the same vocabulary."
     ) from None
 
@@ -99,11 +114,9 @@ def count_examples(mixture_or_task_name: str, split: str) -> int:
   total = 0
   for task in _sub_tasks(get_task(mixture_or_task_name)):
     n = task.num_input_examples(split)
-    if n is None:
-      ds = task.get_dataset(
-          sequence_length=None, split=split, shuffle=False, num_epochs=1
-      )
-      n = sum(1 for _ in ds.as_numpy_iterator())
+    if n is None:  # Count raw examples; no preprocessing needed.
+      ds = task.source.get_dataset(split=split, shuffle=False)
+      n = int(ds.reduce(0, lambda count, _: count + 1))
     total += int(n)
   return total
 
@@ -211,50 +224,93 @@ class TruncationReport:
     return f"{self.task}/{self.split}: " + "; ".join(parts)
 
 
-_TRUNCATION_CACHE: dict[tuple[Any, ...], TruncationReport] = {}
+@dataclasses.dataclass
+class TokenizedSplit:
+  """A split tokenized by its task's preprocessors, held in memory.
+
+  `features[f][i]` are the token ids of feature `f` of example `i`, untrimmed
+  (including the EOS the task appends).
+  """
+
+  features: dict[str, list[np.ndarray]]
+  report: TruncationReport
 
 
-def count_truncated(
-    mixture_or_task_name: str,
+_TOKENIZED_CACHE: dict[tuple[Any, ...], TokenizedSplit] = {}
+
+
+def tokenize_split(
+    mixture_or_task_name: str | seqio.Task,
     split: str,
     feature_lengths: Mapping[str, int],
     use_cached: bool = False,
     max_ids: int = 5,
-) -> TruncationReport:
-  """Counts the examples of a split that `feature_lengths` would truncate."""
-  key = (mixture_or_task_name, split, tuple(sorted(feature_lengths.items())),
-         use_cached)
-  if key in _TRUNCATION_CACHE:
-    return _TRUNCATION_CACHE[key]
+) -> TokenizedSplit:
+  """Tokenizes a whole split once and counts what `feature_lengths` truncate.
+
+  Args:
+    mixture_or_task_name: a seqio task (a mixture is not supported here).
+    split: the split.
+    feature_lengths: the run's TASK_FEATURE_LENGTHS.
+    use_cached: read seqio's offline cache.
+    max_ids: example ids to keep per feature in the report.
+
+  Returns:
+    The tokens and the truncation report.
+  """
+  name = task_name(mixture_or_task_name)
+  key = (name, split, tuple(sorted(feature_lengths.items())), use_cached)
+  if key in _TOKENIZED_CACHE:
+    return _TOKENIZED_CACHE[key]
+  task = get_task(mixture_or_task_name)
   report = TruncationReport(
-      mixture_or_task_name, split, dict(feature_lengths),
+      name, split, dict(feature_lengths),
       truncated={f: 0 for f in feature_lengths},
       longest={f: 0 for f in feature_lengths},
       truncated_ids={f: [] for f in feature_lengths},
   )
-  for task in _sub_tasks(get_task(mixture_or_task_name)):
-    if split not in task.splits:
-      continue
-    ds = task.get_dataset(
-        sequence_length=None, split=split, shuffle=False, num_epochs=1,
-        use_cached=use_cached,
-    )
-    for ex in ds.as_numpy_iterator():
-      report.examples += 1
-      for f, limit in feature_lengths.items():
-        if f not in ex:
-          continue
-        n = int(np.asarray(ex[f]).shape[0])
-        report.longest[f] = max(report.longest[f], n)
-        if n > limit:
-          report.truncated[f] += 1
-          if len(report.truncated_ids[f]) < max_ids:
-            ex_id = ex.get("id", report.examples - 1)
-            if isinstance(ex_id, bytes):
-              ex_id = ex_id.decode("utf-8", "replace")
-            report.truncated_ids[f].append(str(ex_id))
-  _TRUNCATION_CACHE[key] = report
-  return report
+  features = {f: [] for f in feature_lengths}
+  ds = task.get_dataset(
+      sequence_length=None, split=split, shuffle=False, num_epochs=1,
+      use_cached=use_cached,
+  )
+  for ex in ds.as_numpy_iterator():
+    report.examples += 1
+    for f, limit in feature_lengths.items():
+      tokens = np.asarray(ex[f], np.int32)
+      features[f].append(tokens)
+      report.longest[f] = max(report.longest[f], len(tokens))
+      if len(tokens) > limit:
+        report.truncated[f] += 1
+        if len(report.truncated_ids[f]) < max_ids:
+          ex_id = ex.get("id", report.examples - 1)
+          if isinstance(ex_id, bytes):
+            ex_id = ex_id.decode("utf-8", "replace")
+          report.truncated_ids[f].append(str(ex_id))
+  out = TokenizedSplit(features, report)
+  _TOKENIZED_CACHE[key] = out
+  return out
+
+
+def count_truncated(
+    mixture_or_task_name: str | seqio.Task | seqio.Mixture,
+    split: str,
+    feature_lengths: Mapping[str, int],
+    use_cached: bool = False,
+) -> TruncationReport:
+  """Counts the examples of a split that `feature_lengths` would truncate."""
+  task = get_task(mixture_or_task_name)
+  reports = [
+      tokenize_split(t, split, feature_lengths, use_cached).report
+      for t in _sub_tasks(task) if split in t.splits
+  ]
+  total = TruncationReport(task.name, split, dict(feature_lengths))
+  for f in feature_lengths:
+    total.truncated[f] = sum(r.truncated[f] for r in reports)
+    total.longest[f] = max([r.longest[f] for r in reports], default=0)
+    total.truncated_ids[f] = [i for r in reports for i in r.truncated_ids[f]]
+  total.examples = sum(r.examples for r in reports)
+  return total
 
 
 def check_truncation(
@@ -277,7 +333,7 @@ def check_truncation(
     ValueError: when a feature's truncated fraction exceeds the allowed one.
   """
   if not cfg.task_feature_lengths:
-    return TruncationReport(cfg.mixture_or_task_name, cfg.split, {})
+    return TruncationReport(task_name(cfg.mixture_or_task_name), cfg.split, {})
   report = count_truncated(
       cfg.mixture_or_task_name, cfg.split, cfg.task_feature_lengths,
       use_cached=cfg.use_cached,
@@ -286,8 +342,7 @@ def check_truncation(
     gfile.makedirs(report_dir)
     path = os.path.join(
         report_dir,
-        f"{TRUNCATION_REPORT_PREFIX}-{cfg.mixture_or_task_name}-"
-        f"{cfg.split}.json",
+        f"{TRUNCATION_REPORT_PREFIX}-{report.task}-{cfg.split}.json",
     )
     with gfile.GFile(path, "w") as f:
       json.dump(dataclasses.asdict(report), f, indent=2)
@@ -309,7 +364,36 @@ def check_truncation(
   return report
 
 
-def get_dataset_checked(
+def _trim(tokens: np.ndarray, length: int, eos_id: Optional[int]
+         ) -> np.ndarray:
+  """Trims like `seqio.preprocessors.append_eos_after_trim`: EOS stays last."""
+  if len(tokens) <= length:
+    return tokens
+  if eos_id is not None and len(tokens) and tokens[-1] == eos_id:
+    return np.concatenate([tokens[: length - 1], [eos_id]]).astype(np.int32)
+  return tokens[:length]
+
+
+def _in_memory_dataset(columns: Mapping[str, list[np.ndarray]]
+                      ) -> tf.data.Dataset:
+  """A dataset of variable-length int32 features built from pure TF ops."""
+  tensors = {}
+  for f, rows in columns.items():
+    lengths = np.array([len(r) for r in rows], np.int32)
+    padded = np.zeros((len(rows), max(lengths.max(initial=0), 1)), np.int32)
+    for i, r in enumerate(rows):
+      padded[i, : len(r)] = r
+    tensors[f] = padded
+    tensors[f + "_length"] = lengths
+  ds = tf.data.Dataset.from_tensor_slices(tensors)
+  return ds.map(
+      lambda ex: {f: ex[f][: ex[f + "_length"]] for f in columns},
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+  )
+
+
+def get_train_dataset(
     cfg: utils.DatasetConfig,
     shard_id: int,
     num_shards: int,
@@ -317,16 +401,74 @@ def get_dataset_checked(
     num_epochs: Optional[int] = None,
     continue_from_last_checkpoint: bool = False,
     *,
-    max_truncated_fraction: Mapping[str, float] = None,
+    max_truncated_fraction: Optional[Mapping[str, float]] = None,
     report_dir: Optional[str] = None,
-):
-  """`t5x.utils.get_dataset` preceded by `check_truncation`."""
+) -> tf.data.Dataset:
+  """`get_dataset_fn` for `t5x.train`: truncation check + in-memory tokens.
+
+  The split is tokenized once by the task's own preprocessors (counting what
+  the feature lengths truncate, see `check_truncation`), trimmed as seqio
+  would, and served from memory: seeded shuffle, repeat, t5x's feature
+  converter and batching are then pure TF ops. That makes the data order a
+  function of `cfg.seed` alone and lets t5x checkpoint the iterator
+  (`SaveCheckpointConfig.save_dataset`) even though the tokenizer runs in
+  Python (a `tf.py_function` cannot be serialized), and tokenization is done
+  once instead of every epoch.
+
+  Args:
+    cfg: the train dataset config; a Mixture falls back to
+      `t5x.utils.get_dataset` (no iterator checkpoint with Python tokenizers).
+    shard_id: this host's data shard.
+    num_shards: number of data shards (hosts that read distinct data).
+    feature_converter_cls: the model's feature converter.
+    num_epochs: None repeats forever.
+    continue_from_last_checkpoint: must be False (as in t5x).
+    max_truncated_fraction: see `check_truncation`.
+    report_dir: see `check_truncation`.
+
+  Returns:
+    Batches of `cfg.batch_size // num_shards` examples.
+  """
   check_truncation(cfg, max_truncated_fraction or {}, report_dir)
-  return utils.get_dataset(
-      cfg, shard_id, num_shards, feature_converter_cls,
-      num_epochs=num_epochs,
-      continue_from_last_checkpoint=continue_from_last_checkpoint,
+  task = get_task(cfg.mixture_or_task_name)
+  if isinstance(task, seqio.Mixture) or continue_from_last_checkpoint:
+    return utils.get_dataset(
+        cfg, shard_id, num_shards, feature_converter_cls,
+        num_epochs=num_epochs,
+        continue_from_last_checkpoint=continue_from_last_checkpoint,
+    )
+  if cfg.batch_size % num_shards:
+    raise ValueError(
+        f"BATCH_SIZE {cfg.batch_size} must be divisible by the number of data "
+        f"shards {num_shards}"
+    )
+  tokens = tokenize_split(
+      task, cfg.split, cfg.task_feature_lengths, cfg.use_cached
+  ).features
+  columns = {}
+  for f, rows in tokens.items():
+    feature = task.output_features[f]
+    eos = feature.vocabulary.eos_id if feature.add_eos else None
+    limit = cfg.task_feature_lengths[f]
+    # Same sharding as seqio: every num_shards-th example from shard_id.
+    columns[f] = [_trim(r, limit, eos) for r in rows[shard_id::num_shards]]
+  n = len(next(iter(columns.values())))
+  if n == 0:
+    raise ValueError(f"{task.name}/{cfg.split}: no examples for shard {shard_id}")
+  ds = _in_memory_dataset(columns)
+  if cfg.shuffle:
+    seed = 0 if cfg.seed is None else cfg.seed
+    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+  ds = ds.repeat(num_epochs)
+  converter = feature_converter_cls(
+      pack=cfg.pack, use_custom_packing_ops=cfg.use_custom_packing_ops
   )
+  ds = converter(ds, task_feature_lengths=cfg.task_feature_lengths)
+  logging.info(
+      "%s/%s: %d examples in memory for shard %d/%d, seed %s", task.name,
+      cfg.split, n, shard_id, num_shards, cfg.seed,
+  )
+  return ds.batch(cfg.batch_size // num_shards, drop_remainder=True)
 
 
 def get_training_eval_datasets_checked(
@@ -500,7 +642,7 @@ def tensorboard_metric_name(task: str, metric: str) -> str:
   `t5x.eval.InferenceEvaluator` logs to `<model_dir>/inference_eval` and
   `seqio.TensorBoardLogger` writes `<task>/eval/<metric>` below it.
   """
-  return f"inference_eval/{task}/eval/{metric}"
+  return f"inference_eval/{task_name(task)}/eval/{metric}"
 
 
 def _scalar(value: Any) -> Optional[float]:
@@ -542,7 +684,7 @@ class EarlyStopping(trainer_lib.BaseAction):
     """
     if mode not in ("max", "min"):
       raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-    self.task, self.metric, self.mode = task, metric, mode
+    self.task, self.metric, self.mode = task_name(task), metric, mode
     self.patience, self.min_delta = int(patience), float(min_delta)
     self.path = (
         os.path.join(model_dir, EARLY_STOPPING_FILE) if model_dir else None
