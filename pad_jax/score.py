@@ -114,16 +114,20 @@ def _extractor(enabled: bool, exec_mode: str):
 
 
 def _read_done(partial: str) -> dict[str, dict[str, Any]]:
-  """Rows already scored by an interrupted run (a torn last line is dropped)."""
-  done = {}
+  """Rows already scored by an interrupted run; drops a torn last line."""
+  done, good = {}, 0
   if os.path.exists(partial):
-    with open(partial, encoding="utf-8") as f:
+    with open(partial, "rb") as f:
       for line in f:
+        if not line.endswith(b"\n"):
+          break
         try:
           row = json.loads(line)
-        except ValueError:
+          done[str(row["id"])] = row
+        except (ValueError, KeyError, TypeError):
           break
-        done[str(row["id"])] = row
+        good += len(line)
+    os.truncate(partial, good)
   return done
 
 
