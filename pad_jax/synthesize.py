@@ -108,6 +108,8 @@ def main(argv):
                               api_key=api_key, verify=_VERIFY.value)
   except (ValueError, OSError) as e:  # DataError is a ValueError.
     sys.exit(f"error: {e}")
+  except KeyboardInterrupt:
+    sys.exit("interrupted: finished completions are saved; re-run the same command to resume")
   if "kept" in report:
     print(f"kept {report['kept']} programs for {report['questions_with_program']}/"
           f"{report['questions']} questions (coverage {report['coverage']:.2%}, pass rate "

@@ -74,13 +74,15 @@ _MAX_NAME_WORDS = 3
 @dataclasses.dataclass
 class _Quantity:
   """A named value: a question quantity or a step result."""
-  name: str
+  base: str               # Preferred variable name (made unique on output).
   value: float            # What the program computes.
   stated: float           # What the text says (may be rounded).
   expression: str = ""    # Empty for question quantities.
   comment: str = ""
-  deps: tuple[str, ...] = ()
+  deps: tuple[int, ...] = ()
   is_question: bool = False
+  sentence: str = ""
+  name: str = ""
 
 
 @dataclasses.dataclass
@@ -130,6 +132,7 @@ class _Builder:
     self.question_quantities = self._question_quantities(self.question)
     self.steps: list[_Quantity] = []
     self.used_question: list[_Quantity] = []
+    self.sentence_words: set[str] = set()
 
   # -- question ------------------------------------------------------------
 
@@ -146,7 +149,7 @@ class _Builder:
       after = question[match.end():]
       before = question[:match.start()]
       name_words = _content_words(after, from_start=True) or _content_words(before, from_start=False)
-      quantities.append(_Quantity(name="_".join(name_words) or "quantity", value=value,
+      quantities.append(_Quantity(base="_".join(name_words) or "quantity", value=value,
                                   stated=value, is_question=True))
     return quantities
 
@@ -158,6 +161,7 @@ class _Builder:
     comment = " ".join(_MARK_RE.sub("", line).split())
     if not comment:
       return
+    self.sentence_words = set(re.findall(r"[a-z]+", comment.lower())) - _STOP
     encoded = line
     for i in range(len(marks)):
       encoded = _MARK_RE.sub(f"\x00{i}\x00", encoded, count=1)
@@ -231,8 +235,9 @@ class _Builder:
     rendered, value = _reconcile(rendered, value, stated)
     if rendered is None:
       return None
-    name = self._unique(_step_name(tokens, after, len(self.steps)))
-    step = _Quantity(name=name, value=value, stated=stated, expression=rendered, deps=tuple(deps))
+    step = _Quantity(base=_step_name(tokens, after, len(self.steps), stated), value=value,
+                     stated=stated, expression=rendered, deps=tuple(deps),
+                     sentence=" ".join(t.text for t in tokens if t.kind in ("word", "num")))
     self.steps.append(step)
     return step
 
@@ -248,8 +253,8 @@ class _Builder:
           python.append("*")
         ref = self._reference(token.value, used_here)
         if ref is not None:
-          pieces.append(ref.name)
-          deps.append(ref.name)
+          pieces.append(f"\x01{id(ref)}\x01")  # Named on output.
+          deps.append(id(ref))
           value = ref.value
         else:
           pieces.append(_literal(token.value))
@@ -281,11 +286,13 @@ class _Builder:
       if _close(step.stated, value) and id(step) not in used_here:
         used_here.add(id(step))
         return step
-    for quantity in self.question_quantities:
-      if _close(quantity.stated, value) and id(quantity) not in used_here:
+    candidates = [q for q in self.question_quantities
+                  if _close(q.stated, value) and id(q) not in used_here]
+    # Several question numbers with this value: the one the sentence talks about.
+    candidates.sort(key=lambda q: -len(set(q.base.split("_")) & self.sentence_words))
+    for quantity in candidates[:1]:
         used_here.add(id(quantity))
         if quantity not in self.used_question:
-          quantity.name = self._unique(quantity.name)
           self.used_question.append(quantity)
         return quantity
     for step in reversed(self.steps):  # The same step twice, e.g. `x * x`.
@@ -311,24 +318,38 @@ class _Builder:
     if answer is None:
       return None
     needed = self._ancestors(answer)
+    inputs = [q for q in self.question_quantities
+              if q in self.used_question and id(q) in needed]  # In question order.
+    steps = [s for s in self.steps if id(s) in needed]
+    self._assign_names(inputs, steps)
+    names = {id(q): q.name for q in inputs + steps}
     lines = ["def solution():"]
     if include_docstring:
       lines.append(f"    {_docstring(self.question)}")
-    for quantity in self.question_quantities:  # In question order.
-      if quantity in self.used_question and quantity.name in needed:
-        lines.append(f"    {quantity.name} = {_literal(quantity.value)}")
+    for quantity in inputs:
+      lines.append(f"    {quantity.name} = {_literal(quantity.value)}")
     pending_comment = ""
     for step in self.steps:
       pending_comment = step.comment or pending_comment
-      if step.name not in needed:
+      if id(step) not in needed:
         continue
       if pending_comment:
         lines.append(f"    # {pending_comment}")
         pending_comment = ""
-      lines.append(f"    {step.name} = {step.expression}")
+      expression = re.sub("\x01(\\d+)\x01", lambda m: names[int(m.group(1))], step.expression)
+      lines.append(f"    {step.name} = {expression}")
     lines.append(f"    result = {answer.name}")
     lines.append("    return result")
     return "\n".join(lines)
+
+  def _assign_names(self, inputs: list[_Quantity], steps: list[_Quantity]) -> None:
+    """Unique identifiers for the quantities that appear in the program."""
+    for quantity in inputs + steps:
+      base = _identifier(quantity.base)
+      if base in self.names and quantity.sentence:
+        base = next((n for n in map(_identifier, _qualified(base, quantity.sentence))
+                     if n not in self.names), base)
+      quantity.name = self._unique(base)
 
   def _answer_quantity(self) -> Optional[_Quantity]:
     for step in reversed(self.steps):
@@ -336,15 +357,15 @@ class _Builder:
         return step
     return None
 
-  def _ancestors(self, answer: _Quantity) -> set[str]:
-    by_name = {q.name: q for q in self.steps + self.used_question}
-    needed, stack = set(), [answer.name]
+  def _ancestors(self, answer: _Quantity) -> set[int]:
+    by_id = {id(q): q for q in self.steps + self.used_question}
+    needed, stack = set(), [id(answer)]
     while stack:
-      name = stack.pop()
-      if name in needed:
+      key = stack.pop()
+      if key in needed:
         continue
-      needed.add(name)
-      stack.extend(by_name[name].deps if name in by_name else ())
+      needed.add(key)
+      stack.extend(by_id[key].deps if key in by_id else ())
     return needed
 
 
@@ -522,16 +543,31 @@ def _content_words(text: str, from_start: bool) -> list[str]:
   return picked
 
 
-def _step_name(tokens: list[_Token], after: int, index: int) -> str:
-  """Names a step by the words after its result (`24 clips in May`)."""
+def _words_after(tokens: list[_Token], start: int) -> list[str]:
   words = []
-  for token in tokens[after:after + 6]:
+  for token in tokens[start:start + 6]:
     if token.kind != "word":
       if token.kind == "other" and token.text in "$%":
         continue
       break
     words.append(token.text)
-  name_words = _content_words(" ".join(words), from_start=True)
+  return _content_words(" ".join(words), from_start=True)
+
+
+def _step_name(tokens: list[_Token], after: int, index: int, stated: float) -> str:
+  """Names a step by the words after its result (`24 clips in May`).
+
+  Falls back to the words after an earlier mention of the same number
+  (`There are 120 students because 8 x 15 = 120`), then to the words before
+  the equation.
+  """
+  name_words = _words_after(tokens, after)
+  if not name_words:
+    for i, token in enumerate(tokens[:after]):
+      if token.kind == "num" and _close(token.value, stated):
+        name_words = _words_after(tokens, i + 1)
+        if name_words:
+          break
   if not name_words:
     before = []
     for token in tokens[:after]:
@@ -541,6 +577,20 @@ def _step_name(tokens: list[_Token], after: int, index: int) -> str:
         break
     name_words = _content_words(" ".join(before), from_start=False)
   return "_".join(name_words) if name_words else f"step_{index + 1}"
+
+
+_TOTAL_RE = re.compile(r"\b(total|altogether|combined|in all|together|sum)\b", re.I)
+_LEFT_RE = re.compile(r"\b(left|remain|remaining|remains)\b", re.I)
+
+
+def _qualified(name: str, sentence: str) -> list[str]:
+  """Alternative names for `name` when it is taken, from the sentence's words."""
+  options = []
+  if _TOTAL_RE.search(sentence) and not name.startswith("total"):
+    options.append(f"total_{name}")
+  if _LEFT_RE.search(sentence) and not name.endswith("left"):
+    options.append(f"{name}_left")
+  return options
 
 
 def _identifier(name: str) -> str:
