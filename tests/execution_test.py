@@ -302,3 +302,39 @@ def test_worker_scripts_use_only_the_standard_library():
     text = (pathlib.Path(execution.__file__).parent / name).read_text()
     assert "pad_jax" not in "\n".join(
         line for line in text.splitlines() if line.startswith(("import", "from")))
+
+
+def test_seccomp_filter_denies_sockets_and_namespaces(repo_root):
+  script = textwrap.dedent("""\
+      import errno, os, socket, sys
+      sys.path.insert(0, sys.argv[1])
+      import worker
+      worker.prctl(worker.PR_SET_NO_NEW_PRIVS, 1)
+      worker.install_seccomp(worker.seccomp_filter())
+      for call in (lambda: socket.socket(), lambda: socket.socketpair(),
+                   lambda: worker.unshare(worker.CLONE_NEWUSER),
+                   lambda: worker.mount("tmpfs", "/mnt", "tmpfs", 0)):
+          try:
+              call()
+              print("allowed")
+          except OSError as e:
+              print(errno.errorcode[e.errno])
+      pid = os.fork()  # plain fork (clone without CLONE_NEW*) still works
+      if pid == 0:
+          os._exit(7)
+      print(os.waitpid(pid, 0)[1] >> 8)
+      """)
+  if os.uname().machine != "x86_64":
+    pytest.skip("the seccomp filter is x86_64 only")
+  proc = subprocess.run([sys.executable, "-I", "-S", "-c", script,
+                         str(repo_root / "pad_jax" / "execution")],
+                        capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split() == ["EPERM", "EPERM", "EPERM", "EPERM", "7"]
+
+
+def test_userns_level_is_for_unprivileged_users():
+  if os.geteuid() != 0:
+    pytest.skip("as an unprivileged user 'userns' is the automatic level")
+  with pytest.raises(ValueError, match="unprivileged"):
+    execution.Executor(isolation="userns")

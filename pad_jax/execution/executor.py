@@ -154,6 +154,9 @@ class Executor:
       raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if isolation not in ISOLATION_LEVELS:
       raise ValueError(f"isolation must be one of {ISOLATION_LEVELS}, got {isolation!r}")
+    if isolation == "userns" and os.geteuid() == 0:
+      raise ValueError("isolation='userns' is the unprivileged path; as root "
+                       "use 'full' (or 'uid'/'basic' to test degraded levels)")
     if timeout_s <= 0 or memory_mb < 64:
       raise ValueError("timeout_s must be > 0 and memory_mb >= 64")
     self.num_workers = workers or len(os.sched_getaffinity(0))
@@ -238,9 +241,6 @@ class Executor:
     level = self.requested_isolation
     if level == "auto":
       level = "full" if os.geteuid() == 0 else "userns"
-    if level == "userns" and os.geteuid() == 0:
-      raise ValueError("isolation='userns' is the unprivileged path; as root "
-                       "use 'full' (or 'uid'/'basic' to test degraded levels)")
     return dict(
         _LEVEL_CONFIG[level],
         parent_pid=os.getpid(),
