@@ -102,7 +102,9 @@ def collect(run: run_dir_lib.RunDir) -> dict[str, Any]:
 
   score_summary = _maybe_json(run.stage_dir("score") / "summary.json") or {}
   report["student_status_counts"] = {}
-  for name, summary in score_summary.items():
+  order = list((markers["decode"] or {}).get("summary", {}).get("examples", {}))
+  for name in sorted(score_summary, key=lambda n: (order.index(n) if n in order else len(order), n)):
+    summary = score_summary[name]
     report[f"{name}_accuracy"] = summary["accuracy"]
     report[f"{name}_runnable_rate"] = summary["runnable_rate"]
     report[f"{name}_n"] = summary["n"]
@@ -135,21 +137,41 @@ def _select(curves: Mapping[str, Sequence], metric: str) -> dict[str, Sequence]:
           if tag.endswith("/" + metric) and points}
 
 
+def collection_label(collection: str) -> str:
+  """t5x's summary directories in words."""
+  if collection == "train":
+    return "train"
+  if collection.startswith("training_eval/"):
+    return "validation (teacher-forced)"
+  if collection.startswith("inference_eval/"):
+    return "validation (decoded)"
+  return collection
+
+
 def plot_curves(curves: Mapping[str, Sequence], metrics: Sequence[str], ylabel: str,
-                path: pathlib.Path) -> Optional[str]:
-  """Line plot of every curve whose tag ends with one of `metrics`."""
+                path: pathlib.Path,
+                final_points: Optional[Mapping[str, tuple[float, float]]] = None) -> Optional[str]:
+  """Line plot of every curve whose tag ends with one of `metrics`.
+
+  `final_points` adds labelled markers, e.g. the held-out execution accuracy
+  measured after training: `{label: (step, value)}`.
+  """
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4))
   drawn = 0
   for metric in metrics:
     for collection, points in sorted(_select(curves, metric).items()):
       steps, values = zip(*points)
+      name = {"loss_per_nonpadding_target_token": "loss per token",
+              "accuracy": "token accuracy"}.get(metric, metric)
       ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3,
-              label=f"{collection} {metric}")
+              label=f"{collection_label(collection)} {name}")
       drawn += 1
   if not drawn:
     plt.close(fig)
     return None
+  for label, (step, value) in (final_points or {}).items():
+    ax.plot([step], [value], marker="*", markersize=12, linestyle="none", label=label)
   ax.set_xlabel("step")
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
@@ -256,9 +278,14 @@ def markdown(run: run_dir_lib.RunDir, report: Mapping[str, Any], plots: Mapping[
   train = report.get("train") or {}
   if train:
     final = train.get("final_metrics") or {}
-    shown = {k: v for k, v in final.items() if k.endswith(("/loss", "/accuracy"))}
+    shown = {}
+    for tag, value in sorted(final.items()):
+      collection, _, metric = tag.rpartition("/")
+      if metric in ("loss_per_nonpadding_target_token", "accuracy"):
+        name = "loss per token" if metric.startswith("loss") else "token accuracy"
+        shown[f"{collection_label(collection)} {name}"] = value
     lines += [f"Student trained for {train.get('step')} steps; final "
-              + ", ".join(f"{k} = {v:.4g}" for k, v in sorted(shown.items())) + ".", ""]
+              + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) + ".", ""]
   lines += ["## Wall time per stage", ""]
   lines += _table(["stage", "seconds"], [(k, f"{v:.1f}") for k, v in report["stage_wall_s"].items()]
                   + [("total", f"{report['total_wall_s']:.1f}")])
@@ -281,6 +308,14 @@ def markdown(run: run_dir_lib.RunDir, report: Mapping[str, Any], plots: Mapping[
   return "\n".join(lines) + "\n"
 
 
+def _final_accuracy_points(report: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+  step = (report.get("train") or {}).get("step")
+  if step is None:
+    return {}
+  return {f"{name} execution accuracy (after training)": (step, report[f"{name}_accuracy"])
+          for name in report.get("student_status_counts", {})}
+
+
 def write_report(run: run_dir_lib.RunDir, cfg: ReportConfig) -> dict[str, Any]:
   """Writes report.json, report.md and the plots; returns the headline numbers."""
   report = collect(run)
@@ -290,8 +325,8 @@ def write_report(run: run_dir_lib.RunDir, cfg: ReportConfig) -> dict[str, Any]:
   drawn = {
       "loss": plot_curves(curves, ["loss_per_nonpadding_target_token"], "loss per target token",
                           plots_dir / "loss.png"),
-      "accuracy": plot_curves(curves, ["accuracy", "execution_accuracy", "runnable_rate"],
-                              "accuracy", plots_dir / "accuracy.png"),
+      "accuracy": plot_curves(curves, ["accuracy"], "accuracy", plots_dir / "accuracy.png",
+                              final_points=_final_accuracy_points(report)),
       "student_status": plot_status(report.get("student_status_counts", {}),
                                     "student predictions", plots_dir / "student_status.png"),
       "teacher_pass_rate": plot_pass_rate(report.get("teacher_pass_rate_by_variant", {}),

@@ -39,7 +39,7 @@ def atomic_write_text(path: os.PathLike | str, text: str) -> None:
 
 
 def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:
-  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+  atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(obj: Any) -> Any:

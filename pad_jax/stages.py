@@ -19,7 +19,8 @@ Files (all JSONL rows are one JSON object per line):
   what training reads; `verify/report.json`: status counts and pass rates.
 * `decode/<eval_set>.inputs.jsonl` (`id`, `question`, `answer`) and
   `decode/<eval_set>.jsonl` (`python -m pad_jax.infer` output rows: `id`,
-  `prediction`, `tokens`, and `predictions` when several decodes are asked).
+  `prediction`, `tokens`, and `predictions` when several decodes are asked);
+  `decode/predictions.jsonl` holds all sets (ids `<eval_set>/<id>`).
 * `score/<eval_set>.jsonl` (`id`, `status`, `value`, `correct`, `error`,
   `prediction`) and `score/summary.json` (`{eval_set: {n, accuracy,
   runnable_rate, status_counts}}`).
@@ -406,33 +407,52 @@ def decode(ctx: StageContext, cfg: DecodeConfig, checkpoint: Mapping[str, Any]) 
     The stage summary: examples per eval set.
   """
   sets = eval_sets(ctx, cfg)
-  summary = {}
+  summary = {"examples": {name: len(rows) for name, rows in sets.items()}}
   for name, rows in sets.items():
-    out = ctx.path(f"{name}.jsonl")
-    summary[name] = len(rows)
-    if out.exists():  # finished before an interruption
-      continue
-    inputs = ctx.path(f"{name}.inputs.jsonl")
-    run_dir_lib.atomic_write_text(inputs, "".join(json.dumps(r) + "\n" for r in rows))
-    tmp = ctx.path(f"{name}.jsonl.partial")
-    if tmp.exists():
-      tmp.unlink()
-    bar = ctx.bar(total=len(rows), unit="ex", desc_suffix=name)
+    run_dir_lib.atomic_write_text(ctx.path(f"{name}.inputs.jsonl"),
+                                  "".join(json.dumps(r) + "\n" for r in rows))
+  # One infer process for all eval sets (one model load and compilation);
+  # infer appends per batch and skips finished ids, so a rerun resumes.
+  combined = [{**r, "id": f"{name}/{r['id']}", "eval_set": name, "example_id": r["id"]}
+              for name, rows in sets.items() for r in rows]
+  inputs = ctx.path("inputs.jsonl")
+  run_dir_lib.atomic_write_text(inputs, "".join(json.dumps(r) + "\n" for r in combined))
+  partial = ctx.path("predictions.jsonl.partial")
+  bar = ctx.bar(total=len(combined), unit="ex", desc_suffix="+".join(sets))
 
-    def poll(bar=bar, tmp=tmp):
-      bar.n = min(child.count_lines(tmp), bar.total)
-      bar.refresh()
+  def poll():
+    bar.n = min(child.count_lines(partial), bar.total)
+    bar.refresh()
 
-    flags = [f"--checkpoint_dir={checkpoint['checkpoint_dir']}", f"--input={inputs}",
-             f"--output={tmp}"] + _model_flags(checkpoint) + _infer_flags(cfg)
-    child.run_child(child.python_command("pad_jax.infer", *flags), ctx.path("infer.log"), poll=poll)
-    bar.close()
-    os.replace(tmp, out)
-  return {"examples": summary}
+  flags = [f"--checkpoint_dir={checkpoint['checkpoint_dir']}", f"--input={inputs}",
+           f"--output={partial}"] + _model_flags(ctx, checkpoint) + _infer_flags(cfg)
+  child.run_child(child.python_command("pad_jax.infer", *flags), ctx.path("infer.log"), poll=poll)
+  bar.close()
+  by_set: dict[str, list[dict[str, Any]]] = {name: [] for name in sets}
+  for row in read_jsonl(partial):
+    by_set[row["eval_set"]].append({**row, "id": row["example_id"]})
+  for name, rows in by_set.items():
+    if len({r["id"] for r in rows}) != len(sets[name]):
+      raise StageError(f"{partial}: {len(rows)} predictions for the {len(sets[name])} "
+                       f"questions of {name}")
+    run_dir_lib.atomic_write_text(ctx.path(f"{name}.jsonl"),
+                                  "".join(json.dumps(r) + "\n" for r in rows))
+  os.replace(partial, ctx.path("predictions.jsonl"))
+  return summary
 
 
-def _model_flags(checkpoint: Mapping[str, Any]) -> list[str]:
-  flags = [f"--gin_search_paths={','.join(checkpoint['gin_search_paths'])}"]
+# Modules whose configurables a model gin file may create lazily, after gin
+# has locked its config (e.g. `synthetic.demo_vocabulary()` imports
+# `pad_jax.vocab` when called): imported while the config is parsed.
+_DECODE_IMPORTS = ("pad_jax.vocab",)
+
+
+def _model_flags(ctx: StageContext, checkpoint: Mapping[str, Any]) -> list[str]:
+  imports = ctx.path("imports.gin")
+  run_dir_lib.atomic_write_text(imports, "from __gin__ import dynamic_registration\n" + "".join(
+      f"import {m}\n" for m in _DECODE_IMPORTS))
+  flags = [f"--gin_search_paths={','.join(checkpoint['gin_search_paths'])}",
+           f"--gin_file={imports}"]
   flags += [f"--gin_file={f}" for f in checkpoint["model_gin_files"]]
   if checkpoint.get("vocab_dir"):
     flags.append(f"--vocab_dir={checkpoint['vocab_dir']}")
