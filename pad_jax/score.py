@@ -147,12 +147,12 @@ def score_file(input_path: str, output_path: str, summary_path: Optional[str],
   extract_fn = _extractor(extract, exec_mode)
   groups = [r["programs"] if isinstance(r["programs"], list) else [r["programs"]] for r in todo]
   flat = (extract_fn(p) for group in groups for p in group)
-  start = time.monotonic()
   n_programs = sum(len(g) for g in groups)
   os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
   with Executor(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb,
                 mode=exec_mode, isolation=isolation) as executor, \
       open(partial, "a", encoding="utf-8") as out:
+    start = time.monotonic()  # throughput of the pool, not its start-up
     results = executor.imap(flat)
     bar = _progress(n_programs, progress)
     for row, group in zip(todo, groups):

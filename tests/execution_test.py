@@ -338,3 +338,21 @@ def test_userns_level_is_for_unprivileged_users():
     pytest.skip("as an unprivileged user 'userns' is the automatic level")
   with pytest.raises(ValueError, match="unprivileged"):
     execution.Executor(isolation="userns")
+
+
+def test_a_worker_that_stops_answering_is_replaced():
+  quick = "def solution():\n    return 5"
+  with execution.Executor(workers=1, timeout_s=1.0, batch_size=3) as ex:
+    ex.unresponsive_grace_s = 1.0
+    tree = _tree(ex._workers[0].proc.pid)  # pylint: disable=protected-access
+    assert len(tree) == 2  # launcher + zygote
+    for pid in tree:
+      os.kill(pid, signal.SIGSTOP)  # frozen: alive, but silent
+    results = ex.run([quick, quick, quick])
+    assert results[0].status == "crashed"
+    assert "stopped answering" in results[0].error
+    assert [r.value for r in results[1:]] == [5, 5]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in tree):
+      time.sleep(0.1)
+    assert not any(_alive(p) for p in tree)

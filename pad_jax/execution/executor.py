@@ -168,6 +168,8 @@ class Executor:
     self.file_mb = int(file_mb)
     self.allowed_modules = tuple(allowed_modules)
     self.batch_size = batch_size
+    # A busy worker silent for timeout_s + this long is killed and replaced.
+    self.unresponsive_grace_s = 10.0
     self.features: dict[str, Any] = {}
     self.isolation: Optional[str] = None
     self._workers: list[_WorkerHandle] = []
@@ -331,7 +333,7 @@ class Executor:
   def _collect(self, queue: collections.deque, done: dict) -> None:
     if not any(w.busy for w in self._workers):
       return
-    grace = self.timeout_s + 10.0
+    grace = self.timeout_s + self.unresponsive_grace_s
     for key, _ in self._selector.select(timeout=1.0):
       worker = key.data
       try:
