@@ -356,3 +356,34 @@ def test_a_worker_that_stops_answering_is_replaced():
     while time.monotonic() < deadline and any(_alive(p) for p in tree):
       time.sleep(0.1)
     assert not any(_alive(p) for p in tree)
+
+
+def test_user_namespace_setup_and_root_refusal(monkeypatch):
+  """The unprivileged `userns` path's set-up, exercised as root.
+
+  As root a user namespace can map only root itself, so programs must be
+  refused; an unprivileged user maps its own uid and runs them.
+  """
+  if os.geteuid() != 0:
+    pytest.skip("as an unprivileged user the default executor covers this path")
+  ex = execution.Executor(workers=1, timeout_s=2.0)
+  config = ex._config  # pylint: disable=protected-access
+  monkeypatch.setattr(ex, "_config", lambda: {**config(), "userns": True, "uid_drop": False})
+  with ex:
+    assert ex.isolation == "userns"
+    for feature in ("userns", "pidns", "netns", "mountns", "readonly_fs", "private_tmp"):
+      assert ex.features[feature] is True, feature
+    result, = ex.run(["def solution():\n    return 1"])
+  assert result.status == "crashed" and "refusing to run a program as root" in result.error
+
+
+def test_auto_falls_back_when_workers_cannot_start(monkeypatch):
+  ex = execution.Executor(workers=1)
+  config = ex._config  # pylint: disable=protected-access
+  broken = {"full", "userns"}
+  # A launcher that dies at start-up (bad answers path) for the top levels.
+  monkeypatch.setattr(ex, "_config", lambda: {
+      **config(), **({"answers_path": "/nonexistent"} if ex._level in broken else {})})
+  with ex:
+    assert ex.isolation in ("uid", "basic")
+    assert ex.run(["def solution():\n    return 3"])[0].value == 3

@@ -173,6 +173,7 @@ class Executor:
     self.features: dict[str, Any] = {}
     self.isolation: Optional[str] = None
     self._workers: list[_WorkerHandle] = []
+    self._level = isolation
     self._scratch: Optional[str] = None
     self._selector: Optional[selectors.DefaultSelector] = None
     # Workers are spawned from one thread that lives as long as the executor:
@@ -195,16 +196,27 @@ class Executor:
       pass
 
   def start(self) -> None:
-    """Starts the workers (idempotent)."""
+    """Starts the workers (idempotent).
+
+    With isolation="auto" a level whose workers fail to start (a kernel
+    that refuses a namespace half way, say) falls back to the next lower one.
+    """
     if self._workers:
       return
-    self._scratch = _make_scratch_dir()
-    self._selector = selectors.DefaultSelector()
-    self._spawner = concurrent.futures.ThreadPoolExecutor(
-        max_workers=1, thread_name_prefix="pad-executor-spawner")
-    procs = [self._spawn() for _ in range(self.num_workers)]
-    for proc in procs:
-      self._add_worker(proc)
+    levels = [self.requested_isolation]
+    if self.requested_isolation == "auto":
+      levels = ["full", "uid", "basic"] if os.geteuid() == 0 else ["userns", "basic"]
+    for attempt, level in enumerate(levels):
+      self._level = level
+      try:
+        self._start_pool()
+        break
+      except ExecutorError as e:
+        self.close()
+        if attempt == len(levels) - 1:
+          raise
+        logging.warning("executor: workers failed to start at isolation=%s (%s); "
+                        "trying %s", level, e, levels[attempt + 1])
     self.features = dict(self._workers[0].hello["features"])
     self.isolation = isolation_level(self.features)
     log = logging.info
@@ -213,6 +225,22 @@ class Executor:
     log("executor: %d workers, isolation=%s (requested %s), features=%s",
         self.num_workers, self.isolation, self.requested_isolation,
         ",".join(sorted(k for k, v in self.features.items() if v is True)))
+
+  def _start_pool(self) -> None:
+    self._scratch = _make_scratch_dir()
+    self._selector = selectors.DefaultSelector()
+    self._spawner = concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="pad-executor-spawner")
+    procs = [self._spawn() for _ in range(self.num_workers)]
+    try:
+      for proc in procs:
+        self._add_worker(proc)
+    except BaseException:
+      for proc in procs:
+        if proc.poll() is None:
+          proc.kill()
+          proc.wait()
+      raise
 
   def close(self) -> None:
     """Stops all workers and removes their scratch directory."""
@@ -240,11 +268,8 @@ class Executor:
       self._scratch = None
 
   def _config(self) -> dict:
-    level = self.requested_isolation
-    if level == "auto":
-      level = "full" if os.geteuid() == 0 else "userns"
     return dict(
-        _LEVEL_CONFIG[level],
+        _LEVEL_CONFIG[self._level],
         parent_pid=os.getpid(),
         answers_path=str(_ANSWERS_MODULE),
         allowed_modules=list(self.allowed_modules),

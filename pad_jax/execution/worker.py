@@ -176,7 +176,7 @@ def _remount_read_only():
   return failed == 0
 
 
-def setup_namespaces(config, features, real_root):
+def setup_namespaces(config, features):
   """Enters new namespaces; returns True if a pid namespace is pending."""
   want = config["namespaces"]
   if not want:
@@ -193,13 +193,12 @@ def setup_namespaces(config, features, real_root):
   if config["userns"]:
     with open("/proc/self/setgroups", "w") as f:
       f.write("deny")
-    # Root keeps every uid (identity map) so programs still drop to their
-    # own; an unprivileged user can map only itself (to 0 in the namespace).
-    span = "0 0 4294967295" if real_root else None
+    # A process can map only its own uid (to 0 in the namespace). For root
+    # that means root: programs are then refused (tests only, see executor).
     with open("/proc/self/uid_map", "w") as f:
-      f.write(span or f"0 {uid} 1")
+      f.write(f"0 {uid} 1")
     with open("/proc/self/gid_map", "w") as f:
-      f.write(span or f"0 {gid} 1")
+      f.write(f"0 {gid} 1")
     features["userns"] = True
   features.update(netns=True, ipcns=True, utsns=True)
   mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -250,7 +249,7 @@ def main():
     os._exit(1)
   real_root = os.geteuid() == 0
   slot_id = os.getpid()  # unique among live processes: names the uids
-  pidns = setup_namespaces(config, features, real_root)
+  pidns = setup_namespaces(config, features)
   if pidns:
     become_pid1(features)
   config["pidns_active"] = features.get("pidns", False)
@@ -265,7 +264,7 @@ def main():
   # asked for "basic", root simulates an unprivileged user: the zygote
   # itself drops to a fresh uid and programs keep it.
   config["uid"] = config["zygote_uid"] = None
-  if real_root:
+  if real_root and not features.get("userns"):
     if config["uid_drop"]:
       config["uid"] = 200000 + slot_id
       features["uid_drop"] = True
