@@ -387,3 +387,14 @@ def test_auto_falls_back_when_workers_cannot_start(monkeypatch):
   with ex:
     assert ex.isolation in ("uid", "basic")
     assert ex.run(["def solution():\n    return 3"])[0].value == 3
+
+
+def test_an_abandoned_stream_does_not_leak_into_the_next(executor):
+  slow = [f"import time\ndef solution():\n    time.sleep(0.05)\n    return {i}" for i in range(40)]
+  stream = executor.imap(slow)
+  assert next(stream).value == 0
+  # Abandon it with programs in flight, then start another run.
+  results = executor.run([f"def solution():\n    return {100 + i}" for i in range(10)])
+  assert [r.value for r in results] == list(range(100, 110))
+  with pytest.raises(RuntimeError, match="abandoned"):
+    next(stream)

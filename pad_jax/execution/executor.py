@@ -174,6 +174,7 @@ class Executor:
     self.isolation: Optional[str] = None
     self._workers: list[_WorkerHandle] = []
     self._level = isolation
+    self._next_index = self._stream_base = 0
     self._scratch: Optional[str] = None
     self._selector: Optional[selectors.DefaultSelector] = None
     # Workers are spawned from one thread that lives as long as the executor:
@@ -313,15 +314,25 @@ class Executor:
     return list(self.imap(programs))
 
   def imap(self, programs: Iterable[Optional[str]]) -> Iterator[ExecResult]:
-    """Like `run`, but streams: consumes `programs` lazily, yields in order."""
+    """Like `run`, but streams: consumes `programs` lazily, yields in order.
+
+    One stream at a time: starting a new `run`/`imap` abandons an unfinished
+    stream (programs still in flight finish and are discarded). An Executor
+    is not thread-safe.
+    """
     self.start()
     source = iter(programs)
     exhausted = False
     queue: collections.deque = collections.deque()
     done: dict[int, ExecResult] = {}
     window = max(256, 64 * self.num_workers)
-    next_in = next_out = 0
+    # Indices are unique over the executor's life, so answers to programs of
+    # an abandoned stream can never be taken for this one's.
+    base = next_in = next_out = self._next_index
+    self._stream_base = base
     while True:
+      if self._stream_base != base:
+        raise RuntimeError("this stream was abandoned: a newer run/imap started")
       while not exhausted and next_in - next_out < window:
         try:
           program = next(source)
@@ -333,6 +344,7 @@ class Executor:
         else:
           done[next_in] = ExecResult("no_solution", None, "no program", 0.0)
         next_in += 1
+        self._next_index = next_in
       while next_out in done:
         yield done.pop(next_out)
         next_out += 1
@@ -372,11 +384,13 @@ class Executor:
       worker.last_activity = time.monotonic()
       *lines, worker.buffer = worker.buffer.split(b"\n")
       for line in lines:
-        index, status, value, error, seconds = json.loads(line)
-        expected, _ = worker.outstanding.popleft()
-        if index != expected:
-          raise ExecutorError(f"worker answered {index}, expected {expected}")
-        done[index] = ExecResult(status, value, error, seconds)
+        result = _parse_result(line, worker.outstanding[0][0] if worker.outstanding else None)
+        if result is None:
+          self._on_worker_failure(worker, queue, done, "worker sent a malformed line")
+          break
+        index, _ = worker.outstanding.popleft()
+        if index >= self._stream_base:  # else: left over from an abandoned stream
+          done[index] = result
     now = time.monotonic()
     for worker in list(self._workers):
       if worker.busy and now - worker.last_activity > grace:
@@ -385,7 +399,7 @@ class Executor:
   def _on_worker_failure(self, worker: _WorkerHandle, queue: collections.deque,
                          done: dict, reason: str) -> None:
     """Blames the program in flight, requeues the rest, restarts the worker."""
-    outstanding = list(worker.outstanding)
+    outstanding = [item for item in worker.outstanding if item[0] >= self._stream_base]
     worker.outstanding.clear()
     if outstanding:
       index, _ = outstanding[0]
@@ -394,6 +408,20 @@ class Executor:
       queue.extendleft(reversed(outstanding[1:]))
     logging.warning("executor: %s (pid %d); restarting it", reason, worker.proc.pid)
     self._replace(worker)
+
+
+def _parse_result(line: bytes, expected: Optional[int]) -> Optional[ExecResult]:
+  """Validates one `[index, status, value, error, seconds]` line."""
+  try:
+    index, status, value, error, seconds = json.loads(line)
+  except (ValueError, TypeError, RecursionError):
+    return None
+  if (index != expected or status not in STATUSES or
+      not (value is None or type(value) in (int, float)) or
+      not (error is None or isinstance(error, str)) or
+      type(seconds) not in (int, float)):
+    return None
+  return ExecResult(status, value, error, float(seconds))
 
 
 def isolation_level(features: dict) -> str:
