@@ -181,3 +181,26 @@ def test_prompt_variants():
     namespace = {}
     exec(program, namespace)  # Our own exemplars.
     assert namespace["solution"]() == pytest.approx(answer), question
+
+
+def test_requests_per_minute_limit(examples, tmp_path):
+  with FakeOpenAI(GoldResponder(examples)) as server:
+    config = _config(server, samples=1, variants=(0,), concurrency=8, rpm=120)  # 2 per second.
+    synth.synthesize_openai(examples[:6], tmp_path, config, api_key=SECRET, verify=False)
+    times = sorted(r["time"] for r in server.requests)
+  assert len(times) == 6
+  # A burst of 2 (one second's worth), then one every 0.5 s.
+  assert times[-1] - times[0] >= 1.9
+
+
+def test_token_bucket_limits_tokens_per_second():
+  import asyncio  # pylint: disable=g-import-not-at-top
+
+  async def take_all():
+    bucket = client_lib.TokenBucket(rate=1000.0, capacity=500.0)  # 1000 tokens/s.
+    start = time.monotonic()
+    for _ in range(4):
+      await bucket.take(500)  # 2000 tokens: 500 at once, 1500 at 1000/s.
+    return time.monotonic() - start
+
+  assert asyncio.run(take_all()) >= 1.45

@@ -12,7 +12,10 @@ r"""Teacher benchmark: request throughput and verification throughput.
    size) chatty completions of gold-teacher programs are extracted, executed
    in the sandbox with `--verify_workers` processes and checked
    (`pad_jax.teacher.verify.verify_dir`); goal: under 40 s on 2 cores. The
-   CPU is shared, so the load average is recorded with the timings.
+   executor alone is timed on 5,000 of the same programs in the same run
+   (`vs_executor_only`: the share of the raw sandbox throughput that the
+   whole verification keeps). The CPU is shared, so the load average is
+   recorded with the timings.
 """
 
 import asyncio
@@ -36,6 +39,7 @@ _VERIFY_PROGRAMS = flags.DEFINE_integer("verify_programs", 55_000, "Completions 
 _VERIFY_WORKERS = flags.DEFINE_integer("verify_workers", 2, "Executor processes.")
 
 _REPO = pathlib.Path(__file__).resolve().parents[2]
+_BASELINE_PROGRAMS = 5000
 
 
 def _start_server(latency_s: float) -> tuple[subprocess.Popen, str]:
@@ -117,6 +121,8 @@ def bench_verification(examples, count: int, workers: int) -> dict:
     sample = i // len(programs)
     if sample % 2:  # Half of them wrong, as a real teacher's would be.
       program = program.replace("return result", "return result + 1")
+    # Every program distinct (as sampled programs mostly are): no execution is shared.
+    program = program.replace("    result = ", f"    sample_{sample} = {sample}\n    result = ", 1)
     text = f"Here is the program:\n```python\n{program}\n\nprint(solution())\n```\nDone."
     rows.append({"key": f"{example.id}-{sample}", "id": example.id, "sample": sample,
                  "prompt_variant": sample % 10, "question": example.question,
@@ -125,6 +131,13 @@ def bench_verification(examples, count: int, workers: int) -> dict:
   for row in rows[:5000]:
     extract_program(row["text"])
   extraction_ms = (time.monotonic() - start) / min(5000, len(rows)) * 1e3
+  baseline_programs = [extract_program(r["text"]) for r in rows[:_BASELINE_PROGRAMS]]
+  from pad_jax.execution import Executor  # pylint: disable=g-import-not-at-top
+  with Executor(workers=workers) as executor:
+    executor.run(baseline_programs[:64])  # Warm-up.
+    start = time.monotonic()
+    executor.run(baseline_programs)
+    executor_rate = len(baseline_programs) / (time.monotonic() - start)
   with tempfile.TemporaryDirectory() as in_dir:
     with open(os.path.join(in_dir, "completions.jsonl"), "w") as f:
       for row in rows:
@@ -134,7 +147,10 @@ def bench_verification(examples, count: int, workers: int) -> dict:
     report = verify_lib.verify_dir(in_dir, verify_lib.VerifyConfig(workers=workers))
     seconds = time.monotonic() - start
   return {"programs": count, "workers": workers, "seconds": round(seconds, 2),
-          "programs_per_s": round(count / seconds, 1), "goal_s": 40.0,
+          "programs_per_s": round(count / seconds, 1),
+          "executor_only_programs_per_s": round(executor_rate, 1),
+          "vs_executor_only": round(count / seconds / executor_rate, 4),
+          "executor_only_projected_s": round(count / executor_rate, 2), "goal_s": 40.0,
           "goal_met": seconds < 40.0, "extraction_ms_per_program": round(extraction_ms, 3),
           "kept": report["kept"], "correct_pad": report["correct"]["pad"],
           "loadavg_1min_at_start": round(load, 2)}

@@ -80,11 +80,15 @@ def normalize_program(program: str) -> str:
     tree = ast.parse(program)
   except (SyntaxError, ValueError):
     return " ".join(program.split())
-  for node in ast.walk(tree):
-    body = getattr(node, "body", None)
-    if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
-        getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
-      node.body = body[1:] or [ast.Pass()]
+  stack = [tree]  # Docstrings live only in module/class/function bodies.
+  while stack:
+    node = stack.pop()
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and (
+        isinstance(body[0].value.value, str)):
+      node.body = body = body[1:] or [ast.Pass()]
+    stack.extend(n for n in body
+                 if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
   return ast.unparse(tree)
 
 
@@ -102,6 +106,7 @@ class StreamingVerifier:
     self._verdicts: list[Verdict] = []
     self._error: Optional[BaseException] = None
     self._seen: set[str] = set()
+    self._results: dict[str, Any] = {}  # Program text -> ExecResult (same text, same run).
     self._thread = threading.Thread(target=self._run, name="verifier", daemon=True)
     self._thread.start()
 
@@ -145,7 +150,7 @@ class StreamingVerifier:
           if batch[-1] is None:
             done = True
             batch.pop()
-          self._verdicts.extend(_verify_batch(executor, batch))
+          self._verdicts.extend(_verify_batch(executor, batch, self._results))
     except BaseException as e:  # pylint: disable=broad-except
       self._error = e
       while True:  # Unblock producers; drain.
@@ -156,14 +161,21 @@ class StreamingVerifier:
           break
 
 
-def _verify_batch(executor, verdicts: list[Verdict]) -> list[Verdict]:
+def _verify_batch(executor, verdicts: list[Verdict],
+                  seen: Optional[dict[str, Any]] = None) -> list[Verdict]:
+  """Executes the verdicts' programs (each distinct program text once)."""
   if not verdicts:
     return []
-  runnable = [v for v in verdicts if v.program is not None]
-  results = executor.run([v.program for v in runnable]) if runnable else []
-  for verdict, result in zip(runnable, results):
-    verdict.status = result.status
-    verdict.value = result.value
+  seen = {} if seen is None else seen
+  fresh = list(dict.fromkeys(v.program for v in verdicts
+                             if v.program is not None and v.program not in seen))
+  for program, result in zip(fresh, executor.run(fresh) if fresh else []):
+    seen[program] = result
+  for verdict in verdicts:
+    if verdict.program is not None:
+      result = seen[verdict.program]
+      verdict.status = result.status
+      verdict.value = result.value
   for verdict in verdicts:
     if verdict.program is None:
       verdict.status = EXTRACTION_FAILED
@@ -183,11 +195,20 @@ def select_programs(verdicts: list[Verdict], mode: str) -> tuple[list[Any], int]
   correct = [v for v in verdicts if v.match.get(mode)]
   correct.sort(key=lambda v: (str(v.row["id"]), str(v.row.get("prompt_variant")),
                               int(v.row.get("sample", 0))))
+  texts_per_question: dict[str, set[str]] = {}
+  for verdict in correct:
+    texts_per_question.setdefault(verdict.row["id"], set()).add(verdict.program)
   seen: set[tuple[str, str]] = set()
+  normalized: dict[str, str] = {}
   records, duplicates = [], 0
   for verdict in correct:
     row = verdict.row
-    signature = (row["id"], normalize_program(verdict.program))
+    if len(texts_per_question[row["id"]]) == 1:
+      signature = (row["id"], verdict.program)  # Nothing to tell apart: skip parsing.
+    else:
+      if verdict.program not in normalized:
+        normalized[verdict.program] = normalize_program(verdict.program)
+      signature = (row["id"], normalized[verdict.program])
     if signature in seen:
       duplicates += 1
       continue
