@@ -45,10 +45,13 @@ def extract_program(text: Optional[str]) -> Optional[str]:
     return None
   text = _normalize_text(text)
   fenced = _code_blocks(text)
-  attempts = [fenced]
-  if fenced != [text]:  # Code outside the fences, e.g. a fenced test only.
-    attempts.append(["\n".join(l for l in text.split("\n") if not _FENCE_RE.match(l))])
-  for blocks in attempts:
+  for attempt in range(2):
+    if attempt == 0:
+      blocks = fenced
+    elif fenced != [text]:  # Code outside the fences, e.g. a fenced test only.
+      blocks = ["\n".join(l for l in text.split("\n") if not _FENCE_RE.match(l))]
+    else:
+      break
     modules = [m for m in (_parse_block(b) for b in blocks) if m is not None]
     program = _from_solution_def(modules)
     if program is None:
@@ -96,7 +99,7 @@ def _code_blocks(text: str) -> list[str]:
 def _clean_block(block: str) -> str:
   """Strips REPL prompts, expands tabs and removes common indentation."""
   lines = block.split("\n")
-  if any(l.lstrip().startswith(">>> ") for l in lines):
+  if ">>>" in block and any(l.lstrip().startswith(">>> ") for l in lines):
     kept = []
     for line in lines:
       stripped = line.lstrip()
@@ -106,7 +109,9 @@ def _clean_block(block: str) -> str:
         kept.append(stripped[4:])
       # Other lines in a REPL transcript are outputs: dropped.
     lines = kept
-  lines = [l.expandtabs(4).rstrip() for l in lines]
+  if "\t" in block:
+    lines = [l.expandtabs(4) for l in lines]
+  lines = [l.rstrip() for l in lines]
   return textwrap.dedent("\n".join(lines)).strip("\n")
 
 
