@@ -26,7 +26,7 @@ def examples(shared_data):
 def _config(server, **overrides):
   settings = dict(base_url=server.base_url, model="gpt-4o-mini", samples=2, concurrency=8,
                   retry=client_lib.RetryPolicy(max_attempts=4, backoff_base_s=0.02,
-                                               timeout_s=0.6),
+                                               timeout_s=10.0),
                   progress=False)
   settings.update(overrides)
   return synth.OpenAIConfig(**settings)
@@ -35,10 +35,11 @@ def _config(server, **overrides):
 def test_faults_retried_wrong_programs_dropped_key_hygiene(examples, tmp_path):
   faults = {"429": 0.08, "500": 0.08, "truncate": 0.08, "malformed": 0.08, "drop": 0.08,
             "slow": 0.04, "fail_always": 0.06}
-  with FakeOpenAI(GoldResponder(examples), faults=faults, api_key=SECRET, slow_s=1.5,
+  with FakeOpenAI(GoldResponder(examples), faults=faults, api_key=SECRET, slow_s=3.0,
                   retry_after_s=0.05) as server:
-    report = synth.synthesize_openai(examples, tmp_path, _config(server), api_key=SECRET,
-                                     verify_config=VERIFY)
+    retry = client_lib.RetryPolicy(max_attempts=5, backoff_base_s=0.02, timeout_s=1.5)
+    report = synth.synthesize_openai(examples, tmp_path, _config(server, retry=retry),
+                                     api_key=SECRET, verify_config=VERIFY)
     requests = list(server.requests)
     auth = set(server.auth_headers)
   assert auth == {f"Bearer {SECRET}"}
