@@ -89,6 +89,7 @@ def test_kill9_then_resume_loses_and_duplicates_nothing(shared_data, tmp_path):
   assert report["completions"] == LIMIT * SAMPLES and report["kept"] == len(programs) > 0
   assert "kept" in result.stdout.decode()
   assert_secret_not_on_disk(out_dir, SECRET)
+  assert SECRET not in (result.stdout + result.stderr).decode()  # Nor in the logs.
 
 
 def test_torn_last_line_is_tolerated(shared_data, tmp_path):
