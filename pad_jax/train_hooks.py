@@ -85,6 +85,39 @@ def checked_task_name(name: str) -> str:
   return name
 
 
+def program_task(
+    jsonl_path: str,
+    name: str = "pad_programs",
+    vocabulary: Optional[seqio.Vocabulary] = None,
+    validation_fraction: float = 0.05,
+    seed: int = 0,
+) -> str:
+  """Registers a program-dataset JSONL as a task and returns its name.
+
+  For the command line: `--gin.MIXTURE_OR_TASK_NAME="@program_task()"
+  --gin.program_task.jsonl_path="'programs.jsonl'"` trains on a file without
+  writing a registration module. `pad_finetune.gin` binds `vocabulary` to the
+  model file's `VOCABULARY`, so the task always matches the model.
+
+  Args:
+    jsonl_path: a program-dataset JSONL file.
+    name: the task name.
+    vocabulary: the model's vocabulary (None: CodeT5's).
+    validation_fraction: share of questions held out as `validation`.
+    seed: seed of the train/validation carving.
+
+  Returns:
+    `name`.
+  """
+  from tasks import program_tasks  # pylint: disable=g-import-not-at-top
+
+  program_tasks.register_program_task(
+      name, jsonl_path, vocabulary=vocabulary,
+      validation_fraction=validation_fraction, seed=seed,
+  )
+  return name
+
+
 def verify_task_and_vocabulary(cfg: utils.DatasetConfig, model: Any) -> None:
   """`verify_matching_vocabs_fn` for t5x: task exists and vocabularies match."""
   get_task(cfg.mixture_or_task_name)
@@ -507,7 +540,9 @@ def _checkpoint_param_shapes(ckpt_dir: str) -> dict[str, tuple[int, ...]]:
   if gfile.isdir(state_dir):
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
-    meta = ocp.PyTreeCheckpointHandler().metadata(state_dir)
+    from etils import epath  # pylint: disable=g-import-not-at-top
+
+    meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(state_dir))
     tree = getattr(meta, "tree", meta)
   else:
     tree = checkpoints.load_t5x_checkpoint(ckpt_dir, lazy_parameters=True)

@@ -48,16 +48,35 @@ def subprocess_env(jsonl: pathlib.Path, devices: int = 1,
 
 
 def train_argv(model_dir: pathlib.Path, steps: int, eval_period: int,
-               extra: Sequence[str] = ()) -> list[str]:
-  """The `python -m t5x.train` command line of the tests."""
+               extra: Sequence[str] = (),
+               jsonl: Optional[pathlib.Path] = None) -> list[str]:
+  """The `python -m t5x.train` command line of the tests.
+
+  Args:
+    model_dir: MODEL_DIR.
+    steps: TRAIN_STEPS.
+    eval_period: EVAL_PERIOD (also the checkpoint period).
+    extra: more flags.
+    jsonl: train on this program dataset through `@program_task()` (as a
+      user would) instead of the task of tests/testdata/train_test_tasks.py.
+
+  Returns:
+    argv.
+  """
+  if jsonl:
+    task_flags = ["--gin.MIXTURE_OR_TASK_NAME=@program_task()",
+                  f"--gin.program_task.jsonl_path='{jsonl}'",
+                  f"--gin.program_task.name='{TASK}'"]
+  else:
+    task_flags = [f"--gin_file={TESTDATA / 'train_test_tasks.gin'}",
+                  f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'"]
   return [
       sys.executable, "-m", "t5x.train",
       "--gin_search_paths=gin_configs",
       "--gin_file=models/tiny.gin",
       "--gin_file=runs/pad_finetune.gin",
-      f"--gin_file={TESTDATA / 'train_test_tasks.gin'}",
+      *task_flags,
       f"--gin.MODEL_DIR='{model_dir}'",
-      f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
       f"--gin.TRAIN_STEPS={steps}",
       f"--gin.EVAL_PERIOD={eval_period}",
       "--gin.EVAL_STEPS=2",
