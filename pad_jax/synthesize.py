@@ -105,7 +105,8 @@ def main(argv):
     report = synth.synthesize(_TEACHER.value, _BENCHMARK.value, _SPLIT.value, _OUT_DIR.value,
                               limit=_LIMIT.value, data_dir=_DATA_DIR.value,
                               openai_config=openai_config, verify_config=verify_config,
-                              api_key=api_key, verify=_VERIFY.value)
+                              api_key=api_key, verify=_VERIFY.value,
+                              progress=_PROGRESS.value)
   except (ValueError, OSError) as e:  # DataError is a ValueError.
     sys.exit(f"error: {e}")
   except KeyboardInterrupt:

@@ -18,6 +18,7 @@ _MODE = flags.DEFINE_enum("mode", "pad", ["pad", "strict"], "Answer comparison f
 _WORKERS = flags.DEFINE_integer("exec_workers", None, "Executor processes (default: CPUs).")
 _EXEC_TIMEOUT = flags.DEFINE_float("exec_timeout_s", 5.0, "Time limit per program.")
 _EXEC_MEMORY = flags.DEFINE_integer("exec_memory_mb", 512, "Memory limit per program.")
+_PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 
 
 def main(argv):
@@ -29,7 +30,8 @@ def main(argv):
   try:
     config = verify_lib.VerifyConfig(mode=_MODE.value, workers=_WORKERS.value,
                                      timeout_s=_EXEC_TIMEOUT.value, memory_mb=_EXEC_MEMORY.value)
-    report = verify_lib.verify_dir(_IN_DIR.value, config, _OUT_DIR.value)
+    report = verify_lib.verify_dir(_IN_DIR.value, config, _OUT_DIR.value,
+                                   progress=_PROGRESS.value)
   except (ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   out = _OUT_DIR.value or _IN_DIR.value

@@ -127,8 +127,12 @@ def synthesize(teacher: str, benchmark: str, split: str, out_dir: PathLike, *,
                limit: Optional[int] = None, data_dir: Optional[PathLike] = None,
                openai_config: Optional[OpenAIConfig] = None,
                verify_config: Optional[verify_lib.VerifyConfig] = None,
-               api_key: Optional[str] = None, verify: bool = True) -> dict[str, Any]:
+               api_key: Optional[str] = None, verify: bool = True,
+               progress: bool = False) -> dict[str, Any]:
   """Loads `benchmark`/`split` (first `limit` questions) and runs `teacher`.
+
+  `progress` shows the gold teacher's verification bar (the openai teacher's
+  bar follows `openai_config.progress`).
 
   Returns:
     The verification report (see `report.py`), plus `stopped` (None, or why
@@ -144,7 +148,8 @@ def synthesize(teacher: str, benchmark: str, split: str, out_dir: PathLike, *,
     examples = examples[:limit]
   source = {"benchmark": benchmark, "split": split, "limit": limit}
   if teacher == "gold":
-    return synthesize_gold(examples, out_dir, verify_config, verify=verify, source=source)
+    return synthesize_gold(examples, out_dir, verify_config, verify=verify, source=source,
+                           progress=progress)
   return synthesize_openai(examples, out_dir, openai_config or OpenAIConfig(), api_key=api_key,
                            verify_config=verify_config, verify=verify, source=source)
 
@@ -175,7 +180,8 @@ def _finish(out_dir: pathlib.Path, store: cache_lib.CompletionCache, verifier, v
 
 def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
                     verify_config: Optional[verify_lib.VerifyConfig] = None, *,
-                    verify: bool = True, source: Optional[dict] = None) -> dict[str, Any]:
+                    verify: bool = True, source: Optional[dict] = None,
+                    progress: bool = False) -> dict[str, Any]:
   """Converts each example's rationale to a program, then verifies them all.
 
   Args:
@@ -185,6 +191,7 @@ def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
     verify_config: execution settings for verification.
     verify: run verification (else only completions are written).
     source: benchmark/split/limit, recorded in run.json.
+    progress: show a progress bar of the verification.
 
   Returns:
     The report dict.
@@ -195,9 +202,6 @@ def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
   _write_manifest(out_dir, manifest)
   started = time.monotonic()
   store = cache_lib.CompletionCache(out_dir)
-  verifier = verify_lib.StreamingVerifier(verify_config) if verify else None
-  if verifier:
-    verifier.submit_many(store.rows.values())
   rows, failures = [], []
   for example in examples:
     key = hashlib.sha256(f"{GOLD_VERSION}\0{example.id}\0{example.question}".encode()).hexdigest()
@@ -213,11 +217,14 @@ def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
     else:
       rows.append(dict(base, text=program, finish_reason="stop",
                        usage={"prompt_tokens": 0, "completion_tokens": 0}, cost_usd=0.0))
-  new_rows = store.add_many(rows)
+  store.add_many(rows)
   for failure in failures:
     store.add_failure(failure)
-  if verifier:
-    verifier.submit_many(new_rows)
+  verifier = None
+  if verify:  # Programs are written in seconds: verify them all in one stream.
+    verifier = verify_lib.StreamingVerifier(verify_config, progress=progress,
+                                            total=len(store.rows))
+    verifier.submit_many(store.rows.values())
   logging.info("gold teacher: %d programs, %d rationales without one (%.1f s)", len(rows),
                len(failures), time.monotonic() - started)
   return _finish(out_dir, store, verifier, verify_config, manifest, started, None)

@@ -25,6 +25,7 @@ import json
 import os
 import pathlib
 import queue
+import sys
 import threading
 import time
 from typing import Any, Iterable, Optional, Union
@@ -100,8 +101,18 @@ class StreamingVerifier:
     verdicts = verifier.finish()          # waits, returns all verdicts
   """
 
-  def __init__(self, config: VerifyConfig = VerifyConfig()):
+  def __init__(self, config: VerifyConfig = VerifyConfig(), progress: bool = False,
+               total: Optional[int] = None):
+    """Starts the verifier thread (and its executor).
+
+    Args:
+      config: execution and comparison settings.
+      progress: show a tqdm bar of verified completions.
+      total: the expected number of completions, for the bar's ETA.
+    """
     self.config = config
+    self.progress = progress
+    self.total = total
     self._queue: queue.Queue = queue.Queue()
     self._verdicts: list[Verdict] = []
     self._error: Optional[BaseException] = None
@@ -137,8 +148,11 @@ class StreamingVerifier:
   def _run(self) -> None:
     try:
       from pad_jax.execution import Executor  # pylint: disable=g-import-not-at-top
-      with Executor(workers=self.config.workers, timeout_s=self.config.timeout_s,
-                    memory_mb=self.config.memory_mb, mode="return") as executor:
+      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+      bar = tqdm(total=self.total, desc="verify", unit="prog", disable=not self.progress,
+                 file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+      with bar, Executor(workers=self.config.workers, timeout_s=self.config.timeout_s,
+                         memory_mb=self.config.memory_mb, mode="return") as executor:
         done = False
         while not done:
           batch = [self._queue.get()]
@@ -151,6 +165,9 @@ class StreamingVerifier:
             done = True
             batch.pop()
           self._verdicts.extend(_verify_batch(executor, batch, self._results))
+          bar.update(len(batch))
+          bar.set_postfix_str(f"correct={sum(v.match.get(self.config.mode, False) for v in batch)}"
+                              f"/{len(batch)} in last batch", refresh=False)
     except BaseException as e:  # pylint: disable=broad-except
       self._error = e
       while True:  # Unblock producers; drain.
@@ -251,7 +268,7 @@ def read_manifest(out_dir: PathLike) -> dict[str, Any]:
 
 
 def verify_dir(in_dir: PathLike, config: VerifyConfig = VerifyConfig(),
-               out_dir: Optional[PathLike] = None) -> dict[str, Any]:
+               out_dir: Optional[PathLike] = None, progress: bool = False) -> dict[str, Any]:
   """Re-verifies `in_dir/completions.jsonl` from scratch.
 
   Args:
@@ -260,6 +277,7 @@ def verify_dir(in_dir: PathLike, config: VerifyConfig = VerifyConfig(),
     config: execution and comparison settings.
     out_dir: where to write programs.jsonl / report.json / report.png
       (default: `in_dir`).
+    progress: show a tqdm progress bar.
 
   Returns:
     The report dict.
@@ -284,7 +302,7 @@ def verify_dir(in_dir: PathLike, config: VerifyConfig = VerifyConfig(),
     keys.add(row["key"])
     rows.append(row)
   start = time.monotonic()
-  verifier = StreamingVerifier(config)
+  verifier = StreamingVerifier(config, progress=progress, total=len(rows))
   verifier.submit_many(rows)
   verdicts = verifier.finish()
   seconds = time.monotonic() - start
