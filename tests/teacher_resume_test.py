@@ -17,6 +17,8 @@ from fake_openai import FakeOpenAI, prompt_digest
 from teacher_testlib import GoldResponder, assert_secret_not_on_disk, gsm8k_examples, read_jsonl
 from pad_jax.data.programs import read_programs
 from pad_jax.teacher import prompts
+from pad_jax.teacher import synthesize as synth
+from pad_jax.teacher import verify as verify_lib
 
 SECRET = "sk-test-kill9-5b1d0e4c8a"
 LIMIT, SAMPLES = 30, 2
@@ -94,22 +96,21 @@ def test_kill9_then_resume_loses_and_duplicates_nothing(shared_data, tmp_path):
 
 def test_torn_last_line_is_tolerated(shared_data, tmp_path):
   examples = gsm8k_examples(shared_data, 3)
-  out_dir = tmp_path / "out"
   with FakeOpenAI(GoldResponder(examples), api_key=SECRET) as server:
-    command = _command(server, out_dir)
-    command[command.index(f"--limit={LIMIT}")] = "--limit=3"
-    first = subprocess.run(command, env=_env(), capture_output=True, timeout=120)
-    assert first.returncode == 0, first.stderr.decode()[-2000:]
-    path = out_dir / "completions.jsonl"
+    config = synth.OpenAIConfig(base_url=server.base_url, model="fake-teacher", samples=SAMPLES,
+                                progress=False)
+    synth.synthesize_openai(examples, tmp_path, config, api_key=SECRET, verify=False)
+    path = tmp_path / "completions.jsonl"
     lines = path.read_bytes().split(b"\n")
     # Simulate a write torn by a kill: the last row half written, no newline.
     path.write_bytes(b"\n".join(lines[:-2]) + b"\n" + lines[-2][: len(lines[-2]) // 2])
     sent = len(server.requests)
-    second = subprocess.run(command, env=_env(), capture_output=True, timeout=120)
-    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    report = synth.synthesize_openai(examples, tmp_path, config, api_key=SECRET,
+                                     verify_config=verify_lib.VerifyConfig(workers=1))
     assert len(server.requests) == sent + 1  # Only the torn row is redone.
-  rows = read_jsonl(out_dir / "completions.jsonl")
+  rows = read_jsonl(tmp_path / "completions.jsonl")
   assert len(rows) == len({r["key"] for r in rows}) == 3 * SAMPLES
+  assert report["completions"] == 3 * SAMPLES
 
 
 def test_bad_flags_exit_nonzero_with_one_line(tmp_path):
