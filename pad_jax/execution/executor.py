@@ -114,7 +114,11 @@ class _WorkerHandle:
       except OSError:
         pass
     if self.proc.poll() is None:
-      self.proc.kill()
+      self.proc.terminate()  # lets a guardian (no pid namespace) clean up
+      try:
+        self.proc.wait(timeout=2)
+      except subprocess.TimeoutExpired:
+        self.proc.kill()
     try:
       self.proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -417,7 +421,8 @@ def _parse_result(line: bytes, expected: Optional[int]) -> Optional[ExecResult]:
   except (ValueError, TypeError, RecursionError):
     return None
   if (index != expected or status not in STATUSES or
-      not (value is None or type(value) in (int, float)) or
+      not (value is None or type(value) is int or
+           (type(value) is float and math.isfinite(value))) or
       not (error is None or isinstance(error, str)) or
       type(seconds) not in (int, float)):
     return None

@@ -31,6 +31,7 @@ import platform
 import signal
 import struct
 import sys
+import time
 
 # Linux constants.
 CLONE_NEWNS = 0x00020000
@@ -234,9 +235,45 @@ def become_pid1(features):
   os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
-# ---------------------------------------------------------------------------
-# Running one program (in the forked child).
-# ---------------------------------------------------------------------------
+def guard(zygote_pid, parent_pid):
+  """Without a pid namespace: outlive the zygote, then kill all it left.
+
+  The guardian is a subreaper, so every process the programs started ends
+  up as its child once the zygote is gone. It leaves when the zygote exits
+  (EOF from the executor) or on SIGTERM, which is also its parent-death
+  signal: a crashed executor leaves nothing behind.
+  """
+  def on_term(signum, frame):
+    del signum, frame
+    try:
+      os.kill(zygote_pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+  signal.signal(signal.SIGTERM, on_term)
+  prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+  if os.getppid() != parent_pid:
+    on_term(None, None)
+  devnull = os.open(os.devnull, os.O_RDWR)
+  for fd in (0, 1, 2):  # let go of the pipes: EOF reaches the executor
+    os.dup2(devnull, fd)
+  _, status = os.waitpid(zygote_pid, 0)
+  for _ in range(100000):
+    try:
+      done, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+      break
+    if done:
+      continue
+    with open(f"/proc/self/task/{os.getpid()}/children") as f:
+      orphans = [int(p) for p in f.read().split()]
+    for orphan in orphans:
+      for kill in (os.killpg, os.kill):
+        try:
+          kill(orphan, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+          pass
+    time.sleep(0.001)
+  os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
 def main():
@@ -253,12 +290,6 @@ def main():
   if pidns:
     become_pid1(features)
   config["pidns_active"] = features.get("pidns", False)
-  if not config["pidns_active"]:
-    try:
-      prctl(PR_SET_CHILD_SUBREAPER, 1)
-      features["subreaper"] = True
-    except OSError:
-      pass
   # A program never runs as the real root. Root gives every worker slot its
   # own uid (that is also what makes RLIMIT_NPROC hold: root ignores it);
   # asked for "basic", root simulates an unprivileged user: the zygote
@@ -281,6 +312,18 @@ def main():
         features["seccomp"] = True
       except OSError as e:
         features["seccomp_error"] = str(e)
+  if not config["pidns_active"]:
+    try:
+      prctl(PR_SET_CHILD_SUBREAPER, 1)
+      features["subreaper"] = True
+    except OSError:
+      pass
+    pid = os.fork()
+    if pid:
+      guard(pid, config["parent_pid"])
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote dies with its guardian
+    if features.get("subreaper"):
+      prctl(PR_SET_CHILD_SUBREAPER, 1)  # not inherited; kept across exec
   config["features"] = features
   zygote = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
   os.execv(sys.executable, [sys.executable, "-I", "-S", "-X", "utf8", zygote,

@@ -96,6 +96,7 @@ class _ChildState:
     self.allowed = frozenset(config["allowed_modules"])
     self.real_import = builtins.__import__
     self.forbid_root = True  # main() relaxes this inside a user namespace
+    self.zygote_pid = os.getpid()
 
 
 def _is_module_namespace(namespace):
@@ -191,8 +192,6 @@ def child_main(state, source, result_fd, workdir, devnull):
   config = state.config
   try:
     os.setsid()
-    if state.set_pdeathsig is not None:
-      state.set_pdeathsig()
     for fd in (0, 1, 2):
       os.dup2(devnull, fd)
     os.closerange(3, result_fd)
@@ -206,6 +205,10 @@ def child_main(state, source, result_fd, workdir, devnull):
       os.setresuid(uid, uid, uid)
     if state.forbid_root and (os.geteuid() == 0 or os.getuid() == 0):
       raise PermissionError("refusing to run a program as root")
+    if state.set_pdeathsig is not None:  # after the uid change, which clears it
+      state.set_pdeathsig()
+      if os.getppid() != state.zygote_pid:
+        raise ChildProcessError("the worker is gone")
     os.chdir(workdir)
   except BaseException as e:  # pylint: disable=broad-except
     os.write(result_fd, _encode_result("crashed", None, f"sandbox setup: {e}"[:200]))
@@ -363,8 +366,7 @@ class Worker:
     if payload.endswith(b"\n"):
       try:
         status, value, error = json.loads(payload)
-        if (status in STATUSES and
-            (value is None or type(value) in (int, float)) and
+        if (status in STATUSES and _plain_number_or_none(value) and
             (error is None or isinstance(error, str))):
           return status, value, error and error[:MAX_ERROR_CHARS]
       except (ValueError, TypeError, RecursionError):
@@ -381,6 +383,12 @@ class Worker:
       return "crashed", None, f"killed by {name}"
     code = os.waitstatus_to_exitcode(exit_status)
     return "crashed", None, f"exited with code {code} without a result"
+
+
+def _plain_number_or_none(value):
+  if value is None or type(value) is int:
+    return True
+  return type(value) is float and value - value == 0  # finite
 
 
 def serve(worker):
