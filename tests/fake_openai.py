@@ -231,6 +231,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     match = re.search(r"/batches/([\w-]+)$", self.path)
     if match:
       return self._poll_batch(match.group(1))
+    if re.search(r"/batches(\?.*)?$", self.path):
+      with self.fake.lock:
+        data = [b["object"] for b in self.fake.batches.values()][::-1]  # Newest first.
+      return self._send(200, {"object": "list", "data": data, "has_more": False,
+                              "first_id": data[0]["id"] if data else None,
+                              "last_id": data[-1]["id"] if data else None})
     self._error(404, f"no route {self.path}")
 
   def _chat(self, body: bytes) -> None:

@@ -79,3 +79,28 @@ def test_batch_resume_after_crash_polls_the_same_batch(shared_data, tmp_path, mo
   rows = read_jsonl(tmp_path / "completions.jsonl")
   assert len(rows) == len({r["key"] for r in rows}) == 8
   assert report["completions"] == 8
+
+
+def test_batch_resume_after_crash_between_upload_and_create(shared_data, tmp_path, monkeypatch):
+  examples = gsm8k_examples(shared_data, 3)
+  real_create = batch_lib._create
+  calls = []
+
+  def create_then_crash(client, entry, state, state_path):
+    real_create(client, entry, state.copy() | {"batches": []}, tmp_path / "ignored.json")
+    calls.append(entry["batch_id"])
+    raise KeyboardInterrupt("killed before the batch id was saved")
+
+  with FakeOpenAI(GoldResponder(examples), api_key=SECRET) as server:
+    monkeypatch.setattr(batch_lib, "_create", create_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+      synth.synthesize_openai(examples, tmp_path, _config(server), api_key=SECRET, verify=False)
+    state = json.loads((tmp_path / batch_lib.STATE_FILE).read_text())
+    assert state["batches"][0]["batch_id"] is None and len(server.batches) == 1
+    monkeypatch.setattr(batch_lib, "_create", real_create)
+    report = synth.synthesize_openai(examples, tmp_path, _config(server), api_key=SECRET,
+                                     verify=False)
+    assert len(server.batches) == 1  # Found by its input file, not created again.
+  assert report["completions"] == 6
+  assert json.loads((tmp_path / batch_lib.STATE_FILE).read_text())["batches"][0]["batch_id"] == (
+      calls[0])

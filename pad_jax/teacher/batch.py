@@ -93,6 +93,8 @@ def run_batch(requests: list, store: cache_lib.CompletionCache, config, api_key:
     _submit(client, chunk, config, state, state_path, out_dir)
   for batch in state["batches"]:
     if not batch.get("merged"):
+      if batch["batch_id"] is None:  # Crashed between upload and create.
+        _create(client, batch, state, state_path)
       _wait(client, batch, config)
       _merge(client, batch, store, config, prices, verifier)
       batch["merged"] = True
@@ -108,15 +110,30 @@ def _submit(client, chunk: list, config, state: dict, state_path: pathlib.Path,
   lines = [json.dumps(batch_line(r, config), ensure_ascii=False) for r in chunk]
   input_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
   uploaded = client.files.create(file=(input_path.name, input_path.read_bytes()), purpose="batch")
-  batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                completion_window="24h")
   items = {r.keys[0]: {"id": r.example.id, "question": r.example.question,
                        "answer": r.example.answer, "variant": r.variant, "samples": r.samples,
                        "keys": r.keys} for r in chunk}
-  state["batches"].append({"batch_id": batch.id, "input_file_id": uploaded.id,
-                           "input_path": input_path.name, "items": items, "merged": False})
+  # Recorded before the batch exists: a crash between here and the next save
+  # is resolved by `_create` finding the batch of this input file.
+  entry = {"batch_id": None, "input_file_id": uploaded.id, "input_path": input_path.name,
+           "items": items, "merged": False}
+  state["batches"].append(entry)
   _save_state(state_path, state)
-  logging.info("submitted batch %s with %d requests", batch.id, len(chunk))
+  _create(client, entry, state, state_path)
+
+
+def _create(client, entry: dict, state: dict, state_path: pathlib.Path) -> None:
+  """Creates the batch of an uploaded input file, unless one already exists."""
+  for existing in client.batches.list(limit=100):
+    if existing.input_file_id == entry["input_file_id"]:
+      entry["batch_id"] = existing.id
+      break
+  else:
+    batch = client.batches.create(input_file_id=entry["input_file_id"],
+                                  endpoint="/v1/chat/completions", completion_window="24h")
+    entry["batch_id"] = batch.id
+  _save_state(state_path, state)
+  logging.info("batch %s: %d requests", entry["batch_id"], len(entry["items"]))
 
 
 def _wait(client, batch: dict, config) -> Any:
