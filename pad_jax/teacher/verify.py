@@ -40,7 +40,7 @@ from pad_jax.teacher.extraction import extract_program
 PROGRAMS_FILE = "programs.jsonl"
 MANIFEST_FILE = "run.json"
 EXTRACTION_FAILED = "extraction_failed"
-_MICRO_BATCH = 256
+_MICRO_BATCH = 1024
 
 PathLike = Union[str, os.PathLike]
 
