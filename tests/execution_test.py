@@ -401,3 +401,14 @@ def test_an_abandoned_stream_does_not_leak_into_the_next(executor):
   assert [r.value for r in results] == list(range(100, 110))
   with pytest.raises(RuntimeError, match="abandoned"):
     next(stream)
+
+
+def test_a_worker_that_stops_reading_gets_its_batch_requeued():
+  padding = "# " + "x" * 50_000 + "\n"  # 4 programs > a 64 KiB pipe
+  programs = [padding + f"def solution():\n    return {i}" for i in range(4)]
+  with execution.Executor(workers=1, timeout_s=2.0, batch_size=4) as ex:
+    ex.unresponsive_grace_s = 1.0
+    for pid in _tree(ex._workers[0].proc.pid):  # pylint: disable=protected-access
+      os.kill(pid, signal.SIGSTOP)
+    results = ex.run(programs)
+  assert [(r.status, r.value) for r in results] == [("ok", i) for i in range(4)]

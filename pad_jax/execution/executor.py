@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import pathlib
+import select
 import selectors
 import shutil
 import subprocess
@@ -93,6 +94,7 @@ class _WorkerHandle:
     self.hello = hello
     self.fd = proc.stdout.fileno()
     self.buffer = leftover
+    os.set_blocking(proc.stdin.fileno(), False)
     self.outstanding: collections.deque = collections.deque()  # (index, src)
     self.last_activity = time.monotonic()
 
@@ -100,12 +102,21 @@ class _WorkerHandle:
   def busy(self) -> bool:
     return bool(self.outstanding)
 
-  def send(self, batch: list[tuple[int, str]]) -> None:
+  def send(self, batch: list[tuple[int, str]], timeout_s: float) -> None:
+    """Writes one batch line; a worker that does not take it in time fails."""
     self.outstanding.extend(batch)
     self.last_activity = time.monotonic()
-    data = json.dumps(batch).encode("utf-8", "surrogatepass") + b"\n"
-    self.proc.stdin.write(data)
-    self.proc.stdin.flush()
+    data = memoryview(json.dumps(batch).encode("utf-8", "surrogatepass") + b"\n")
+    fd = self.proc.stdin.fileno()
+    deadline = time.monotonic() + timeout_s
+    while data:
+      try:
+        data = data[os.write(fd, data):]
+      except BlockingIOError:
+        left = deadline - time.monotonic()
+        if left <= 0:
+          raise TimeoutError("worker does not read its input") from None
+        select.select([], [fd], [], left)
 
   def kill(self) -> None:
     for stream in (self.proc.stdin, self.proc.stdout):
@@ -354,10 +365,10 @@ class Executor:
         next_out += 1
       if exhausted and next_out == next_in:
         return
-      self._dispatch(queue)
+      self._dispatch(queue, done)
       self._collect(queue, done)
 
-  def _dispatch(self, queue: collections.deque) -> None:
+  def _dispatch(self, queue: collections.deque, done: dict) -> None:
     idle = [w for w in self._workers if not w.busy]
     if not queue or not idle:
       return
@@ -367,9 +378,10 @@ class Executor:
         break
       batch = [queue.popleft() for _ in range(min(size, len(queue)))]
       try:
-        worker.send(batch)
-      except (BrokenPipeError, OSError):
-        self._on_worker_failure(worker, queue, {}, "worker died")
+        worker.send(batch, self.unresponsive_grace_s)
+      except (OSError, TimeoutError) as e:  # BrokenPipeError: it died
+        # Nothing of this batch ran yet: requeue it all, blame nobody.
+        self._on_worker_failure(worker, queue, done, f"worker failed: {e}", blame=False)
 
   def _collect(self, queue: collections.deque, done: dict) -> None:
     if not any(w.busy for w in self._workers):
@@ -401,11 +413,13 @@ class Executor:
         self._on_worker_failure(worker, queue, done, "worker stopped answering")
 
   def _on_worker_failure(self, worker: _WorkerHandle, queue: collections.deque,
-                         done: dict, reason: str) -> None:
+                         done: dict, reason: str, blame: bool = True) -> None:
     """Blames the program in flight, requeues the rest, restarts the worker."""
     outstanding = [item for item in worker.outstanding if item[0] >= self._stream_base]
     worker.outstanding.clear()
-    if outstanding:
+    if outstanding and not blame:
+      queue.extendleft(reversed(outstanding))
+    elif outstanding:
       index, _ = outstanding[0]
       seconds = round(time.monotonic() - worker.last_activity, 6)
       done[index] = ExecResult("crashed", None, reason, seconds)
