@@ -20,6 +20,7 @@ import pkgutil
 import sys
 
 from absl import app
+from absl import flags
 
 
 def available() -> list[str]:
@@ -42,6 +43,10 @@ def main(argv: list[str]) -> int:
           file=sys.stderr)
     return 2
   module = importlib.import_module(f"pad_jax.bench.{name}")
+  if any(arg in ("-h", "--help", "-help", "--helpshort") for arg in argv[2:]):
+    print((module.__doc__ or "").strip() + "\n")
+    print(flags.FLAGS.module_help(module.__name__))
+    return 0
   app.run(module.main, argv=[f"python -m pad_jax.bench {name}"] + argv[2:])
   return 0
 
