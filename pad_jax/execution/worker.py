@@ -15,11 +15,14 @@ Steps, each as far as the kernel allows and the config asks:
      private root-owned tmpfs over /tmp, /var/tmp and /dev/shm. With a pid
      namespace the process forks once: the child, pid 1 of the namespace,
      mounts a fresh /proc and goes on; the original process only waits.
-  3. Without a pid namespace: PR_SET_CHILD_SUBREAPER, so daemons a program
-     starts are re-parented to the worker, which kills them.
+  3. The uid programs run as: root gives each worker slot its own; asked
+     for "basic", root simulates an unprivileged user instead.
   4. no_new_privs and a seccomp filter denying dangerous system calls
      (both survive exec and are inherited by every program).
-  5. exec `zygote.py`, the lean server that forks one child per program,
+  5. Without a pid namespace: fork; this process stays as the guardian (a
+     subreaper that kills whatever the programs leave once the zygote or
+     the executor is gone), the child becomes the zygote.
+  6. exec `zygote.py`, the lean server that forks one child per program,
      passing it the features obtained.
 """
 
