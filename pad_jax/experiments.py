@@ -40,6 +40,7 @@ from absl import logging
 import gin
 
 from pad_jax import child
+from pad_jax.data.errors import DataError
 from pad_jax import pipeline
 from pad_jax import run_dir as run_dir_lib
 from pad_jax import stages
@@ -247,7 +248,7 @@ def main(argv: Sequence[str]) -> int:
     return 2
   try:
     rows = run_sweep(SweepConfig(), _NAME.value, configure)
-  except (stages.StageError, child.ChildError) as e:
+  except (stages.StageError, child.ChildError, DataError) as e:
     print(f"pad_jax.experiments: {e}", file=sys.stderr)
     return 1
   print(json.dumps([{k: v for k, v in r.items() if k != "run_dir"} for r in rows], indent=1))

@@ -38,6 +38,7 @@ from absl import logging
 import gin
 
 from pad_jax import child
+from pad_jax.data.errors import DataError
 from pad_jax import run_dir as run_dir_lib
 from pad_jax import stages
 from pad_jax import train_stage
@@ -240,7 +241,7 @@ def main(argv: Sequence[str]) -> int:
     return 2
   try:
     run_pipeline(PipelineConfig(), rerun=_RERUN.value)
-  except (stages.StageError, child.ChildError) as e:
+  except (stages.StageError, child.ChildError, DataError) as e:
     print(f"pad_jax.pipeline: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:

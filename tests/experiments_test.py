@@ -43,7 +43,7 @@ def test_data_efficiency_sweep_end_to_end(tmp_path):
       "--gin.DecodeConfig.max_decode_length=48",
   ]
   out = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True,
-                       timeout=400)
+                       timeout=850)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   results = json.loads((out_dir / "results.json").read_text())
   assert results["experiment"] == "data_efficiency_tiny"

@@ -87,7 +87,7 @@ def test_end_to_end_toy_run_resumes_after_kill(tmp_path):
                            stderr=subprocess.STDOUT)
   model_dir = run_dir / "train" / "model"
   try:
-    _wait_for(lambda: train_stage.latest_checkpoint(model_dir) is not None, first, 200,
+    _wait_for(lambda: train_stage.latest_checkpoint(model_dir) is not None, first, 600,
               "t5x's first checkpoint")
   finally:
     first.send_signal(signal.SIGKILL)
@@ -102,7 +102,7 @@ def test_end_to_end_toy_run_resumes_after_kill(tmp_path):
   before = {s: run.marker(s)["finished_at"] for s in ("synthesize", "verify")}
 
   second = subprocess.run(_command(run_dir), cwd=REPO, env=_env(), capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=850)
   assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
   assert "synthesize: complete, skipped" in second.stderr
   assert "verify: complete, skipped" in second.stderr
