@@ -20,7 +20,9 @@ already accept, so t5x's code stays untouched:
 * `CheckedTrainStateInitializer` -- compares the parameter shapes stored in
   the checkpoint that is about to be restored with the model's before t5x
   restores it, and names the first mismatching parameter.
-* `steps_for_epochs`, `learning_rate_schedule` -- small gin-callable values.
+* `steps_for_epochs`, `learning_rate_schedule`, `program_task` -- small
+  gin-callable values (run length, the optimizer's schedule, a program
+  dataset registered from the command line).
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def eval_argv(checkpoint: pathlib.Path, output_dir: pathlib.Path,
 
 
 def run(argv: Sequence[str], env: Mapping[str, str],
-        timeout: float = 300) -> subprocess.CompletedProcess:
+        timeout: float = 850) -> subprocess.CompletedProcess:
   return subprocess.run(
       list(argv), cwd=REPO, env=dict(env), capture_output=True, text=True,
       timeout=timeout, check=False)
@@ -118,7 +118,16 @@ def load_params(checkpoint_dir: pathlib.Path) -> dict[str, np.ndarray]:
   """Every array of a t5x Orbax checkpoint (params and optimizer state)."""
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  tree = ocp.PyTreeCheckpointer().restore(str(checkpoint_dir / "state"))
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  path = epath.Path(checkpoint_dir / "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  meta = checkpointer.metadata(path)
+  meta = getattr(meta, "item_metadata", meta)
+  meta = getattr(meta, "tree", meta)
+  # As numpy: the checkpoint may come from a mesh this process does not have.
+  restore_args = jax.tree_util.tree_map(
+      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+  tree = checkpointer.restore(path, restore_args=restore_args)
   return {
       jax.tree_util.keystr(path): np.asarray(leaf)
       for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
