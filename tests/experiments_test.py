@@ -165,3 +165,25 @@ def test_cot_reader_names_file_line_and_field(tmp_path):
                   '{"id": "b", "question": "q", "answer": 2}\n')
   with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'rationale'"):
     cot_tasks.read_cot(str(path))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in experiments.EXPERIMENTS_DIR.glob("*.gin")
+                                        if p.stem != "pad_common"))
+def test_every_experiment_config_parses(name):
+  import gin
+  from pad_jax import pipeline, stages, train_stage
+  gin.clear_config()
+  user = [] if name.endswith("_tiny") else [
+      "RUN_DIR = 'runs/x'", "TEACHER_MODEL = 'm'", "INITIAL_CHECKPOINT = '/ckpt'"]
+  pipeline.parse_gin([str(experiments.experiment_gin_file(name))], user,
+                     [".", str(REPO / "gin_configs")])
+  train = train_stage.TrainConfig()
+  for path in list(train.model_gin_files) + list(train.run_gin_files):
+    assert (REPO / "gin_configs" / path).exists(), path
+  assert stages.DecodeConfig().benchmarks is not None
+  if name.startswith("pad_codet5"):
+    assert train.macros == {"INITIAL_CHECKPOINT_PATH": "/ckpt"}
+    assert list(stages.DecodeConfig().benchmarks) == ["gsm8k", "asdiv", "svamp", "multiarith"]
+  else:
+    assert experiments.sweep_points(experiments.SweepConfig())
+  gin.clear_config()
