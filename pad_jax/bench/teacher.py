@@ -105,6 +105,7 @@ def bench_synthesis(examples, latency_s: float, concurrency: int) -> dict:
           "ideal_requests_per_s": ideal, "efficiency": round(rps / ideal, 4),
           "client_cpu_ms_per_request": round(cpu / len(examples) * 1e3, 3),
           "cpu_bound_max_requests_per_s": round(len(examples) / cpu, 1),
+          "bare_client": "AsyncOpenAI.chat.completions.create, same prompts, semaphore only",
           "bare_client_requests_per_s": round(bare_rps, 2),
           "bare_client_efficiency": round(bare_rps / ideal, 4),
           "vs_bare_client": round(rps / bare_rps, 4)}
