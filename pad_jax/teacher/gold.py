@@ -189,7 +189,7 @@ class _Builder:
     after = position + 1
     if after < len(tokens) and tokens[after].kind == "num":
       after += 1  # The result the text repeats after the mark.
-    self._add_step(expr_tokens, stated_value, tokens, after)
+    self._add_step(expr_tokens, stated_value, tokens, after, anchor=position)
 
   def _add_text_equation(self, tokens: list[_Token], position: int,
                          marks: list[str]) -> Optional[int]:
@@ -211,7 +211,7 @@ class _Builder:
       after = position + 2
       if after < len(tokens) and tokens[after].kind == "num":
         after += 1
-      if self._add_step(lhs, stated_value, tokens, after) is None:
+      if self._add_step(lhs, stated_value, tokens, after, anchor=position) is None:
         return None
       return position + 1
     if not following or following[0].kind != "num":
@@ -222,11 +222,13 @@ class _Builder:
     if lhs is None:
       return None
     stated = following[0]
-    self._add_step(lhs, stated.value, tokens, position + 2, percent_result=stated.percent)
+    self._add_step(lhs, stated.value, tokens, position + 2, percent_result=stated.percent,
+                   anchor=position)
     return None
 
   def _add_step(self, expr_tokens: list[_Token], stated: float, tokens: list[_Token],
-                after: int, percent_result: bool = False) -> Optional[_Quantity]:
+                after: int, percent_result: bool = False,
+                anchor: Optional[int] = None) -> Optional[_Quantity]:
     rendered, value, deps = self._render(expr_tokens)
     if rendered is None:
       return None
@@ -235,7 +237,8 @@ class _Builder:
     rendered, value = _reconcile(rendered, value, stated)
     if rendered is None:
       return None
-    step = _Quantity(base=_step_name(tokens, after, len(self.steps), stated), value=value,
+    base = _step_name(tokens, after, len(self.steps), stated, anchor)
+    step = _Quantity(base=base, value=value,
                      stated=stated, expression=rendered, deps=tuple(deps),
                      sentence=" ".join(t.text for t in tokens if t.kind in ("word", "num")))
     self.steps.append(step)
@@ -554,7 +557,8 @@ def _words_after(tokens: list[_Token], start: int) -> list[str]:
   return _content_words(" ".join(words), from_start=True)
 
 
-def _step_name(tokens: list[_Token], after: int, index: int, stated: float) -> str:
+def _step_name(tokens: list[_Token], after: int, index: int, stated: float,
+               anchor: Optional[int] = None) -> str:
   """Names a step by the words after its result (`24 clips in May`).
 
   Falls back to the words after an earlier mention of the same number
@@ -576,6 +580,17 @@ def _step_name(tokens: list[_Token], after: int, index: int, stated: float) -> s
       elif token.kind in ("num", "mark", "eq"):
         break
     name_words = _content_words(" ".join(before), from_start=False)
+  if not name_words and anchor is not None:
+    # `... the number of pink hard hats that remained is 26-4 = 22`.
+    i = anchor - 1
+    while i >= 0 and (tokens[i].kind in ("num", "op", "lp", "rp", "eq", "mark") or
+                      tokens[i].kind == "other" and tokens[i].text == "$"):
+      i -= 1
+    words = []
+    while i >= 0 and tokens[i].kind == "word":
+      words.insert(0, tokens[i].text)
+      i -= 1
+    name_words = _content_words(" ".join(words), from_start=False)
   return "_".join(name_words) if name_words else f"step_{index + 1}"
 
 
