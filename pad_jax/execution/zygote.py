@@ -285,12 +285,15 @@ class Worker:
     # the main cost of a fork, low on both sides.
     self.current_pid, self.timed_out = pid, False
     signal.setitimer(signal.ITIMER_REAL, self.config["timeout_s"])
-    _, exit_status, usage = os.wait4(pid, 0)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped yet
     self.current_pid = 0
     signal.setitimer(signal.ITIMER_REAL, 0)
     timed_out = self.timed_out
     seconds = time.monotonic() - start
-    self.kill_all(pid)  # daemons, threads' processes, anything left
+    # Kill the rest of its process group while the (zombie) child still
+    # holds its pid, so the group id cannot name a stranger's group yet.
+    self.kill_all(pid)
+    _, exit_status, usage = os.wait4(pid, 0)
     self._reap_others()
     try:
       payload = os.read(read_fd, MAX_RESULT_BYTES)
