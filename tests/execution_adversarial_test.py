@@ -183,6 +183,8 @@ def hostile_programs(sentinel_dir: str, port: int, token: str):
           def solution():
               return sum(p.isdigit() for p in os.listdir('/proc'))
           """), "ok", lambda v: v <= 2),  # the zygote (pid 1) and itself
+      ("world_readable_secret_in_home", f"def solution():\n    return len(open('/root/{token}.txt').read())",
+       "runtime_error", None),  # /root and /home are hidden behind an empty tmpfs
       ("write_outside_tmp", f"def solution():\n    open('{sentinel_dir}/new.txt', 'w').write('x')\n    return 1",
        "runtime_error", None),
       ("delete_outside_tmp", _program(f"def solution():\n    os.remove('{sentinel}')\n    return 1"),
@@ -248,6 +250,10 @@ def sandbox_env():
   sentinel_dir.chmod(0o777)
   (sentinel_dir / "keep.txt").write_text("keep")
   (sentinel_dir / "keep.txt").chmod(0o666)
+  home_secret = pathlib.Path(f"/root/{token}.txt")
+  if os.geteuid() == 0:
+    home_secret.write_text(SECRET)
+    home_secret.chmod(0o644)
   listener = socket.socket()
   listener.bind(("127.0.0.1", 0))
   listener.listen(8)
@@ -257,6 +263,8 @@ def sandbox_env():
   finally:
     listener.close()
     shutil.rmtree(sentinel_dir, ignore_errors=True)
+    if home_secret.exists():
+      home_secret.unlink()
     for stray in (f"/tmp/{token}", f"/dev/shm/{token}"):
       if os.path.exists(stray):
         os.remove(stray)
@@ -287,7 +295,7 @@ def test_hostile_batch(sandbox_env):
   # 5 s: the machine running the tests may be busy; only loops should time out.
   with execution.Executor(workers=2, timeout_s=5.0, memory_mb=256,
                           max_processes=32) as ex:
-    assert ex.isolation == "full"
+    assert ex.isolation == "full" and ex.features["hidden_homes"]
     start = time.monotonic()
     results = ex.run([program for _, program, _, _ in cases])
     elapsed = time.monotonic() - start

@@ -288,6 +288,7 @@ class Executor:
         _LEVEL_CONFIG[self._level],
         parent_pid=os.getpid(),
         answers_path=str(_ANSWERS_MODULE),
+        package_dir=str(_ANSWERS_MODULE.parent),
         allowed_modules=list(self.allowed_modules),
         preload_modules=list(self.allowed_modules) + list(LAZY_STDLIB_MODULES),
         timeout_s=self.timeout_s,

@@ -214,7 +214,48 @@ def setup_namespaces(config, features):
       mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
             f"size={size}m,mode=0755")
   features["private_tmp"] = True
+  features["hidden_homes"] = _hide_homes(config)
   return True
+
+
+_HOMES = ("/root", "/home")
+
+
+def _hide_homes(config):
+  """Empty tmpfs over /root and /home, except what the workers need.
+
+  Home directories hold secrets (API-key files, shell histories) that are
+  often world-readable. The interpreter, the venv and this package stay
+  visible (read-only) when they live there, e.g. a pyenv under /root.
+  """
+  keep = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix,
+                                        config["package_dir"])}
+  keep = sorted(k for k in keep if not any(
+      k != other and k.startswith(other + "/") for other in keep))
+  holder = "/tmp/.pad_keep"  # on the private tmpfs; root only
+  try:
+    os.mkdir(holder, 0o700)
+    for home in _HOMES:
+      if not os.path.isdir(home) or os.path.islink(home):
+        continue
+      inside = [k for k in keep if k == home or k.startswith(home + "/")]
+      if home in inside:
+        continue  # the worker lives in the home directory itself
+      held = []
+      for number, path in enumerate(inside):
+        spot = os.path.join(holder, f"{len(os.listdir(holder))}_{number}")
+        os.mkdir(spot)
+        mount(path, spot, None, MS_BIND | MS_REC)
+        held.append((path, spot))
+      mount("tmpfs", home, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+      for path, spot in held:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        mount(spot, path, None, MS_BIND | MS_REC)
+        mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+      mount(None, home, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    return True
+  except OSError:
+    return False
 
 
 def become_pid1(features):
