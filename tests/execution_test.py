@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,7 +207,7 @@ def test_nothing_outlives_a_killed_parent(tmp_path, repo_root, level):
       from pad_jax.execution import Executor
       ex = Executor(workers=2, timeout_s=60, isolation={level!r})
       ex.start()
-      print(" ".join(str(w.proc.pid) for w in ex._workers), flush=True)
+      print(ex._scratch, " ".join(str(w.proc.pid) for w in ex._workers), flush=True)
       daemon = '''
       import collections, time
       def solution():
@@ -221,7 +222,8 @@ def test_nothing_outlives_a_killed_parent(tmp_path, repo_root, level):
       """))
   proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                           text=True)
-  worker_pids = [int(p) for p in proc.stdout.readline().split()]
+  scratch, *pids = proc.stdout.readline().split()
+  worker_pids = [int(p) for p in pids]
   deadline = time.monotonic() + 20
   tree = set()
   while time.monotonic() < deadline:  # wait until the daemons exist
@@ -236,6 +238,7 @@ def test_nothing_outlives_a_killed_parent(tmp_path, repo_root, level):
   while time.monotonic() < deadline and any(_alive(p) for p in tree):
     time.sleep(0.1)
   assert not [p for p in tree if _alive(p)]
+  shutil.rmtree(scratch, ignore_errors=True)  # the killed parent could not
 
 
 def test_works_in_a_process_running_jax_threads():
