@@ -5,6 +5,8 @@ The task is a program-dataset JSONL registered from the command line with
 """
 
 import json
+import socket
+import subprocess
 
 import numpy as np
 import pytest
@@ -45,3 +47,52 @@ def test_train_on_8_forced_devices(tmp_path, jsonl):
   report = json.loads(
       (model_dir / f"truncation-{tl.TASK}-train.json").read_text())
   assert report["examples"] > 0
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_through_jax_distributed(tmp_path, jsonl):
+  """Two `t5x.train` processes on localhost joined by `jax.distributed`.
+
+  t5x's `--multiprocess_gpu` flags call `jax.distributed.initialize`; on CPU
+  JAX then runs cross-process collectives with gloo. Each process reads its
+  own half of the data and the checkpoint holds both data-iterator states.
+  """
+  model_dir = tmp_path / "run"
+  port = _free_port()
+  env = tl.subprocess_env(jsonl)
+  procs, logs = [], []
+  for index in range(2):
+    argv = tl.train_argv(
+        model_dir, 4, 4,
+        ("--gin.train.infer_eval_dataset_cfg=None",
+         "--gin.train.train_eval_dataset_cfg=None"))
+    argv[3:3] = ["--multiprocess_gpu", f"--coordinator_address=localhost:{port}",
+                 "--process_count=2", f"--process_index={index}"]
+    log = open(tmp_path / f"process_{index}.log", "w")
+    logs.append(log)
+    procs.append(subprocess.Popen(argv, cwd=tl.REPO, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=log))
+  try:
+    codes = [p.wait(timeout=1500) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+    for log in logs:
+      log.close()
+  assert codes == [0, 0], (tmp_path / "process_0.log").read_text()[-4000:]
+  shardings = [json.loads(v) for v in json.loads(
+      (model_dir / "checkpoint_4" / "state" / "_sharding").read_text()
+  ).values()]
+  assert {tuple(s["shape"]) for s in shardings} == {(2, 1)}  # data 2
+  dataset = model_dir / "checkpoint_4" / "dataset"
+  assert (dataset / "process_0-of-2").is_dir()
+  assert (dataset / "process_1-of-2").is_dir()
+  loss = tl.tensorboard_tags(model_dir / "train")["loss"]
+  assert loss and np.isfinite(loss).all()
