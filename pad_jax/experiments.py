@@ -248,7 +248,7 @@ def main(argv: Sequence[str]) -> int:
     return 2
   try:
     rows = run_sweep(SweepConfig(), _NAME.value, configure)
-  except (stages.StageError, child.ChildError, DataError) as e:
+  except (stages.StageError, child.ChildError, DataError, run_dir_lib.RunDirError) as e:
     print(f"pad_jax.experiments: {e}", file=sys.stderr)
     return 1
   print(json.dumps([{k: v for k, v in r.items() if k != "run_dir"} for r in rows], indent=1))

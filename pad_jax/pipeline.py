@@ -18,9 +18,13 @@ Stages, in order, each writing only into `RUN_DIR/<stage>/`:
 
 A stage is complete when its marker `RUN_DIR/<stage>/DONE.json` exists (written
 last, atomically); complete stages are skipped, so a killed pipeline resumes
-where it stopped. A stage that runs again invalidates every later stage.
-Running a complete stage with a different config is an error (use `--rerun` or
-another RUN_DIR) so results never mix two configs silently.
+where it stopped: an interrupted stage continues from its partial outputs when
+its config and inputs are those it started with (`STARTED.json`), else it
+starts over in an emptied directory. Every marker records the exact runs of the
+stages before it, so a stage that runs again makes every later stage run again.
+Running a complete stage with a different config is an error (use `--rerun`,
+which redoes a stage from scratch and everything after it, or another RUN_DIR)
+so results never mix two configs silently.
 """
 
 from __future__ import annotations
@@ -115,14 +119,15 @@ def run_pipeline(config: PipelineConfig, rerun: Sequence[str] = ()) -> dict[str,
   runners = _stage_runners()
   markers: dict[str, Any] = {}
   statuses: dict[str, str] = {}
-  stale = False  # an earlier stage ran again: later ones must too
   for index, stage in enumerate(config.stages, 1):
     make_config, runner = runners[stage]
-    cfg = make_config()
-    cfg_dict = stages.config_dict(cfg)
-    if stale or stage in rerun:
-      run.invalidate(stage)
+    cfg_dict = stages.config_dict(cfg := make_config())
+    # What this stage's outputs depend on: the exact runs of the earlier stages.
+    upstream = {s: m.get("id") for s, m in markers.items()}
     marker = run.marker(stage)
+    if stage in rerun or (marker is not None and marker.get("upstream") != upstream):
+      run.reset(stage)  # its inputs changed: old outputs (e.g. checkpoints) must not be resumed
+      marker = None
     if marker is not None:
       if marker.get("config") != cfg_dict:
         raise ConfigMismatchError(_mismatch_message(run, stage, marker.get("config"), cfg_dict))
@@ -130,13 +135,13 @@ def run_pipeline(config: PipelineConfig, rerun: Sequence[str] = ()) -> dict[str,
       print(f"[{index}/{len(config.stages)}] {stage}: complete, skipped "
             f"(finished {marker['finished_at']}, {marker['wall_s']:.1f}s)", file=sys.stderr)
       continue
-    stale = True
+    run.start(stage, config=cfg_dict, upstream=upstream)  # resumes only a same-input start
     ctx = stages.StageContext(run=run, stage_dir=run.stage_dir(stage),
                               bar=_Bars(index, len(config.stages), stage))
-    ctx.stage_dir.mkdir(parents=True, exist_ok=True)
     watch = child.Stopwatch()
     summary = runner(ctx, cfg, markers)
-    markers[stage] = run.mark_done(stage, wall_s=watch.seconds, config=cfg_dict, summary=summary)
+    markers[stage] = run.mark_done(stage, wall_s=watch.seconds, config=cfg_dict,
+                                   summary=summary, upstream=upstream)
     statuses[stage] = "ran"
   print(summary_table(run, markers, statuses))
   return markers
@@ -241,7 +246,7 @@ def main(argv: Sequence[str]) -> int:
     return 2
   try:
     run_pipeline(PipelineConfig(), rerun=_RERUN.value)
-  except (stages.StageError, child.ChildError, DataError) as e:
+  except (stages.StageError, child.ChildError, DataError, run_dir_lib.RunDirError) as e:
     print(f"pad_jax.pipeline: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:

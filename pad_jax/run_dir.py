@@ -4,8 +4,10 @@ A stage writes everything into `RUN_DIR/<stage>/` and, as its very last act,
 the completion marker `RUN_DIR/<stage>/DONE.json` (written to a temporary file,
 fsync'd and renamed, so a marker either exists whole or not at all). A stage
 whose marker exists is complete and is skipped; a stage directory without a
-marker is an interrupted stage and is run again (each stage resumes its own
-partial work where it can: teacher cache, t5x checkpoints, finished eval sets).
+marker is an interrupted stage and is run again: it resumes its own partial
+work (teacher cache, t5x checkpoints, decoded questions) when it was started
+with the same config and the same upstream runs (`STARTED.json`), and starts
+over in an emptied directory otherwise.
 """
 
 from __future__ import annotations
@@ -13,11 +15,18 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 import time
+import uuid
 from typing import Any, Mapping, Optional
 
 MARKER = "DONE.json"
+STARTED = "STARTED.json"
+
+
+class RunDirError(RuntimeError):
+  """A run directory cannot be used as asked; the message says why."""
 
 
 def atomic_write_text(path: os.PathLike | str, text: str) -> None:
@@ -90,10 +99,33 @@ class RunDir:
   def is_done(self, stage: str) -> bool:
     return self.marker_path(stage).exists()
 
+  def started(self, stage: str) -> Optional[dict[str, Any]]:
+    path = self.stage_dir(stage) / STARTED
+    return read_json(path) if path.exists() else None
+
+  def start(self, stage: str, *, config: Mapping[str, Any], upstream: Mapping[str, Any]) -> None:
+    """Prepares the directory of a stage about to run.
+
+    Partial outputs of an interrupted start with the same config and the
+    same upstream runs are kept (the stage resumes from them); otherwise the
+    directory is emptied first.
+    """
+    record = {"config": dict(config), "upstream": dict(upstream)}
+    previous = self.started(stage)
+    if previous is not None and previous != json.loads(json.dumps(record, default=_json_default)):
+      self.reset(stage)
+    elif previous is None and self.stage_dir(stage).exists() and not self.stage_dir(stage).is_symlink():
+      self.reset(stage)  # outputs of unknown origin
+    self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(self.stage_dir(stage) / STARTED, record)
+
   def mark_done(self, stage: str, *, wall_s: float, config: Mapping[str, Any],
-                summary: Mapping[str, Any]) -> dict[str, Any]:
-    marker = {"stage": stage, "wall_s": round(wall_s, 3), "config": dict(config),
-              "summary": dict(summary), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                summary: Mapping[str, Any],
+                upstream: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    marker = {"stage": stage, "id": uuid.uuid4().hex, "wall_s": round(wall_s, 3),
+              "config": dict(config), "upstream": dict(upstream or {}),
+              "summary": dict(summary),
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_json(self.marker_path(stage), marker)
     return marker
 
@@ -103,3 +135,12 @@ class RunDir:
       os.unlink(self.marker_path(stage))
     except FileNotFoundError:
       pass
+
+  def reset(self, stage: str) -> None:
+    """Removes everything `stage` wrote, so that it runs again from scratch."""
+    path = self.stage_dir(stage)
+    if path.is_symlink():
+      raise RunDirError(f"{path} is a link to a shared stage; redo it where it lives "
+                         f"({os.path.realpath(path)})")
+    if path.exists():
+      shutil.rmtree(path)

@@ -10,7 +10,9 @@ bar (step, loss), and (4) reads the TensorBoard event files t5x wrote into
 accuracy, execution metrics of inference evals).
 
 A killed stage resumes: t5x restores the latest checkpoint in
-`train/model/` by itself; the data and task files are rewritten identically.
+`train/model/` by itself; the data and task files are rewritten identically,
+and the model/run gin files are the copies taken when the stage first
+started (`train/gin/`), which the decode stage uses too.
 """
 
 from __future__ import annotations
@@ -202,7 +204,8 @@ def train(ctx: stages.StageContext, cfg: TrainConfig) -> dict[str, Any]:
   run_dir_lib.atomic_write_text(ctx.path("task.gin"), task_gin(task_name, paths, cfg))
 
   model_dir = ctx.path("model")
-  command = t5x_train_command(cfg, model_dir, ctx.path("task.gin"))
+  model_files, run_files = snapshot_gin_files(cfg, ctx.path("gin"))
+  command = t5x_train_command(cfg, model_dir, ctx.path("task.gin"), model_files + run_files)
   bar = ctx.bar(total=cfg.train_steps, unit="step")
   child.run_child(command, ctx.path("t5x_train.log"), on_line=_Progress(bar),
                   env=child.child_env(extra=cfg.env), cwd=str(stages.REPO_ROOT))
@@ -218,7 +221,7 @@ def train(ctx: stages.StageContext, cfg: TrainConfig) -> dict[str, Any]:
       "task": task_name, "examples": {s: len(r) for s, r in selected.items()},
       "questions": {s: len({r.id for r in rows}) for s, rows in selected.items()},
       "checkpoint_dir": str(checkpoint), "step": _checkpoint_step(checkpoint),
-      "model_gin_files": list(cfg.model_gin_files), "gin_search_paths": search_paths(cfg),
+      "model_gin_files": model_files, "gin_search_paths": search_paths(cfg),
       "vocab_dir": cfg.vocab_dir, "final_metrics": final,
   }
 
@@ -239,10 +242,39 @@ def _cot_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
   return rows
 
 
-def t5x_train_command(cfg: TrainConfig, model_dir: pathlib.Path,
-                      task_gin_path: pathlib.Path) -> list[str]:
+def _find_gin_file(name: str, paths: Sequence[str]) -> pathlib.Path:
+  for base in [""] + list(paths):
+    candidate = pathlib.Path(base, name)
+    if candidate.is_file():
+      return candidate
+  raise stages.StageError(f"TrainConfig: gin file {name!r} not found in {list(paths)}")
+
+
+def snapshot_gin_files(cfg: TrainConfig, out_dir: pathlib.Path) -> tuple[list[str], list[str]]:
+  """Copies the model and run gin files into the stage (once) and returns the copies.
+
+  t5x trains, resumes after a kill, and the decode stage rebuilds the model
+  from these copies, so an edit of `gin_configs/` during a run cannot make
+  the checkpoint and the model definition disagree. (Files they `include`
+  are still looked up in the search paths.)
+  """
+  copies: tuple[list[str], list[str]] = ([], [])
+  for kind, names in enumerate((cfg.model_gin_files, cfg.run_gin_files)):
+    for index, name in enumerate(names):
+      target = out_dir / f"{'model' if kind == 0 else 'run'}{index}_{pathlib.Path(name).name}"
+      if not target.exists():
+        run_dir_lib.atomic_write_text(target, _find_gin_file(name, search_paths(cfg)).read_text())
+      copies[kind].append(str(target))
+  return copies
+
+
+def t5x_train_command(cfg: TrainConfig, model_dir: pathlib.Path, task_gin_path: pathlib.Path,
+                      gin_files: Optional[Sequence[str]] = None) -> list[str]:
+  """The `python -m t5x.train` command line (gin_files default: the config's)."""
+  if gin_files is None:
+    gin_files = list(cfg.model_gin_files) + list(cfg.run_gin_files)
   flags = [f"--gin_search_paths={','.join(search_paths(cfg))}"]
-  flags += [f"--gin_file={f}" for f in list(cfg.model_gin_files) + list(cfg.run_gin_files)]
+  flags += [f"--gin_file={f}" for f in gin_files]
   flags.append(f"--gin_file={task_gin_path}")
   flags.append(f"--gin.MODEL_DIR={_gin_str(model_dir)}")
   if cfg.train_steps is not None:

@@ -117,7 +117,7 @@ def test_end_to_end_toy_run_resumes_after_kill(tmp_path):
   assert "synthetic_accuracy" in second.stdout and "gsm8k_runnable_rate" in second.stdout
 
   third = subprocess.run(_command(run_dir), cwd=REPO, env=_env(), capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=600)
   assert third.returncode == 0, third.stderr[-2000:]
   assert third.stderr.count("complete, skipped") == len(pipeline.STAGES)
 
@@ -226,6 +226,18 @@ def test_marker_is_written_atomically(tmp_path):
   assert [p.name for p in run.stage_dir("x").iterdir()] == ["DONE.json"]  # no temp file left
 
 
+def test_started_stage_resumes_only_with_the_same_config_and_inputs(tmp_path):
+  run = run_dir_lib.RunDir(tmp_path)
+  run.start("train", config={"steps": 10}, upstream={"verify": "a"})
+  (run.stage_dir("train") / "checkpoint_5").mkdir()
+  run.start("train", config={"steps": 10}, upstream={"verify": "a"})  # interrupted: resume
+  assert (run.stage_dir("train") / "checkpoint_5").exists()
+  run.start("train", config={"steps": 10}, upstream={"verify": "b"})  # new inputs: start over
+  assert not (run.stage_dir("train") / "checkpoint_5").exists()
+  marker = run.mark_done("train", wall_s=1, config={}, summary={}, upstream={"verify": "b"})
+  assert marker["upstream"] == {"verify": "b"} and len(marker["id"]) == 32
+
+
 def test_training_data_fractions_are_nested_and_grouped_by_question():
   from pad_jax.data import synthetic
   records = synthetic.generate("train", 64, seed=3)
@@ -267,7 +279,7 @@ def test_task_gin_registers_a_mixture_in_a_fresh_process(tmp_path):
       "print(sum(1 for t in mixture.tasks for _ in t.get_dataset(\n"
       "    {'inputs': 64, 'targets': 256}, split='validation', shuffle=False).as_numpy_iterator()))\n")
   out = subprocess.run([PY, "-c", script], cwd=REPO, env=_env(), capture_output=True, text=True,
-                       timeout=120)
+                       timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
   first, count = out.stdout.strip().splitlines()[-2:]
   assert first == ("pad_toy_mixture [('pad_toy_mixture_gold', 1.0), "
@@ -305,7 +317,7 @@ def test_progress_parses_t5x_log_lines():
 
 def test_cli_bad_gin_file_is_one_line_error():
   out = subprocess.run([PY, "-m", "pad_jax.pipeline", "--gin_file=no/such.gin"], cwd=REPO,
-                       env=_env(), capture_output=True, text=True, timeout=120)
+                       env=_env(), capture_output=True, text=True, timeout=600)
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith("pad_jax.pipeline: bad gin config:")
   assert "no/such.gin" in out.stderr
@@ -314,6 +326,6 @@ def test_cli_bad_gin_file_is_one_line_error():
 def test_cli_unknown_configurable_names_the_binding():
   out = subprocess.run([PY, "-m", "pad_jax.pipeline", "--gin_file=gin_configs/runs/demo.gin",
                         "--gin.TrainConfig.no_such_field=1"], cwd=REPO, env=_env(),
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=600)
   assert out.returncode == 2
   assert "no_such_field" in out.stderr.strip().splitlines()[-1]
