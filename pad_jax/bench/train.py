@@ -1,0 +1,201 @@
+r"""Benchmark: a t5x training step vs. transformers (torch) + AdamW, same shape.
+
+  python -m pad_jax.bench train --output=benchmarks/train.json
+
+CodeT5-small shape (`--model=tiny` for a smoke test), random weights, fp32,
+batch 8, inputs 128, targets 256, dropout 0.1, AdamW (lr 1e-4, weight decay
+0.01) on both sides:
+
+* `pad`: t5x's training step (`trainer.train_with_lr`: loss with z-loss,
+  gradients, optimizer update; partitioned and state-donated as
+  `t5x.trainer.Trainer` does) of `EncoderDecoderModel` over
+  `pad_jax.network.Transformer` (the project's model files);
+* `t5x`: the same step over t5x's example network
+  (`t5x.examples.t5.network`, one-hot embedding);
+* `torch`: `T5ForConditionalGeneration(labels=...)`, `backward`,
+  `torch.optim.AdamW.step`.
+
+The implementations run in turn, step by step (`--steps` rounds after
+`--warmup`), so a busy shared CPU slows all of them alike; the report gives
+median seconds per step, tokens/s (batch x (inputs + targets)), the
+`speedup_vs_torch` of each, model FLOPs per step (3x the forward matmuls,
+embedding excluded), XLA's own FLOP count of the compiled step, and `mfu`:
+model FLOP/s over this machine's measured fp32 matmul peak.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+from absl import flags
+from absl import logging
+import numpy as np
+
+from pad_jax.bench import _t5
+
+_OUTPUT = flags.DEFINE_string("output", "benchmarks/train.json",
+                              "Where to write the JSON report.")
+_MODEL = flags.DEFINE_enum("model", "codet5_small", sorted(_t5.SHAPES),
+                           "Model shape.")
+_BATCH = flags.DEFINE_integer("batch_size", 8, "Examples per step.")
+_INPUTS = flags.DEFINE_integer("inputs_length", 128, "Encoder tokens.")
+_TARGETS = flags.DEFINE_integer("targets_length", 256, "Decoder tokens.")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per implementation.")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps (after compile).")
+_IMPLS = flags.DEFINE_list("impls", ["pad", "t5x", "torch"],
+                           "Implementations: pad, t5x, torch (baseline).")
+_XLA_FLAGS = flags.DEFINE_string("xla_flags", None,
+                                 "XLA_FLAGS for this run (before jax starts).")
+
+LEARNING_RATE = 1e-4
+WEIGHT_DECAY = 0.01
+DROPOUT = 0.1
+
+
+def make_batch(shape: _t5.Shape, batch: int, inputs: int, targets: int,
+               seed: int = 0) -> dict[str, np.ndarray]:
+  """Random full-length (unpadded) token batch in t5x's feature layout."""
+  rng = np.random.RandomState(seed)
+  enc = rng.randint(3, shape.vocab_size, (batch, inputs)).astype(np.int32)
+  tgt = rng.randint(3, shape.vocab_size, (batch, targets)).astype(np.int32)
+  dec_in = np.concatenate([np.zeros((batch, 1), np.int32), tgt[:, :-1]], 1)
+  return {"encoder_input_tokens": enc, "decoder_input_tokens": dec_in,
+          "decoder_target_tokens": tgt,
+          "decoder_loss_weights": np.ones_like(tgt, dtype=np.float32)}
+
+
+def t5x_step(module: Any, shape: _t5.Shape,
+             batch: dict[str, np.ndarray]) -> tuple[Callable[[], Any], float]:
+  """A t5x train step closure (state carried across calls) and XLA FLOPs."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import seqio  # pylint: disable=import-outside-toplevel
+  from t5x import models  # pylint: disable=import-outside-toplevel
+  from t5x import optimizers  # pylint: disable=import-outside-toplevel
+  from t5x import partitioning  # pylint: disable=import-outside-toplevel
+  from t5x import train_state as train_state_lib  # pylint: disable=import-outside-toplevel
+  from t5x import trainer  # pylint: disable=import-outside-toplevel
+
+  vocab = seqio.PassThroughVocabulary(shape.vocab_size, eos_id=2)
+  optimizer = optimizers.adamw(learning_rate=LEARNING_RATE,
+                               weight_decay=WEIGHT_DECAY)
+  model = models.EncoderDecoderModel(module, vocab, vocab, optimizer,
+                                     z_loss=1e-4)
+  shapes = {k: v.shape for k, v in batch.items()}
+  types = {k: v.dtype for k, v in batch.items()}
+  variables = model.get_initial_variables(jax.random.PRNGKey(0), shapes,
+                                          types)
+  state = train_state_lib.FlaxOptimTrainState.create(optimizer, variables)
+  partitioner = partitioning.PjitPartitioner(num_partitions=1)
+  axes = partitioner.get_mesh_axes(state)
+  base_rng = jax.random.PRNGKey(1)
+
+  def train_step(train_state, batch):
+    return trainer.train_with_lr(
+        train_state, batch, learning_rate=jnp.asarray(LEARNING_RATE),
+        dropout_rng=jax.random.fold_in(base_rng, train_state.step),
+        model=model, num_microbatches=None,
+        data_partition_spec=partitioner.data_partition_spec)
+
+  step = partitioner.partition(
+      train_step, in_axis_resources=(axes, partitioner.data_partition_spec),
+      out_axis_resources=(axes, None), donate_argnums=(0,))
+  compiled = partitioner.compile(step, state, batch)
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics = compiled(holder["state"], batch)
+    jax.block_until_ready(metrics["loss"])
+
+  return run, float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def torch_step(shape: _t5.Shape,
+               batch: dict[str, np.ndarray]) -> Callable[[], Any]:
+  """transformers T5ForConditionalGeneration + torch AdamW, one step a call."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(0)
+  model = transformers.T5ForConditionalGeneration(
+      _t5.hf_config(shape, DROPOUT)).train()
+  optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE,
+                                weight_decay=WEIGHT_DECAY)
+  inputs = torch.from_numpy(batch["encoder_input_tokens"].astype(np.int64))
+  labels = torch.from_numpy(batch["decoder_target_tokens"].astype(np.int64))
+
+  def run():
+    loss = model(input_ids=inputs, attention_mask=torch.ones_like(inputs),
+                 labels=labels).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+  return run
+
+
+def main(argv: list[str]) -> int:
+  del argv
+  if _XLA_FLAGS.value is not None:
+    os.environ["XLA_FLAGS"] = _XLA_FLAGS.value
+  _t5.set_thread_env()
+  from pad_jax import network as pad_network  # pylint: disable=import-outside-toplevel
+  from t5x.examples.t5 import network as t5x_network  # pylint: disable=import-outside-toplevel
+
+  shape = _t5.SHAPES[_MODEL.value]
+  batch = make_batch(shape, _BATCH.value, _INPUTS.value, _TARGETS.value)
+  tokens = _BATCH.value * (_INPUTS.value + _TARGETS.value)
+  flops = _t5.forward_flops(shape, _BATCH.value, _INPUTS.value, _TARGETS.value)
+  model_flops = 3 * flops["total"]
+  steps, xla_flops = {}, {}
+  for impl in _IMPLS.value:
+    logging.info("building %s", impl)
+    if impl == "pad":
+      module = pad_network.Transformer(
+          _t5.pad_config(shape, dropout_rate=DROPOUT))
+      steps[impl], xla_flops[impl] = t5x_step(module, shape, batch)
+    elif impl == "t5x":
+      module = t5x_network.Transformer(
+          _t5.t5x_config(shape, dropout_rate=DROPOUT))
+      steps[impl], xla_flops[impl] = t5x_step(module, shape, batch)
+    elif impl == "torch":
+      steps[impl] = torch_step(shape, batch)
+    else:
+      raise ValueError(f"--impls: unknown {impl!r} (pad, t5x, torch)")
+  _t5.interleaved(steps, _WARMUP.value)
+  logging.info("timing %d steps each", _STEPS.value)
+  times = _t5.interleaved(steps, _STEPS.value, probe=_t5.matmul_probe())
+  peak = times.pop("peak_flops")
+  report = {
+      "benchmark": "train", "model": _MODEL.value,
+      "batch_size": _BATCH.value, "inputs_length": _INPUTS.value,
+      "targets_length": _TARGETS.value, "dtype": "float32",
+      "steps": _STEPS.value, "tokens_per_step": tokens,
+      "model_gflop_per_step": round(model_flops / 1e9, 1),
+      "model_gflop_forward_parts": {k: round(v / 1e9, 1)
+                                    for k, v in flops.items()},
+      "matmul_peak_gflops": round(peak / 1e9, 1),
+      "machine": _t5.machine(),
+  }
+  for impl, t in times.items():
+    seconds = t["median_s"]
+    report[impl] = {
+        "seconds_per_step": round(seconds, 4), "min_seconds": round(t["min_s"], 4),
+        "times_s": t["times_s"], "tokens_per_s": round(tokens / seconds, 1),
+        "mfu": round(model_flops / seconds / peak, 3)}
+    if impl in xla_flops:
+      report[impl]["xla_gflop_per_step"] = round(xla_flops[impl] / 1e9, 1)
+  if "torch" in times:
+    for impl in times:
+      if impl != "torch":
+        report[impl]["speedup_vs_torch"] = round(
+            _t5.paired_speedup(times, "torch", impl), 3)
+  if "pad" in report and "speedup_vs_torch" in report["pad"]:
+    report["speedup_vs_torch"] = report["pad"]["speedup_vs_torch"]
+  if "pad" in report:
+    report["mfu"] = report["pad"]["mfu"]
+  _t5.write_report(_OUTPUT.value, report)
+  return 0
