@@ -516,7 +516,7 @@ def get_training_eval_datasets_checked(
     model_dir: Optional[str] = None,
     start_step: int = 0,
     *,
-    max_truncated_fraction: Mapping[str, float] = None,
+    max_truncated_fraction: Optional[Mapping[str, float]] = None,
     report_dir: Optional[str] = None,
 ):
   """`t5x.utils.get_training_eval_datasets` preceded by `check_truncation`."""
