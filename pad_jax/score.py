@@ -39,26 +39,6 @@ from pad_jax.data.errors import DataError
 from pad_jax.execution import MODES as EXEC_MODES
 from pad_jax.execution import ISOLATION_LEVELS, STATUSES, Executor
 
-_INPUT = flags.DEFINE_string("input", None, "JSONL file of programs to score.")
-_OUTPUT = flags.DEFINE_string("output", None, "JSONL file of per-row results.")
-_SUMMARY = flags.DEFINE_string("summary", None, "JSON file of summary metrics.")
-_ID_FIELD = flags.DEFINE_string("id_field", "id", "Field with the row id.")
-_PROGRAM_FIELD = flags.DEFINE_string(
-    "program_field", "program",
-    "Field with the program text (or a raw completion), or a list of them.")
-_ANSWER_FIELD = flags.DEFINE_string("answer_field", "answer", "Field with the gold answer.")
-_WORKERS = flags.DEFINE_integer("workers", None, "Executor workers (default: CPU count).")
-_TIMEOUT_S = flags.DEFINE_float("timeout_s", 5.0, "Wall-clock limit per program.")
-_MEMORY_MB = flags.DEFINE_integer("memory_mb", 1024, "Address-space limit per program.")
-_MODE = flags.DEFINE_enum("mode", "pad", list(answers.MODES),
-                          "Answer comparison: pad (rounded) or strict (1e-3).")
-_EXEC_MODE = flags.DEFINE_enum("exec_mode", "return", list(EXEC_MODES),
-                               "Answer = what solution() returns, or the last printed number.")
-_ISOLATION = flags.DEFINE_enum("isolation", "auto", list(ISOLATION_LEVELS),
-                               "Sandbox isolation level (see docs/security.md).")
-_EXTRACT = flags.DEFINE_bool("extract", True,
-                             "Apply the teacher's program extraction to each text.")
-
 
 def read_rows(path: str, id_field: str, program_field: str,
               answer_field: str) -> list[dict[str, Any]]:
@@ -230,5 +210,26 @@ def main(argv: list[str]) -> int:
   return 0
 
 
+# Flags are defined only when this module is the program (as in t5x), so that
+# importing it as a library never clashes with another command's flags.
 if __name__ == "__main__":
+  _INPUT = flags.DEFINE_string("input", None, "JSONL file of programs to score.")
+  _OUTPUT = flags.DEFINE_string("output", None, "JSONL file of per-row results.")
+  _SUMMARY = flags.DEFINE_string("summary", None, "JSON file of summary metrics.")
+  _ID_FIELD = flags.DEFINE_string("id_field", "id", "Field with the row id.")
+  _PROGRAM_FIELD = flags.DEFINE_string(
+      "program_field", "program",
+      "Field with the program text (or a raw completion), or a list of them.")
+  _ANSWER_FIELD = flags.DEFINE_string("answer_field", "answer", "Field with the gold answer.")
+  _WORKERS = flags.DEFINE_integer("workers", None, "Executor workers (default: CPU count).")
+  _TIMEOUT_S = flags.DEFINE_float("timeout_s", 5.0, "Wall-clock limit per program.")
+  _MEMORY_MB = flags.DEFINE_integer("memory_mb", 1024, "Address-space limit per program.")
+  _MODE = flags.DEFINE_enum("mode", "pad", list(answers.MODES),
+                            "Answer comparison: pad (rounded) or strict (1e-3).")
+  _EXEC_MODE = flags.DEFINE_enum("exec_mode", "return", list(EXEC_MODES),
+                                 "Answer = what solution() returns, or the last printed number.")
+  _ISOLATION = flags.DEFINE_enum("isolation", "auto", list(ISOLATION_LEVELS),
+                                 "Sandbox isolation level (see docs/security.md).")
+  _EXTRACT = flags.DEFINE_bool("extract", True,
+                               "Apply the teacher's program extraction to each text.")
   app.run(main)

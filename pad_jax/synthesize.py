@@ -18,52 +18,6 @@ from absl import app
 from absl import flags
 from absl import logging
 
-_TEACHER = flags.DEFINE_enum("teacher", "gold", ["gold", "openai"],
-                             "gold: offline GSM8K-rationale teacher; openai: any "
-                             "OpenAI-compatible chat server.")
-_BENCHMARK = flags.DEFINE_string("benchmark", "gsm8k", "Benchmark to read questions from.")
-_SPLIT = flags.DEFINE_string("split", "train", "Benchmark split.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Data directory (default: PAD_DATA_DIR or "
-                                "../shared/data).")
-_LIMIT = flags.DEFINE_integer("limit", None, "Only the first N questions.", lower_bound=1)
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
-_BASE_URL = flags.DEFINE_string("base_url", "https://api.openai.com/v1",
-                                "OpenAI-compatible server (OpenAI, vLLM, SGLang, llama.cpp).")
-_MODEL = flags.DEFINE_string("model", "gpt-4o-mini", "Model name on the server.")
-_SAMPLES = flags.DEFINE_integer("samples", 1, "Completions per question.", lower_bound=1)
-_VARIANTS = flags.DEFINE_string("prompt_variants", "all",
-                                "Prompt variants: 'all' or a comma list (sample k uses the "
-                                "(k mod count)-th).")
-_USE_N = flags.DEFINE_boolean("use_n", False, "Request the samples of one prompt with `n` "
-                              "instead of repeated requests.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.7, "Sampling temperature.")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling top_p.")
-_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 512, "Max completion tokens.", lower_bound=1)
-_CONCURRENCY = flags.DEFINE_integer("concurrency", 16, "Requests in flight.", lower_bound=1)
-_RPM = flags.DEFINE_float("rpm", None, "Requests-per-minute limit.")
-_TPM = flags.DEFINE_float("tpm", None, "Tokens-per-minute limit.")
-_MAX_ATTEMPTS = flags.DEFINE_integer("max_attempts", 6, "Attempts per request before it is "
-                                     "recorded as failed.", lower_bound=1)
-_REQUEST_TIMEOUT = flags.DEFINE_float("request_timeout_s", 60.0, "Timeout of one attempt.")
-_BACKOFF = flags.DEFINE_float("backoff_base_s", 0.5, "First retry backoff (doubles, jittered).")
-_MAX_COST = flags.DEFINE_float("max_cost_usd", None, "Stop cleanly once the estimated spend "
-                               "of OUT_DIR reaches this (resumable).")
-_PRICE_IN = flags.DEFINE_float("price_input_per_mtok", None, "USD per 1M input tokens "
-                               "(overrides the built-in table).")
-_PRICE_OUT = flags.DEFINE_float("price_output_per_mtok", None, "USD per 1M output tokens.")
-_KEY_FILE = flags.DEFINE_string("api_key_file", None, "File holding the API key (else "
-                                "OPENAI_API_KEY).")
-_BATCH = flags.DEFINE_boolean("batch", False, "Use the OpenAI Batch API.")
-_BATCH_POLL = flags.DEFINE_float("batch_poll_s", 10.0, "Seconds between batch status polls.")
-_VERIFY = flags.DEFINE_boolean("verify", True, "Verify while synthesizing and write "
-                               "programs.jsonl/report.json.")
-_MODE = flags.DEFINE_enum("mode", "pad", ["pad", "strict"], "Answer comparison for keeping "
-                          "a program.")
-_WORKERS = flags.DEFINE_integer("exec_workers", None, "Executor processes (default: CPUs).")
-_EXEC_TIMEOUT = flags.DEFINE_float("exec_timeout_s", 5.0, "Time limit per program.")
-_EXEC_MEMORY = flags.DEFINE_integer("exec_memory_mb", 512, "Memory limit per program.")
-_PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar.")
-
 
 def _configs():
   from pad_jax.teacher import client as client_lib  # pylint: disable=g-import-not-at-top
@@ -123,5 +77,52 @@ def main(argv):
   logging.flush()
 
 
+# Flags are defined only when this module is the program (as in t5x), so that
+# importing it as a library never clashes with another command's flags.
 if __name__ == "__main__":
+  _TEACHER = flags.DEFINE_enum("teacher", "gold", ["gold", "openai"],
+                               "gold: offline GSM8K-rationale teacher; openai: any "
+                               "OpenAI-compatible chat server.")
+  _BENCHMARK = flags.DEFINE_string("benchmark", "gsm8k", "Benchmark to read questions from.")
+  _SPLIT = flags.DEFINE_string("split", "train", "Benchmark split.")
+  _DATA_DIR = flags.DEFINE_string("data_dir", None, "Data directory (default: PAD_DATA_DIR or "
+                                  "../shared/data).")
+  _LIMIT = flags.DEFINE_integer("limit", None, "Only the first N questions.", lower_bound=1)
+  _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
+  _BASE_URL = flags.DEFINE_string("base_url", "https://api.openai.com/v1",
+                                  "OpenAI-compatible server (OpenAI, vLLM, SGLang, llama.cpp).")
+  _MODEL = flags.DEFINE_string("model", "gpt-4o-mini", "Model name on the server.")
+  _SAMPLES = flags.DEFINE_integer("samples", 1, "Completions per question.", lower_bound=1)
+  _VARIANTS = flags.DEFINE_string("prompt_variants", "all",
+                                  "Prompt variants: 'all' or a comma list (sample k uses the "
+                                  "(k mod count)-th).")
+  _USE_N = flags.DEFINE_boolean("use_n", False, "Request the samples of one prompt with `n` "
+                                "instead of repeated requests.")
+  _TEMPERATURE = flags.DEFINE_float("temperature", 0.7, "Sampling temperature.")
+  _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling top_p.")
+  _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 512, "Max completion tokens.", lower_bound=1)
+  _CONCURRENCY = flags.DEFINE_integer("concurrency", 16, "Requests in flight.", lower_bound=1)
+  _RPM = flags.DEFINE_float("rpm", None, "Requests-per-minute limit.")
+  _TPM = flags.DEFINE_float("tpm", None, "Tokens-per-minute limit.")
+  _MAX_ATTEMPTS = flags.DEFINE_integer("max_attempts", 6, "Attempts per request before it is "
+                                       "recorded as failed.", lower_bound=1)
+  _REQUEST_TIMEOUT = flags.DEFINE_float("request_timeout_s", 60.0, "Timeout of one attempt.")
+  _BACKOFF = flags.DEFINE_float("backoff_base_s", 0.5, "First retry backoff (doubles, jittered).")
+  _MAX_COST = flags.DEFINE_float("max_cost_usd", None, "Stop cleanly once the estimated spend "
+                                 "of OUT_DIR reaches this (resumable).")
+  _PRICE_IN = flags.DEFINE_float("price_input_per_mtok", None, "USD per 1M input tokens "
+                                 "(overrides the built-in table).")
+  _PRICE_OUT = flags.DEFINE_float("price_output_per_mtok", None, "USD per 1M output tokens.")
+  _KEY_FILE = flags.DEFINE_string("api_key_file", None, "File holding the API key (else "
+                                  "OPENAI_API_KEY).")
+  _BATCH = flags.DEFINE_boolean("batch", False, "Use the OpenAI Batch API.")
+  _BATCH_POLL = flags.DEFINE_float("batch_poll_s", 10.0, "Seconds between batch status polls.")
+  _VERIFY = flags.DEFINE_boolean("verify", True, "Verify while synthesizing and write "
+                                 "programs.jsonl/report.json.")
+  _MODE = flags.DEFINE_enum("mode", "pad", ["pad", "strict"], "Answer comparison for keeping "
+                            "a program.")
+  _WORKERS = flags.DEFINE_integer("exec_workers", None, "Executor processes (default: CPUs).")
+  _EXEC_TIMEOUT = flags.DEFINE_float("exec_timeout_s", 5.0, "Time limit per program.")
+  _EXEC_MEMORY = flags.DEFINE_integer("exec_memory_mb", 512, "Memory limit per program.")
+  _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar.")
   app.run(main)

@@ -11,15 +11,6 @@ import sys
 from absl import app
 from absl import flags
 
-_IN_DIR = flags.DEFINE_string("in_dir", None, "Directory with completions.jsonl.")
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write outputs (default: --in_dir).")
-_MODE = flags.DEFINE_enum("mode", "pad", ["pad", "strict"], "Answer comparison for keeping "
-                          "a program.")
-_WORKERS = flags.DEFINE_integer("exec_workers", None, "Executor processes (default: CPUs).")
-_EXEC_TIMEOUT = flags.DEFINE_float("exec_timeout_s", 5.0, "Time limit per program.")
-_EXEC_MEMORY = flags.DEFINE_integer("exec_memory_mb", 512, "Memory limit per program.")
-_PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar.")
-
 
 def main(argv):
   if len(argv) > 1:
@@ -41,5 +32,15 @@ def main(argv):
         f"{out}/report.json")
 
 
+# Flags are defined only when this module is the program (as in t5x), so that
+# importing it as a library never clashes with another command's flags.
 if __name__ == "__main__":
+  _IN_DIR = flags.DEFINE_string("in_dir", None, "Directory with completions.jsonl.")
+  _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write outputs (default: --in_dir).")
+  _MODE = flags.DEFINE_enum("mode", "pad", ["pad", "strict"], "Answer comparison for keeping "
+                            "a program.")
+  _WORKERS = flags.DEFINE_integer("exec_workers", None, "Executor processes (default: CPUs).")
+  _EXEC_TIMEOUT = flags.DEFINE_float("exec_timeout_s", 5.0, "Time limit per program.")
+  _EXEC_MEMORY = flags.DEFINE_integer("exec_memory_mb", 512, "Memory limit per program.")
+  _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar.")
   app.run(main)
