@@ -11,11 +11,11 @@ program style::
 
     def solution():
         \"\"\"How many apples does Mia have now?\"\"\"
-        apples_start = 24
-        apples_bought = 7
-        # add the apples she bought
-        apples_now = apples_start + apples_bought
-        result = apples_now
+        start_count = 24
+        bought = 7
+        # add the ones bought
+        total = start_count + bought
+        result = total
         return result
 
 The docstring restates the question being asked (its last sentence) and the
@@ -73,10 +73,10 @@ class Template:
 
   Attributes:
     name: stable template id (part of every instance's identity).
-    question: format string over {name}, {Name} (capitalised pronoun
-      sentence start), {pronoun}, {Pronoun}, {item}, {container},
-      {containers} (plural), {worker} and the
-      number slots {a}, {b}, ...; its last sentence is the question asked.
+    question: format string over {name} (also {Name}), {pronoun},
+      {Pronoun} (capitalised, to start a sentence), {item}, {container},
+      {containers} (plural), {worker} and the number slots {a}, {b}, ...;
+      its last sentence is the question asked.
     givens: variable names bound to the numbers, in question order.
     steps: the computation, one step per line; the last variable is the
       result.
@@ -116,7 +116,8 @@ def _gcd(a: int, b: int) -> int:
   return a
 
 
-def _t(name, question, givens, steps, sample) -> Template:
+def _t(name: str, question: str, givens: Sequence[str],
+       steps: Sequence[Step], sample: NumberSampler) -> Template:
   return Template(name, question, tuple(givens), tuple(steps), sample)
 
 
