@@ -46,7 +46,7 @@ setuptools.setup(
     version="0.1.0",
     description="Program-aided Distillation (PaD) of math reasoning into small T5 students, on JAX/t5x.",
     packages=setuptools.find_packages(include=["pad_jax", "pad_jax.*", "tasks", "tasks.*"]),
-    package_data={"pad_jax": ["teacher/prompts/*.txt"]},
+    package_data={"pad_jax": ["data/demo_vocab/*"]},
     python_requires=">=3.11,<3.12",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
