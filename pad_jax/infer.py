@@ -47,7 +47,7 @@ import pathlib
 import re
 import sys
 import time
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from absl import app
 from absl import flags

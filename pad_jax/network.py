@@ -19,8 +19,12 @@ cannot be switched off through gin:
   one-hot form partitions better; set it to True there).
 * during incremental decoding every step recomputes the cross-attention keys
   and values of the whole encoder output in every decoder layer (for input
-  length 128 that is ~20x the rest of the per-token work). Here they are
-  computed once, at the first step, and cached (`cache_cross_attention`).
+  length 128 that is ~20x the rest of the per-token work). Here
+  `cache_cross_attention=True` computes them once, at the first step (under
+  `lax.cond`), and caches them. It is OFF by default: on XLA:CPU the
+  conditional inside t5x's decoding while-loop made decoding slower, not
+  faster (measured: `pad_jax.bench decode`); filling the cache before the
+  loop needs a model-class `_compute_kv_cache` override (future work).
 * the relative-position bias is recomputed in every layer, and in decoding
   for the full `max_decode_length**2` matrix at every step; here it is
   computed once per stack, and for decoding only the current query row.
@@ -70,7 +74,8 @@ class T5Config:
     relative_attention_num_buckets: relative position buckets (T5: 32).
     relative_attention_max_distance: bucketing max distance (T5: 128).
     one_hot_embedding: embed tokens with a one-hot matmul instead of a gather.
-    cache_cross_attention: cache cross-attention keys/values while decoding.
+    cache_cross_attention: cache cross-attention keys/values while decoding
+      (computed at the first step under `lax.cond`; slower on XLA:CPU).
   """
 
   vocab_size: int
@@ -88,7 +93,7 @@ class T5Config:
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128
   one_hot_embedding: bool = False
-  cache_cross_attention: bool = True
+  cache_cross_attention: bool = False
 
 
 def relative_position_buckets(qlen: int, klen: int, bidirectional: bool,

@@ -117,14 +117,17 @@ def _check_greedy_parity(hf_model, params, cfg, steps=24):
                            eos_token_id=EOS, pad_token_id=0,
                            decoder_start_token_id=0).numpy()[:, 1:]
   vocab = seqio.PassThroughVocabulary(VOCAB, eos_id=EOS)
-  model = models.EncoderDecoderModel(
-      _networks(cfg)["pad"], vocab, vocab, adafactor.Adafactor(),
-      decode_fn=decoding.temperature_sample)
   batch = {"encoder_input_tokens": jnp.asarray(enc),
            "decoder_input_tokens": jnp.zeros((2, steps), jnp.int32)}
-  ours = np.asarray(model.predict_batch(params, batch))
-  for a, b in zip(ours, hf):
-    assert _until_eos(a) == _until_eos(b)
+  for cache in (False, True):  # Both cross-attention decode paths.
+    module = pad_network.Transformer(
+        pad_network.T5Config(**cfg, cache_cross_attention=cache))
+    model = models.EncoderDecoderModel(module, vocab, vocab,
+                                       adafactor.Adafactor(),
+                                       decode_fn=decoding.temperature_sample)
+    ours = np.asarray(model.predict_batch(params, batch))
+    for a, b in zip(ours, hf):
+      assert _until_eos(a) == _until_eos(b)
   assert max(len(_until_eos(r)) for r in hf) > 5
 
 

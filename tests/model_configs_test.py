@@ -62,7 +62,7 @@ def test_codet5_configs_match_released_models(name):
   assert isinstance(model.module, pad_network.Transformer)
   cfg = model.module.config
   assert cfg.logits_via_embedding and tuple(cfg.mlp_activations) == ("relu",)
-  assert not cfg.one_hot_embedding and cfg.cache_cross_attention
+  assert not cfg.one_hot_embedding and not cfg.cache_cross_attention
   vocabulary = model.output_vocabulary
   assert isinstance(vocabulary, vocab_lib.CodeT5Vocabulary)
   assert vocabulary.vocab_size == cfg.vocab_size == 32100

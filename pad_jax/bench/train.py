@@ -25,7 +25,6 @@ model FLOP/s over this machine's measured fp32 matmul peak.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Callable
 
