@@ -162,11 +162,14 @@ def test_checkpoint_of_another_model_fails_clearly(trained):
   model = {k: jax.ShapeDtypeStruct(v, np.float32) for k, v in stored.items()}
   # The same parameter tree: no error.
   train_hooks.check_checkpoint_matches_model(str(ckpt), _Shapes(model))
-  model["decoder/layers_0/mlp/wi_0/kernel"] = jax.ShapeDtypeStruct(
-      (128, 256), np.float32)
-  with pytest.raises(ValueError, match=r"parameter 'decoder/layers_0/mlp/"
-                     r"wi_0/kernel' has shape \(128, 512\) in the checkpoint "
-                     r"but \(128, 256\) in the model"):
+  name = "decoder/layers_0/mlp/wi_0/kernel"
+  stored_shape = stored[name]
+  wrong = (stored_shape[0], 2 * stored_shape[1])
+  model[name] = jax.ShapeDtypeStruct(wrong, np.float32)
+  with pytest.raises(ValueError, match=(
+      rf"parameter '{name}' has shape \({stored_shape[0]}, "
+      rf"{stored_shape[1]}\) in the checkpoint but \({wrong[0]}, "
+      rf"{wrong[1]}\) in the model")):
     train_hooks.check_checkpoint_matches_model(str(ckpt), _Shapes(model))
   del model["decoder/layers_0/mlp/wi_0/kernel"]
   with pytest.raises(ValueError, match="does not exist in the model"):
