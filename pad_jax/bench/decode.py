@@ -9,8 +9,9 @@ every sequence really decodes 256 tokens):
 * `pad`: `EncoderDecoderModel.predict_batch_with_aux` (t5x's
   `temperature_sample` with top-k 1, what `t5x.infer` and
   `python -m pad_jax.infer --decode=greedy` run), jit-compiled, over
-  `pad_jax.network.Transformer` (gathered embeddings, cross-attention
-  keys/values computed once, one relative-position row per step);
+  `pad_jax.network.Transformer` as the model files configure it (gathered
+  embeddings, one relative-position row per step; cross-attention cache
+  off, see `pad_jax/network.py`);
 * `t5x`: the same over t5x's example network;
 * `hf`: `T5ForConditionalGeneration.generate(do_sample=False, num_beams=1)`
   with its key/value cache, under `torch.inference_mode`.
