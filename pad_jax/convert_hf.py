@@ -433,13 +433,6 @@ def convert(hf_dir: str, out_dir: str) -> str:
   return write_checkpoint(model, params, out_dir)
 
 
-_HF_DIR = flags.DEFINE_string("hf_dir", None, "Hugging Face model directory "
-                              "(config.json + model.safetensors or "
-                              "pytorch_model.bin).")
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Output t5x model directory "
-                               "(gets checkpoint_0/ and model.gin).")
-
-
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -455,5 +448,12 @@ def main(argv: list[str]) -> int:
   return 0
 
 
+# Flags are defined only when this module is the program (as in t5x), so that
+# importing it as a library never clashes with another command's flags.
 if __name__ == "__main__":
+  _HF_DIR = flags.DEFINE_string("hf_dir", None, "Hugging Face model directory "
+                                "(config.json + model.safetensors or "
+                                "pytorch_model.bin).")
+  _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output t5x model directory "
+                                 "(gets checkpoint_0/ and model.gin).")
   app.run(main)

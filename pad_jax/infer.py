@@ -423,38 +423,6 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
 # ------------------------------------------------------------------------------
 # CLI.
 # ------------------------------------------------------------------------------
-_CHECKPOINT_DIR = flags.DEFINE_string(
-    "checkpoint_dir", None, "A t5x checkpoint_<step> directory, or a model "
-    "directory (its latest checkpoint).")
-_GIN_FILE = flags.DEFINE_multi_string(
-    "gin_file", [], "Model gin file(s); default model.gin by the checkpoint.")
-_GIN_SEARCH_PATHS = flags.DEFINE_list(
-    "gin_search_paths", [], "More gin search paths ('.' and the project's "
-    "gin_configs/ are always searched).")
-_GIN_BINDINGS = flags.DEFINE_multi_string(
-    "gin_bindings", [], "Extra gin bindings, KEY=VALUE.")
-_VOCAB_DIR = flags.DEFINE_string(
-    "vocab_dir", None, "Vocabulary directory (vocab.json + merges.txt) "
-    "overriding the model file's.")
-_INPUT = flags.DEFINE_string("input", None, "Input JSONL (id, question).")
-_OUTPUT = flags.DEFINE_string("output", None, "Output JSONL (appended; resumable).")
-_DECODE = flags.DEFINE_enum("decode", "greedy", list(DECODE_MODES),
-                            "Decoding strategy.")
-_BEAM_SIZE = flags.DEFINE_integer("beam_size", 4, "Beam width (--decode=beam).")
-_ALPHA = flags.DEFINE_float("alpha", 0.6, "Beam-search length penalty.")
-_NUM_DECODES = flags.DEFINE_integer(
-    "num_decodes", 1, "Decodes per question (K > 1: all K written).")
-_TEMPERATURE = flags.DEFINE_float("temperature", 1.0,
-                                  "Sampling temperature (--decode=sample).")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Top-k sampling (0: off).")
-_MAX_DECODE_LENGTH = flags.DEFINE_integer("max_decode_length", 256,
-                                          "Most tokens decoded per question.")
-_MAX_INPUT_LENGTH = flags.DEFINE_integer(
-    "max_input_length", 512, "Inputs are truncated to this many tokens.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Questions per batch.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_RESUME = flags.DEFINE_bool("resume", True, "Skip ids already in --output "
-                            "(--noresume: overwrite it).")
 
 
 def main(argv: list[str]) -> int:
@@ -483,5 +451,39 @@ def main(argv: list[str]) -> int:
   return 0
 
 
+# Flags are defined only when this module is the program (as in t5x), so that
+# importing it as a library never clashes with another command's flags.
 if __name__ == "__main__":
+  _CHECKPOINT_DIR = flags.DEFINE_string(
+      "checkpoint_dir", None, "A t5x checkpoint_<step> directory, or a model "
+      "directory (its latest checkpoint).")
+  _GIN_FILE = flags.DEFINE_multi_string(
+      "gin_file", [], "Model gin file(s); default model.gin by the checkpoint.")
+  _GIN_SEARCH_PATHS = flags.DEFINE_list(
+      "gin_search_paths", [], "More gin search paths ('.' and the project's "
+      "gin_configs/ are always searched).")
+  _GIN_BINDINGS = flags.DEFINE_multi_string(
+      "gin_bindings", [], "Extra gin bindings, KEY=VALUE.")
+  _VOCAB_DIR = flags.DEFINE_string(
+      "vocab_dir", None, "Vocabulary directory (vocab.json + merges.txt) "
+      "overriding the model file's.")
+  _INPUT = flags.DEFINE_string("input", None, "Input JSONL (id, question).")
+  _OUTPUT = flags.DEFINE_string("output", None, "Output JSONL (appended; resumable).")
+  _DECODE = flags.DEFINE_enum("decode", "greedy", list(DECODE_MODES),
+                              "Decoding strategy.")
+  _BEAM_SIZE = flags.DEFINE_integer("beam_size", 4, "Beam width (--decode=beam).")
+  _ALPHA = flags.DEFINE_float("alpha", 0.6, "Beam-search length penalty.")
+  _NUM_DECODES = flags.DEFINE_integer(
+      "num_decodes", 1, "Decodes per question (K > 1: all K written).")
+  _TEMPERATURE = flags.DEFINE_float("temperature", 1.0,
+                                    "Sampling temperature (--decode=sample).")
+  _TOP_K = flags.DEFINE_integer("top_k", 0, "Top-k sampling (0: off).")
+  _MAX_DECODE_LENGTH = flags.DEFINE_integer("max_decode_length", 256,
+                                            "Most tokens decoded per question.")
+  _MAX_INPUT_LENGTH = flags.DEFINE_integer(
+      "max_input_length", 512, "Inputs are truncated to this many tokens.")
+  _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Questions per batch.")
+  _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  _RESUME = flags.DEFINE_bool("resume", True, "Skip ids already in --output "
+                              "(--noresume: overwrite it).")
   app.run(main)
