@@ -80,7 +80,7 @@ class ConfigMismatchError(stages.StageError):
   pass
 
 
-def _stage_runners() -> dict[str, tuple[Callable[[], Any], Callable[..., dict[str, Any]]]]:
+def _stage_runners(config: "PipelineConfig") -> dict[str, tuple[Callable[[], Any], Callable[..., dict[str, Any]]]]:
   """stage -> (config factory, runner(ctx, config, markers))."""
   from pad_jax import report  # pylint: disable=import-outside-toplevel
   return {
@@ -91,7 +91,8 @@ def _stage_runners() -> dict[str, tuple[Callable[[], Any], Callable[..., dict[st
                  lambda ctx, c, m: stages.decode(ctx, c, m["train"]["summary"])),
       "score": (stages.ScoreConfig,
                 lambda ctx, c, m: stages.score(ctx, c, m["decode"]["summary"]["examples"])),
-      "report": (report.ReportConfig, lambda ctx, c, m: report.write_report(ctx.run, c)),
+      "report": (lambda: report.ReportConfig(title=config.title),
+                 lambda ctx, c, m: report.write_report(ctx.run, c)),
   }
 
 
@@ -116,7 +117,7 @@ def run_pipeline(config: PipelineConfig, rerun: Sequence[str] = ()) -> dict[str,
     raise stages.StageError(f"unknown stage(s) {unknown}; expected some of {list(STAGES)}")
   run = run_dir_lib.RunDir(config.run_dir)
   run.root.mkdir(parents=True, exist_ok=True)
-  runners = _stage_runners()
+  runners = _stage_runners(config)
   markers: dict[str, Any] = {}
   statuses: dict[str, str] = {}
   for index, stage in enumerate(config.stages, 1):
