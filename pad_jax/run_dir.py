@@ -16,10 +16,11 @@ import json
 import os
 import pathlib
 import shutil
-import tempfile
 import time
 import uuid
 from typing import Any, Mapping, Optional
+
+from pad_jax import atomic
 
 MARKER = "DONE.json"
 STARTED = "STARTED.json"
@@ -31,20 +32,7 @@ class RunDirError(RuntimeError):
 
 def atomic_write_text(path: os.PathLike | str, text: str) -> None:
   """Writes `text` to `path` so that readers see the old file or the new one."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  _fsync_dir(path.parent)
+  atomic.write_text(path, text)
 
 
 def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:
@@ -59,17 +47,6 @@ def _json_default(obj: Any) -> Any:
   if hasattr(obj, "item"):  # numpy scalars
     return obj.item()
   raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-  try:
-    fd = os.open(path, os.O_RDONLY)
-  except OSError:
-    return
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
 
 
 def read_json(path: os.PathLike | str) -> Any:

@@ -29,11 +29,11 @@ import dataclasses
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any, Iterable, Optional, Union
 
 from absl import logging
 
+from pad_jax import atomic
 from pad_jax.data import benchmarks
 from pad_jax.data.errors import DataError
 
@@ -258,19 +258,7 @@ def write_programs(path: PathLike, records: Iterable[ProgramRecord]) -> int:
   """
   path = pathlib.Path(path)
   lines = [_row_json(r, path, i) for i, r in enumerate(records, start=1)]
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                             suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.writelines(lines)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  atomic.write_text(path, "".join(lines))
   return len(lines)
 
 
