@@ -1,90 +1,83 @@
-"""Fine-tuning from a checkpoint without data-iterator state.
+"""Fine-tuning from an initial checkpoint without data-iterator state.
 
 `runs/pad_finetune.gin` saves the training data iterator with every
 checkpoint (`SaveCheckpointConfig.save_dataset`) so that a killed run resumes
 at the same position of the data stream. t5x's Orbax checkpoint manager then
-also reads the iterator from *every* checkpoint it restores, including the
-initial one of a fine-tuning run (`INITIAL_CHECKPOINT_PATH`), and fails with
-`NotFoundError: .../checkpoint_0/dataset/train_ds-000-of-001` on a checkpoint
-written by `python -m pad_jax.convert_hf` (parameters only) or by another
-run's task.
+also reads the iterator from the initial checkpoint of a fine-tuning run
+(`INITIAL_CHECKPOINT_PATH`) and fails with `NotFoundError:
+.../checkpoint_0/dataset/train_ds-000-of-001` on a checkpoint written by
+`python -m pad_jax.convert_hf` (parameters only).
 
-`OrbaxCheckpointManager` restores such a checkpoint without the iterator
-(the data stream starts from its beginning, as for a run from scratch); a
-checkpoint that has the iterator (resuming from `MODEL_DIR`) is restored
-exactly as by t5x's `OrbaxCheckpointManagerInterface`. t5x requires the
-same class in `SaveCheckpointConfig.checkpoint_manager_cls` and
-`RestoreCheckpointConfig.checkpoint_manager_cls`; the gin file binds both.
+`get_train_dataset` wraps the run's `get_dataset_fn` so that its iterator
+(`InitAwareTfDatasetIterator`) ignores an iterator state read from inside
+the initial checkpoint: a fine-tuning run starts its data stream from the
+beginning, as one from scratch, while a run resumed from its own checkpoints
+in `MODEL_DIR` restores the iterator exactly as t5x's `TfDatasetIterator`.
+(t5x requires one checkpoint-manager class for saving, resuming and the
+initial restore, and builds the resume config in code, so the manager cannot
+be specialised for the initial checkpoint alone; the iterator can.)
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Optional
 
 from absl import logging
-from t5x import checkpoints
-from t5x import train_state as train_state_lib
-
-# The item name of the data-iterator state inside a t5x Orbax checkpoint.
-DATASET_ITEM = "dataset"
+import clu.data.dataset_iterator
+import tensorflow as tf
 
 
-# t5x's file-name prefix of a data-iterator state (`train_ds-000-of-001`).
-DATASET_FILE_PREFIX = "train_ds"
+def _is_under(path: str, directory: str) -> bool:
+  path = os.path.abspath(os.fspath(path))
+  directory = os.path.abspath(os.fspath(directory)).rstrip(os.sep)
+  return path == directory or path.startswith(directory + os.sep)
 
 
-def has_dataset_state(checkpoint_dir: str) -> bool:
-  """Whether a t5x checkpoint directory holds a data-iterator state.
+class InitAwareTfDatasetIterator(
+    clu.data.dataset_iterator.TfDatasetIterator):
+  """A checkpointed `TfDatasetIterator` that skips the initial checkpoint."""
 
-  A checkpoint saved without an iterator (`pad_jax.convert_hf`) still has an
-  empty `dataset/` item directory (only `commit_success.txt`); the state is
-  `dataset/[process_i-of-n/]train_ds-*` files.
+  def __init__(self, dataset: tf.data.Dataset, *,
+               initial_checkpoint_path: Optional[str]):
+    super().__init__(dataset, checkpoint=True)
+    self._initial_checkpoint_path = initial_checkpoint_path
+
+  def restore(self, filename: Any):
+    """Restores the iterator, except from inside the initial checkpoint."""
+    if self._initial_checkpoint_path and _is_under(
+        filename, self._initial_checkpoint_path):
+      logging.warning(
+          "Not restoring the data iterator from the initial checkpoint %s "
+          "(INITIAL_CHECKPOINT_PATH): the training data starts from the "
+          "beginning.", self._initial_checkpoint_path)
+      return
+    super().restore(filename)
+
+
+def get_train_dataset(
+    *args: Any,
+    dataset_fn: Callable[..., Any],
+    initial_checkpoint_path: Optional[str] = None,
+    **kwargs: Any,
+) -> Any:
+  """`get_dataset_fn` for `t5x.train` that wraps another one.
 
   Args:
-    checkpoint_dir: a t5x checkpoint directory (`.../checkpoint_N`).
+    *args: passed to `dataset_fn` (t5x's `get_dataset_fn` arguments).
+    dataset_fn: the wrapped `get_dataset_fn` (e.g.
+      `train_hooks.get_train_dataset`).
+    initial_checkpoint_path: the run's `INITIAL_CHECKPOINT_PATH` (None: no
+      initial checkpoint; the iterator behaves as t5x's own).
+    **kwargs: passed to `dataset_fn`.
 
   Returns:
-    True when some `train_ds-*` file exists below `dataset/`.
+    `dataset_fn`'s result; a `tf.data.Dataset` becomes an
+    `InitAwareTfDatasetIterator` (t5x would wrap it in a checkpointed
+    `TfDatasetIterator`).
   """
-  root = os.path.join(checkpoint_dir, DATASET_ITEM)
-  for _, _, files in os.walk(root):
-    if any(f.startswith(DATASET_FILE_PREFIX) for f in files):
-      return True
-  return False
-
-
-class OrbaxCheckpointManager(checkpoints.OrbaxCheckpointManagerInterface):
-  """t5x's Orbax checkpoint manager; also restores params-only checkpoints."""
-
-  def restore(
-      self,
-      step: Optional[int] = None,
-      path: Optional[str] = None,
-      fallback_state: Optional[Mapping[str, Any]] = None,
-      state_transformation_fns: Sequence[Any] = (),
-      lazy_parameters: Optional[bool] = False,
-  ) -> train_state_lib.TrainState:
-    """As the parent; skips the data iterator where the checkpoint has none."""
-    kwargs = dict(step=step, path=path, fallback_state=fallback_state,
-                  state_transformation_fns=state_transformation_fns,
-                  lazy_parameters=lazy_parameters)
-    if not self._should_write_dataset_ckpt:
-      return super().restore(**kwargs)
-    if path is not None:
-      ckpt_dir = os.fspath(path)
-    elif step is not None:
-      ckpt_dir = checkpoints.get_checkpoint_dir(os.fspath(self.directory), step)
-    else:
-      return super().restore(**kwargs)
-    if has_dataset_state(ckpt_dir):
-      return super().restore(**kwargs)
-    logging.warning(
-        "%s has no data-iterator state (e.g. a converted, params-only "
-        "checkpoint): restoring the train state only; the training data "
-        "starts from the beginning.", ckpt_dir)
-    self._should_write_dataset_ckpt = False
-    try:
-      return super().restore(**kwargs)
-    finally:
-      self._should_write_dataset_ckpt = True
+  dataset = dataset_fn(*args, **kwargs)
+  if isinstance(dataset, tf.data.Dataset):
+    return InitAwareTfDatasetIterator(
+        dataset, initial_checkpoint_path=initial_checkpoint_path)
+  return dataset
