@@ -31,7 +31,8 @@ def _tiny_hf_t5(path):
   return path
 
 
-def test_finetune_starts_from_converted_checkpoint(tmp_path):
+def _convert(tmp_path):
+  """(converted checkpoint_0, subprocess env with a small program dataset)."""
   hf_dir = _tiny_hf_t5(tmp_path / "hf")
   converted = tmp_path / "converted"
   jsonl = tl.write_program_dataset(tmp_path / "programs.jsonl", n=40)
@@ -40,14 +41,24 @@ def test_finetune_starts_from_converted_checkpoint(tmp_path):
       [sys.executable, "-m", "pad_jax.convert_hf", f"--hf_dir={hf_dir}",
        f"--out_dir={converted}"], env)
   assert result.returncode == 0, result.stderr[-4000:]
-  ckpt = converted / "checkpoint_0"
+  return converted / "checkpoint_0", env
 
-  model_dir = tmp_path / "run"
+
+def _finetune(model_dir, ckpt, steps, env):
   result = tl.run(tl.train_argv(
-      model_dir, 2, 2, extra=[f"--gin.INITIAL_CHECKPOINT_PATH='{ckpt}'",
-                              "--gin.EVAL_STEPS=1",
-                              "--gin.EVALUATOR_NUM_EXAMPLES=2"]), env)
+      model_dir, steps, 2, extra=[f"--gin.INITIAL_CHECKPOINT_PATH='{ckpt}'",
+                                  "--gin.EVAL_STEPS=1",
+                                  "--gin.EVALUATOR_NUM_EXAMPLES=2"]), env)
   assert result.returncode == 0, result.stderr[-4000:]
+  return result
+
+
+def test_finetune_starts_from_converted_checkpoint(tmp_path):
+  ckpt, env = _convert(tmp_path)
+  model_dir = tmp_path / "run"
+  result = _finetune(model_dir, ckpt, 2, env)
+  assert "Not restoring the data iterator from the initial checkpoint" in \
+      result.stderr
 
   converted_params = {k: v for k, v in tl.load_params(ckpt).items()
                       if k.startswith("['target']")}
@@ -66,3 +77,23 @@ def test_finetune_starts_from_converted_checkpoint(tmp_path):
   # Training went on from the converted parameters.
   assert any(not np.array_equal(end[k], converted_params[k])
              for k in converted_params)
+
+
+@pytest.mark.slow
+def test_resumed_finetune_matches_uninterrupted(tmp_path):
+  """Resuming (MODEL_DIR) keeps optimizer state and data position.
+
+  The initial checkpoint's fresh-optimizer restore must not apply to the
+  resume: 2 steps + restart to 4 equal 4 steps in one go, bit for bit.
+  """
+  ckpt, env = _convert(tmp_path)
+  _finetune(tmp_path / "resumed", ckpt, 2, env)
+  result = _finetune(tmp_path / "resumed", ckpt, 4, env)
+  assert "Starting main loop over steps 2-4" in result.stderr
+  _finetune(tmp_path / "straight", ckpt, 4, env)
+  a = tl.load_params(tmp_path / "resumed" / "checkpoint_4")
+  b = tl.load_params(tmp_path / "straight" / "checkpoint_4")
+  assert a.keys() == b.keys()
+  assert any("param_states" in k for k in a)
+  different = [k for k in a if not np.array_equal(a[k], b[k])]
+  assert not different, different
