@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -m pad_jax.pipeline --gin_file=gin_configs/runs/demo.gin
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info
