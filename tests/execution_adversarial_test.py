@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from process_testlib import process_tree
 from pad_jax import execution
 
 SECRET = "sk-pad-adversarial-secret"
@@ -270,21 +271,6 @@ def sandbox_env():
         os.remove(stray)
 
 
-def _tree(pid):
-  seen, todo = set(), [pid]
-  while todo:
-    p = todo.pop()
-    if p not in seen:
-      seen.add(p)
-      try:
-        for task in os.listdir(f"/proc/{p}/task"):
-          with open(f"/proc/{p}/task/{task}/children") as f:
-            todo.extend(int(c) for c in f.read().split())
-      except OSError:
-        pass
-  return seen
-
-
 @pytest.mark.timeout(240)
 def test_hostile_batch(sandbox_env):
   if os.geteuid() != 0:
@@ -313,7 +299,7 @@ def test_hostile_batch(sandbox_env):
     assert ex.run(["def solution():\n    return 2 + 2"])[0].value == 4
     time.sleep(0.2)
     for worker in ex._workers:  # pylint: disable=protected-access
-      assert len(_tree(worker.proc.pid)) == 2  # launcher + zygote (pid 1)
+      assert len(process_tree(worker.proc.pid)) == 2  # launcher + zygote (pid 1)
   with pytest.raises(BlockingIOError):
     listener.accept()
   assert sorted(os.listdir(sentinel_dir)) == ["keep.txt"]
@@ -373,5 +359,5 @@ def test_uid_level_still_bounds_processes_and_hides_secrets(sandbox_env):
       assert result.status in expected and (not check or check(result.value)), (name, result)
     time.sleep(0.2)
     worker = ex._workers[0].proc.pid  # pylint: disable=protected-access
-    assert len(_tree(worker)) == 2  # guardian + zygote
+    assert len(process_tree(worker)) == 2  # guardian + zygote
   assert (sentinel_dir / "keep.txt").read_text() == "keep"

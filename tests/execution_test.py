@@ -13,28 +13,12 @@ import time
 
 import pytest
 
+from process_testlib import process_tree
 from pad_jax import answers
 from pad_jax import execution
 from pad_jax.execution import zygote
 
 SECRET = "sk-pad-test-secret-do-not-leak"
-
-
-def _tree(pid: int) -> set[int]:
-  """`pid` and all its descendants (from /proc/*/task/*/children)."""
-  seen, todo = set(), [pid]
-  while todo:
-    p = todo.pop()
-    if p in seen:
-      continue
-    seen.add(p)
-    try:
-      for task in os.listdir(f"/proc/{p}/task"):
-        with open(f"/proc/{p}/task/{task}/children") as f:
-          todo.extend(int(c) for c in f.read().split())
-    except OSError:
-      pass
-  return seen
 
 
 def _alive(pid: int) -> bool:
@@ -150,7 +134,7 @@ def test_worker_environment_has_no_secrets(executor):
   os.environ["OPENAI_API_KEY"] = SECRET
   pids = set()
   for worker in executor._workers:  # pylint: disable=protected-access
-    pids |= _tree(worker.proc.pid)
+    pids |= process_tree(worker.proc.pid)
   assert len(pids) >= 2
   for pid in pids:
     with open(f"/proc/{pid}/environ", "rb") as f:
@@ -227,7 +211,7 @@ def test_nothing_outlives_a_killed_parent(tmp_path, repo_root, level):
   deadline = time.monotonic() + 20
   tree = set()
   while time.monotonic() < deadline:  # wait until the daemons exist
-    tree = set().union(*(_tree(p) for p in worker_pids))
+    tree = set().union(*(process_tree(p) for p in worker_pids))
     if len(tree) >= 2 * 2 + 2 * 3:  # launcher/guardian+zygote, program+daemon+grandchild
       break
     time.sleep(0.1)
@@ -291,7 +275,7 @@ def test_degraded_levels(level):
     assert results[2].value >= 200000  # never root
     worker = ex._workers[0].proc.pid  # pylint: disable=protected-access
     time.sleep(0.2)
-    assert len(_tree(worker)) == 2  # guardian + zygote: the setsid daemon was killed
+    assert len(process_tree(worker)) == 2  # guardian + zygote: the setsid daemon was killed
 
 
 def test_bad_arguments():
@@ -350,7 +334,7 @@ def test_a_worker_that_stops_answering_is_replaced():
   quick = "def solution():\n    return 5"
   with execution.Executor(workers=1, timeout_s=1.0, batch_size=3) as ex:
     ex.unresponsive_grace_s = 1.0
-    tree = _tree(ex._workers[0].proc.pid)  # pylint: disable=protected-access
+    tree = process_tree(ex._workers[0].proc.pid)  # pylint: disable=protected-access
     assert len(tree) == 2  # launcher + zygote
     for pid in tree:
       os.kill(pid, signal.SIGSTOP)  # frozen: alive, but silent
@@ -411,7 +395,7 @@ def test_a_worker_that_stops_reading_gets_its_batch_requeued():
   programs = [padding + f"def solution():\n    return {i}" for i in range(4)]
   with execution.Executor(workers=1, timeout_s=2.0, batch_size=4) as ex:
     ex.unresponsive_grace_s = 1.0
-    for pid in _tree(ex._workers[0].proc.pid):  # pylint: disable=protected-access
+    for pid in process_tree(ex._workers[0].proc.pid):  # pylint: disable=protected-access
       os.kill(pid, signal.SIGSTOP)
     results = ex.run(programs)
   assert [(r.status, r.value) for r in results] == [("ok", i) for i in range(4)]
