@@ -40,7 +40,7 @@ from absl import logging
 import gin
 
 from pad_jax import child
-from pad_jax.data.errors import DataError
+from pad_jax.errors import DataError
 from pad_jax import pipeline
 from pad_jax import run_dir as run_dir_lib
 from pad_jax import stages

@@ -53,7 +53,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from pad_jax.data.errors import DataError
+from pad_jax.errors import DataError
 
 DECODE_MODES = ("greedy", "beam", "sample")
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")

@@ -42,7 +42,7 @@ from absl import logging
 import gin
 
 from pad_jax import child
-from pad_jax.data.errors import DataError
+from pad_jax.errors import DataError
 from pad_jax import run_dir as run_dir_lib
 from pad_jax import stages
 from pad_jax import train_stage

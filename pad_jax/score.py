@@ -35,7 +35,7 @@ from absl import logging
 
 from pad_jax import answers
 from pad_jax import metrics
-from pad_jax.data.errors import DataError
+from pad_jax.errors import DataError
 from pad_jax.execution import MODES as EXEC_MODES
 from pad_jax.execution import ISOLATION_LEVELS, STATUSES, Executor
 

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional, Sequence
 import seqio
 
 from pad_jax import answers
-from pad_jax.data.errors import DataError
+from pad_jax.errors import DataError
 from tasks import preprocessors
 from tasks import registry
 

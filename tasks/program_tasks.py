@@ -31,7 +31,7 @@ import seqio
 import tensorflow as tf
 
 from pad_jax.data import programs
-from pad_jax.data.errors import DataError
+from pad_jax.errors import DataError
 from tasks import postprocessors
 from tasks import preprocessors
 from tasks import registry

@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from pad_jax.data import benchmarks
-from pad_jax.data.errors import DataError
+from pad_jax.errors import DataError
 
 EXPECTED_COUNTS = {
     ("gsm8k", "train"): 7473,

@@ -13,7 +13,7 @@ import pytest
 
 from pad_jax import convert_hf
 from pad_jax import infer
-from pad_jax.data.errors import DataError
+from pad_jax.errors import DataError
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

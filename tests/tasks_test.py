@@ -11,7 +11,7 @@ import tasks  # Registers every task.
 from pad_jax import vocab as vocab_lib
 from pad_jax.data import benchmarks
 from pad_jax.data import programs
-from pad_jax.data.errors import DataError
+from pad_jax.errors import DataError
 from tasks import eval_tasks
 from tasks import postprocessors
 from tasks import preprocessors

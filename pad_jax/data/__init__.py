@@ -13,7 +13,7 @@ from pad_jax.data.benchmarks import default_data_dir
 from pad_jax.data.benchmarks import Example
 from pad_jax.data.benchmarks import load
 from pad_jax.data.benchmarks import stats
-from pad_jax.data.errors import DataError
+from pad_jax.errors import DataError
 from pad_jax.data.programs import check_program
 from pad_jax.data.programs import ProgramRecord
 from pad_jax.data.programs import ProgramWriter

@@ -27,7 +27,7 @@ from absl import flags
 
 from pad_jax.data import benchmarks
 from pad_jax.data import programs
-from pad_jax.data.errors import DataError
+from pad_jax.errors import DataError
 
 _FORMAT = flags.DEFINE_enum(
     "format", "table", ["table", "json"], "stats: output format.")

@@ -24,7 +24,8 @@ import pathlib
 from typing import Any, Callable, Iterator, Optional
 
 from pad_jax import answers
-from pad_jax.data.errors import DataError
+from pad_jax import jsonl
+from pad_jax.errors import DataError
 
 DATA_DIR_ENV = "PAD_DATA_DIR"
 
@@ -164,77 +165,10 @@ def _load_cached(benchmark: str, split: str, path: str, relpath: str,
 # ----------------------------------------------------------------------------
 
 
-def read_text(path: os.PathLike | str) -> str:
-  """The file's text (UTF-8, a leading BOM dropped); DataError if unreadable."""
-  try:
-    data = pathlib.Path(path).read_bytes()
-  except OSError as e:
-    raise DataError(path, None, None, f"cannot read file: {e}") from e
-  try:
-    return data.decode("utf-8-sig")
-  except UnicodeDecodeError as e:
-    line = data[:e.start].count(b"\n") + 1
-    raise DataError(path, line, None,
-                    f"not UTF-8 text (byte {e.start}); is this the right "
-                    "file?") from e
-
-
-def iter_jsonl(path: os.PathLike | str) -> Iterator[tuple[int, dict[str, Any]]]:
-  """Yields `(line number, object)` for each non-blank line of a JSONL file.
-
-  Args:
-    path: the file.
-
-  Yields:
-    1-based line numbers and the JSON object on that line.
-
-  Raises:
-    DataError: unreadable file, invalid JSON, a line that is not a JSON
-      object, or a file that is one JSON array/object spread over many lines.
-  """
-  path = pathlib.Path(path)
-  text = read_text(path)
-  if text.lstrip().startswith("[") and not _first_line_is_json(text):
-    start = len(text) - len(text.lstrip())
-    raise DataError(path, text.count("\n", 0, start) + 1, None,
-                    "looks like a JSON array; expected JSONL (one JSON object "
-                    "per line). Is this the right file?")
-  # Split on "\n" only: str.splitlines() would also split inside JSON strings
-  # that hold raw U+2028, U+0085, form feeds, ...
-  for number, line in enumerate(text.split("\n"), start=1):
-    if not line.strip():
-      continue
-    yield number, parse_json_object(line, path, number)
-
-
-def _first_line_is_json(text: str) -> bool:
-  first = text.lstrip().split("\n", 1)[0]
-  try:
-    json.loads(first)
-  except json.JSONDecodeError:
-    return False
-  return True
-
-
-def parse_json_object(line: str, path: os.PathLike | str,
-                      number: int) -> dict[str, Any]:
-  """Parses one JSONL line that must hold a JSON object (else DataError)."""
-  try:
-    row = json.loads(line)
-  except json.JSONDecodeError as e:
-    raise DataError(path, number, None,
-                    f"invalid JSON ({e.msg} at column {e.colno})") from e
-  if not isinstance(row, dict):
-    raise DataError(path, number, None,
-                    f"expected a JSON object, got a JSON "
-                    f"{_json_type(row)}")
-  return row
-
-
 def _iter_json_array(path: pathlib.Path
                     ) -> Iterator[tuple[int, dict[str, Any]]]:
   """Yields `(line number, object)` for each element of a JSON array file."""
-  text = read_text(path)
+  text = jsonl.read_text(path)
   decoder = json.JSONDecoder()
   pos = _skip_space(text, 0)
   if pos >= len(text) or text[pos] != "[":
@@ -254,7 +188,7 @@ def _iter_json_array(path: pathlib.Path
     if not isinstance(row, dict):
       raise DataError(path, number, None,
                       f"expected a JSON object in the array, got a JSON "
-                      f"{_json_type(row)}")
+                      f"{jsonl.json_type(row)}")
     yield number, row
     pos = _skip_space(text, pos)
     if pos < len(text) and text[pos] == ",":
@@ -276,52 +210,9 @@ def _skip_space(text: str, pos: int) -> int:
   return pos
 
 
-def _json_type(value: Any) -> str:
-  if isinstance(value, bool):
-    return "boolean"
-  if value is None:
-    return "null"
-  return {dict: "object", list: "array", str: "string", int: "number",
-          float: "number"}.get(type(value), type(value).__name__)
-
-
 # ----------------------------------------------------------------------------
 # Field access.
 # ----------------------------------------------------------------------------
-
-
-def get_text(row: dict[str, Any], field: str, path: os.PathLike | str,
-             line: int, allow_empty: bool = False) -> str:
-  """`row[field]` as a string; DataError if missing, not a string or empty."""
-  if field not in row:
-    raise DataError(path, line, field, "missing field")
-  value = row[field]
-  if not isinstance(value, str):
-    raise DataError(path, line, field,
-                    f"expected a string, got a JSON {_json_type(value)}")
-  if not allow_empty and not value.strip():
-    raise DataError(path, line, field, "empty string")
-  return value
-
-
-def get_number(row: dict[str, Any], field: str, path: os.PathLike | str,
-               line: int) -> float:
-  """`row[field]` as a finite float; DataError if missing or not a number."""
-  if field not in row:
-    raise DataError(path, line, field, "missing field")
-  value = row[field]
-  number = None
-  if isinstance(value, (int, float)) and not isinstance(value, bool):
-    number = answers.parse_number(value)
-  if number is None:
-    raise DataError(path, line, field,
-                    f"expected a finite number, got {_short(value)}")
-  return number
-
-
-def _short(value: Any, limit: int = 40) -> str:
-  text = json.dumps(value, ensure_ascii=False)
-  return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _example_id(benchmark: str, split: str, index: int) -> str:
@@ -337,9 +228,9 @@ def _read_gsm8k(benchmark: str, split: str, path: pathlib.Path,
                 relpath: str) -> list[Example]:
   """openai/grade-school-math: `question`, `answer` = rationale + `#### N`."""
   examples = []
-  for index, (line, row) in enumerate(iter_jsonl(path)):
-    question = get_text(row, "question", path, line)
-    solution = get_text(row, "answer", path, line)
+  for index, (line, row) in enumerate(jsonl.iter_rows(path)):
+    question = jsonl.get_text(row, "question", path, line)
+    solution = jsonl.get_text(row, "answer", path, line)
     if solution.count("####") != 1:
       raise DataError(path, line, "answer",
                       "expected exactly one '#### N' final-answer marker, "
@@ -368,13 +259,13 @@ def _read_svamp(benchmark: str, split: str, path: pathlib.Path,
     if not isinstance(upstream_id, (str, int)) or isinstance(upstream_id, bool):
       raise DataError(path, line, "ID",
                       "missing field" if "ID" not in row
-                      else f"expected a string, got {_short(upstream_id)}")
-    body = get_text(row, "Body", path, line)
-    question = get_text(row, "Question", path, line)
+                      else f"expected a string, got {jsonl.short(upstream_id)}")
+    body = jsonl.get_text(row, "Body", path, line)
+    question = jsonl.get_text(row, "Question", path, line)
     examples.append(Example(
         id=_example_id(benchmark, split, index),
         question=f"{body.strip()} {question.strip()}",
-        answer=get_number(row, "Answer", path, line),
+        answer=jsonl.get_number(row, "Answer", path, line),
         rationale=None,
         source=f"{relpath}#{upstream_id}"))
   return examples
@@ -385,14 +276,14 @@ def _read_pal(benchmark: str, split: str, path: pathlib.Path,
   """reasoning-machines/pal: `input`, `target` (and `code` for GSM-Hard)."""
   with_code = benchmark == "gsmhard"
   examples = []
-  for index, (line, row) in enumerate(iter_jsonl(path)):
+  for index, (line, row) in enumerate(jsonl.iter_rows(path)):
     examples.append(Example(
         id=_example_id(benchmark, split, index),
-        question=get_text(row, "input", path, line).strip(),
-        answer=get_number(row, "target", path, line),
+        question=jsonl.get_text(row, "input", path, line).strip(),
+        answer=jsonl.get_number(row, "target", path, line),
         rationale=None,
         source=f"{relpath}:{line}",
-        reference_program=(get_text(row, "code", path, line)
+        reference_program=(jsonl.get_text(row, "code", path, line)
                            if with_code else None)))
   return examples
 

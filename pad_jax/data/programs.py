@@ -18,8 +18,8 @@ One JSON object per line:
 `read_programs` validates every row and raises `DataError` naming the file,
 line and field. `ProgramWriter` appends rows with flush + fsync so that a killed
 job leaves at most a torn last line, which `read_programs(...,
-allow_torn_tail=True)` skips and a new `ProgramWriter` repairs before
-appending (resumable jobs).
+allow_torn_tail=True)` drops and a new `ProgramWriter` cuts off before
+appending: the resume rule of `pad_jax.jsonl`, which does all the I/O here.
 """
 
 from __future__ import annotations
@@ -31,11 +31,8 @@ import os
 import pathlib
 from typing import Any, Iterable, Optional, Union
 
-from absl import logging
-
-from pad_jax import atomic
-from pad_jax.data import benchmarks
-from pad_jax.data.errors import DataError
+from pad_jax import jsonl
+from pad_jax.errors import DataError
 
 PathLike = Union[str, os.PathLike]
 
@@ -119,14 +116,14 @@ def record_from_json(row: dict[str, Any], path: PathLike,
                      line: int) -> ProgramRecord:
   """Validates one parsed JSONL row; DataError names `path:line` and field."""
   # Checked in the order of REQUIRED_FIELDS, so the first bad field is named.
-  record_id = benchmarks.get_text(row, "id", path, line)
-  question = benchmarks.get_text(row, "question", path, line)
-  program = benchmarks.get_text(row, "program", path, line)
+  record_id = jsonl.get_text(row, "id", path, line)
+  question = jsonl.get_text(row, "question", path, line)
+  program = jsonl.get_text(row, "program", path, line)
   reason = check_program(program)
   if reason is not None:
     raise DataError(path, line, "program", reason)
-  answer = benchmarks.get_number(row, "answer", path, line)
-  teacher = benchmarks.get_text(row, "teacher", path, line)
+  answer = jsonl.get_number(row, "answer", path, line)
+  teacher = jsonl.get_text(row, "teacher", path, line)
   if "prompt_variant" not in row:
     raise DataError(path, line, "prompt_variant", "missing field")
   variant = row["prompt_variant"]
@@ -152,9 +149,9 @@ def read_programs(path: PathLike,
 
   Args:
     path: the JSONL file.
-    allow_torn_tail: skip (with a warning) an unparsable last line that has
-      no trailing newline, i.e. a row a killed writer did not finish. Resumable
-      writers pass True; otherwise such a line is an error.
+    allow_torn_tail: apply the resume rule of `pad_jax.jsonl`: drop (with a
+      warning) an unfinished last line, i.e. a row a killed writer did not
+      finish. Resumable jobs pass True; otherwise such a line is an error.
 
   Returns:
     The records in file order.
@@ -162,70 +159,12 @@ def read_programs(path: PathLike,
   Raises:
     DataError: missing file, bad JSON, a missing or invalid field.
   """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise DataError(path, None, None,
-                    "is a directory, not a program dataset file"
-                    if path.is_dir() else "program dataset file not found")
-  lines = _read_lines(path)
-  records = []
-  for number, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    is_tail = number == len(lines)  # No newline after it.
-    if is_tail and not _parses(line):
-      if allow_torn_tail:
-        logging.warning("%s:%d: skipping a torn last line (%d bytes, no "
-                        "trailing newline)", path, number, len(line))
-        break
-      raise DataError(path, number, None,
-                      "torn last line (invalid JSON and no trailing newline: "
-                      "was the writer killed?); a resumable reader passes "
-                      "allow_torn_tail=True")
-    row = benchmarks.parse_json_object(line, path, number)
-    records.append(record_from_json(row, path, number))
-  return records
+  return [record_from_json(row, path, number)
+          for number, row in jsonl.iter_rows(path, resume=allow_torn_tail)]
 
 
-def _read_lines(path: pathlib.Path) -> list[str]:
-  """The file's lines; the last one is the text after the final newline.
-
-  Invalid UTF-8 is an error, except in an unfinished last line: a killed
-  writer can stop inside a multi-byte character, so that line is decoded with
-  replacement characters and then fails to parse as a torn line.
-  """
-  try:
-    data = path.read_bytes()
-  except OSError as e:
-    raise DataError(path, None, None, f"cannot read file: {e}") from e
-  cut = data.rfind(b"\n") + 1  # Start of the unfinished last line.
-  body, tail = data[:cut], data[cut:]
-  not_utf8 = "not UTF-8 text; is this the right file?"
-  try:
-    text = body.decode("utf-8-sig")
-  except UnicodeDecodeError as e:
-    raise DataError(path, body[:e.start].count(b"\n") + 1, None,
-                    not_utf8) from e
-  encoding = "utf-8" if body else "utf-8-sig"
-  try:
-    tail_text = tail.decode(encoding)
-  except UnicodeDecodeError as e:
-    tail_text = tail.decode(encoding, errors="replace")
-    if _parses(tail_text):  # Complete JSON with bad bytes: not a torn write.
-      raise DataError(path, body.count(b"\n") + 1, None, not_utf8) from e
-  return (text + tail_text).split("\n")
-
-
-def _parses(line: str) -> bool:
-  try:
-    json.loads(line)
-  except json.JSONDecodeError:
-    return False
-  return True
-
-
-def _row_json(record: ProgramRecord, path: PathLike, row_number: int) -> str:
-  """Validates `record` and returns its JSONL line (with newline)."""
+def _row(record: ProgramRecord, path: PathLike, row_number: int) -> dict[str, Any]:
+  """Validates `record` and returns its JSON row."""
   if not isinstance(record, ProgramRecord):
     raise TypeError(f"expected a ProgramRecord, got {type(record).__name__}")
   clash = sorted(set(record.extra) & set(REQUIRED_FIELDS))
@@ -236,11 +175,11 @@ def _row_json(record: ProgramRecord, path: PathLike, row_number: int) -> str:
   # Validate exactly what a reader will see.
   record_from_json(row, path, row_number)
   try:
-    text = json.dumps(row, ensure_ascii=False, allow_nan=False)
+    jsonl.dumps(row)
   except (TypeError, ValueError) as e:
     raise DataError(path, row_number, None,
                     f"record is not JSON-serialisable: {e}") from e
-  return text + "\n"
+  return row
 
 
 def write_programs(path: PathLike, records: Iterable[ProgramRecord]) -> int:
@@ -256,20 +195,15 @@ def write_programs(path: PathLike, records: Iterable[ProgramRecord]) -> int:
   Returns:
     The number of rows written.
   """
-  path = pathlib.Path(path)
-  lines = [_row_json(r, path, i) for i, r in enumerate(records, start=1)]
-  atomic.write_text(path, "".join(lines))
-  return len(lines)
+  return jsonl.write_rows(path, [_row(r, path, i) for i, r in enumerate(records, start=1)])
 
 
 class ProgramWriter:
-  """Appends validated records to a JSONL file, durably.
+  """Appends validated records to a JSONL file, durably (a `jsonl.Appender`).
 
-  Each row is written whole, then the file is flushed and fsync-ed every
-  `sync_every` rows (and on `flush()`/`close()`), so a killed process loses at
-  most the unsynced rows and leaves at most a torn last line. Opening a file
-  whose last line is torn cuts that line off first (logging how many bytes),
-  so appended rows never merge with it.
+  Opening a file whose last line is torn cuts that line off first, so
+  appended rows never merge with it; a malformed line before the end is a
+  DataError and nothing is changed.
 
     with ProgramWriter("programs.jsonl") as writer:
       for record in records:
@@ -283,49 +217,19 @@ class ProgramWriter:
       path: the JSONL file.
       sync_every: flush + fsync after this many rows (1 = every row).
     """
-    if sync_every < 1:
-      raise ValueError(f"sync_every must be >= 1, got {sync_every}")
-    self.path = pathlib.Path(path)
-    self.sync_every = sync_every
+    self._out = jsonl.Appender(path, sync_every=sync_every)
+    self.path = self._out.path
     self.rows_written = 0
-    self.repaired_bytes = 0
-    self.path.parent.mkdir(parents=True, exist_ok=True)
-    self._existing_rows = self._repair_tail()
-    self._file = open(self.path, "a", encoding="utf-8")
-    self._unsynced = 0
 
-  def _repair_tail(self) -> int:
-    """Cuts off a torn last line; returns the number of existing lines."""
-    if not self.path.exists():
-      return 0
-    with open(self.path, "rb+") as f:
-      data = f.read()
-      if not data or data.endswith(b"\n"):
-        return data.count(b"\n")
-      cut = data.rfind(b"\n") + 1
-      tail = data[cut:]
-      if _parses(tail.decode("utf-8", errors="replace")):
-        f.write(b"\n")  # A complete row that only lacks its newline.
-        return data.count(b"\n") + 1
-      logging.warning("%s: cutting off a torn last line (%d bytes) before "
-                      "appending", self.path, len(tail))
-      f.truncate(cut)
-      f.flush()
-      os.fsync(f.fileno())
-      self.repaired_bytes = len(tail)
-      return data.count(b"\n")
+  @property
+  def repaired_bytes(self) -> int:
+    return self._out.repaired_bytes
 
   def write(self, record: ProgramRecord) -> None:
     """Validates and appends one record (DataError if it is invalid)."""
-    if self._file is None:
-      raise ValueError(f"ProgramWriter for {self.path} is closed")
-    line = _row_json(record, self.path,
-                     self._existing_rows + self.rows_written + 1)
-    self._file.write(line)
+    row = _row(record, self.path, self._out.existing_rows + self.rows_written + 1)
+    self._out.append(row)
     self.rows_written += 1
-    self._unsynced += 1
-    if self._unsynced >= self.sync_every:
-      self.flush()
 
   def write_many(self, records: Iterable[ProgramRecord]) -> None:
     """Appends several records."""
@@ -334,19 +238,11 @@ class ProgramWriter:
 
   def flush(self) -> None:
     """Flushes Python's buffer and fsyncs the file."""
-    if self._file is None:
-      return
-    self._file.flush()
-    os.fsync(self._file.fileno())
-    self._unsynced = 0
+    self._out.flush()
 
   def close(self) -> None:
     """Flushes, fsyncs and closes; further writes raise."""
-    if self._file is None:
-      return
-    self.flush()
-    self._file.close()
-    self._file = None
+    self._out.close()
 
   def __enter__(self) -> "ProgramWriter":
     return self

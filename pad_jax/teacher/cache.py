@@ -12,7 +12,7 @@ Each row is written whole, then flushed and fsync-ed, before the job counts it
 as done, so after `kill -9` at any moment a re-run finds every finished
 completion (no loss) and skips it (no duplicate: rows are keyed by `key`). A
 torn last line (the write in flight when the process died) is cut off when
-the cache is opened. `key` hashes everything that determines a completion
+the cache is opened (the resume rule of `pad_jax.jsonl`). `key` hashes everything that determines a completion
 (model, the full prompt, sampling parameters, sample index), so changing the
 model or the prompt makes new work rather than reusing old text.
 
@@ -26,10 +26,10 @@ import hashlib
 import json
 import os
 import pathlib
-import threading
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
-from absl import logging
+from pad_jax import jsonl
+from pad_jax.errors import DataError
 
 COMPLETIONS_FILE = "completions.jsonl"
 FAILED_FILE = "failed.jsonl"
@@ -45,81 +45,6 @@ def request_key(model: str, messages: list[dict[str, str]], params: dict[str, An
   return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def iter_rows(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-  """(line number, row) for each complete JSON row; a torn last line is skipped.
-
-  Raises:
-    ValueError: a malformed line that is not the torn tail (names file:line).
-  """
-  path = pathlib.Path(path)
-  if not path.exists():
-    return
-  data = path.read_bytes()
-  lines = data.split(b"\n")
-  for number, raw in enumerate(lines, start=1):
-    if not raw.strip():
-      continue
-    try:
-      row = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      if number == len(lines):  # No newline after it: the write a kill tore.
-        logging.warning("%s:%d: skipping a torn last line (%d bytes)", path, number, len(raw))
-        return
-      raise ValueError(f"{path}:{number}: not valid JSON ({e})") from None
-    if not isinstance(row, dict):
-      raise ValueError(f"{path}:{number}: expected a JSON object")
-    yield number, row
-
-
-class JsonlAppender:
-  """Appends rows durably (write, flush, fsync), repairing a torn tail first."""
-
-  def __init__(self, path: PathLike):
-    self.path = pathlib.Path(path)
-    self.path.parent.mkdir(parents=True, exist_ok=True)
-    self._repair_tail()
-    self._file = open(self.path, "ab")
-    self._lock = threading.Lock()
-
-  def _repair_tail(self) -> None:
-    if not self.path.exists():
-      return
-    with open(self.path, "rb+") as f:
-      data = f.read()
-      if not data or data.endswith(b"\n"):
-        return
-      cut = data.rfind(b"\n") + 1
-      try:
-        json.loads(data[cut:])
-        f.write(b"\n")  # A whole row that only lacks its newline.
-      except (json.JSONDecodeError, UnicodeDecodeError):
-        logging.warning("%s: cutting off a torn last line (%d bytes)", self.path, len(data) - cut)
-        f.truncate(cut)
-      f.flush()
-      os.fsync(f.fileno())
-
-  def append(self, row: dict[str, Any]) -> None:
-    line = (json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-    with self._lock:
-      self._file.write(line)
-      self._file.flush()
-      os.fsync(self._file.fileno())
-
-  def append_many(self, rows: list[dict[str, Any]]) -> None:
-    """Appends several rows with one fsync (for fast local teachers)."""
-    data = b"".join((json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-                    for r in rows)
-    with self._lock:
-      self._file.write(data)
-      self._file.flush()
-      os.fsync(self._file.fileno())
-
-  def close(self) -> None:
-    if self._file is not None:
-      self._file.close()
-      self._file = None
-
-
 class CompletionCache:
   """`completions.jsonl` + `failed.jsonl` of one output directory."""
 
@@ -128,12 +53,12 @@ class CompletionCache:
     self.completions_path = self.out_dir / COMPLETIONS_FILE
     self.failed_path = self.out_dir / FAILED_FILE
     self.rows: dict[str, dict[str, Any]] = {}
-    for _, row in iter_rows(self.completions_path):
+    for number, row in jsonl.iter_rows(self.completions_path, resume=True, missing_ok=True):
       if "key" not in row:
-        raise ValueError(f"{self.completions_path}: a row has no 'key'")
+        raise DataError(self.completions_path, number, "key", "missing")
       self.rows.setdefault(row["key"], row)
-    self._completions = JsonlAppender(self.completions_path)
-    self._failed = JsonlAppender(self.failed_path)
+    self._completions = jsonl.Appender(self.completions_path)
+    self._failed = jsonl.Appender(self.failed_path)
 
   def __contains__(self, key: str) -> bool:
     return key in self.rows

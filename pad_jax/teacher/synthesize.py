@@ -33,6 +33,7 @@ from typing import Any, Optional, Sequence, Union
 
 from absl import logging
 
+from pad_jax import jsonl
 from pad_jax.teacher import cache as cache_lib
 from pad_jax.teacher import client as client_lib
 from pad_jax.teacher import cost as cost_lib
@@ -163,7 +164,7 @@ def _write_manifest(out_dir: pathlib.Path, manifest: dict[str, Any]) -> None:
 
 def _finish(out_dir: pathlib.Path, store: cache_lib.CompletionCache, verifier, verify_config,
             manifest: dict[str, Any], started: float, stopped: Optional[str]) -> dict[str, Any]:
-  failed = [row for _, row in cache_lib.iter_rows(store.failed_path)]
+  failed = jsonl.read_resumable(store.failed_path)
   store.close()
   if verifier is None:
     return {"stopped": stopped, "completions": len(store.rows)}

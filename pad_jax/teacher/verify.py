@@ -33,6 +33,7 @@ from typing import Any, Iterable, Optional, Union
 from absl import logging
 
 from pad_jax import answers
+from pad_jax import jsonl
 from pad_jax.teacher import cache as cache_lib
 from pad_jax.teacher import report as report_lib
 from pad_jax.teacher.extraction import extract_program
@@ -297,7 +298,7 @@ def verify_dir(in_dir: PathLike, config: VerifyConfig = VerifyConfig(),
   if not path.is_file():
     raise FileNotFoundError(f"{path}: not found (is --in_dir a synthesis output directory?)")
   rows, keys = [], set()
-  for number, row in cache_lib.iter_rows(path):
+  for number, row in jsonl.iter_rows(path, resume=True, missing_ok=True):
     for field in ("key", "id", "question", "answer", "text"):
       if field not in row:
         raise ValueError(f"{path}:{number}: field '{field}': missing")
@@ -312,7 +313,7 @@ def verify_dir(in_dir: PathLike, config: VerifyConfig = VerifyConfig(),
   verifier.submit_many(rows)
   verdicts = verifier.finish()
   seconds = time.monotonic() - start
-  failed = [row for _, row in cache_lib.iter_rows(in_dir / cache_lib.FAILED_FILE)]
+  failed = jsonl.read_resumable(in_dir / cache_lib.FAILED_FILE)
   report = write_outputs(out_dir or in_dir, verdicts, config, failed, read_manifest(in_dir), seconds)
   logging.info("verified %d completions in %.1f s: kept %d programs for %d questions",
                len(verdicts), seconds, report["kept"], report["questions_with_program"])
