@@ -1,10 +1,17 @@
-"""Atomic file replacement (a leaf module): readers see the old file or the new one."""
+"""Atomic file replacement (a leaf module): readers see the old file or the new one.
+
+The one temp-file-and-rename writer of the package: every whole-file write
+(reports, manifests, run-directory markers, datasets) goes through
+`write_text` / `write_json`; appending JSONL goes through `pad_jax.jsonl`.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import tempfile
+from typing import Any
 
 
 def write_text(path: os.PathLike | str, text: str) -> None:
@@ -27,6 +34,21 @@ def write_text(path: os.PathLike | str, text: str) -> None:
       os.unlink(tmp)
     raise
   _fsync_dir(path.parent)
+
+
+def write_json(path: os.PathLike | str, obj: Any, indent: int = 2) -> None:
+  """Writes `obj` as JSON (sets, tuples, paths and numpy scalars allowed) atomically."""
+  write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+  if isinstance(obj, (set, frozenset, tuple)):
+    return list(obj)
+  if isinstance(obj, pathlib.PurePath):
+    return str(obj)
+  if hasattr(obj, "item"):  # numpy scalars
+    return obj.item()
+  raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 def _fsync_dir(path: pathlib.Path) -> None:
