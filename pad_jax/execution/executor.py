@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, BinaryIO, Iterable, Iterator, Optional, Sequence
 
 STATUSES = ("ok", "syntax_error", "runtime_error", "timeout", "memory_error",
             "no_solution", "bad_return", "crashed", "forbidden_import")
@@ -49,7 +49,7 @@ DEFAULT_ALLOWED_MODULES = (
 # 0700 /root): every allowed module is imported by the zygote before forking.
 LAZY_STDLIB_MODULES = ("_strptime",)
 
-_WORKER_SCRIPT = pathlib.Path(__file__).with_name("worker.py")
+_WORKER_SCRIPT = pathlib.Path(__file__).absolute().with_name("worker.py")
 _ANSWERS_MODULE = pathlib.Path(__file__).resolve().parents[1] / "answers.py"
 _START_TIMEOUT_S = 60.0
 
@@ -89,8 +89,10 @@ class ExecutorError(RuntimeError):
 class _WorkerHandle:
   """The parent's view of one worker process."""
 
-  def __init__(self, proc: subprocess.Popen, hello: dict, leftover: bytes):
+  def __init__(self, proc: subprocess.Popen, stderr: BinaryIO, hello: dict,
+               leftover: bytes):
     self.proc = proc
+    self.stderr = stderr
     self.hello = hello
     self.fd = proc.stdout.fileno()
     self.buffer = leftover
@@ -134,6 +136,7 @@ class _WorkerHandle:
       self.proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
       logging.warning("executor worker %d did not exit", self.proc.pid)
+    self.stderr.close()
 
 
 class Executor:
@@ -247,15 +250,16 @@ class Executor:
     self._selector = selectors.DefaultSelector()
     self._spawner = concurrent.futures.ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="pad-executor-spawner")
-    procs = [self._spawn() for _ in range(self.num_workers)]
+    spawned = [self._spawn() for _ in range(self.num_workers)]
     try:
-      for proc in procs:
-        self._add_worker(proc)
+      for proc, stderr in spawned:
+        self._add_worker(proc, stderr)
     except BaseException:
-      for proc in procs:
+      for proc, stderr in spawned:
         if proc.poll() is None:
           proc.kill()
           proc.wait()
+        stderr.close()
       raise
 
   def close(self) -> None:
@@ -288,7 +292,7 @@ class Executor:
         _LEVEL_CONFIG[self._level],
         parent_pid=os.getpid(),
         answers_path=str(_ANSWERS_MODULE),
-        package_dir=str(_ANSWERS_MODULE.parent),
+        keep_paths=_kept_paths(),
         allowed_modules=list(self.allowed_modules),
         preload_modules=list(self.allowed_modules) + list(LAZY_STDLIB_MODULES),
         timeout_s=self.timeout_s,
@@ -301,18 +305,29 @@ class Executor:
         scratch_dir=self._scratch,
     )
 
-  def _spawn(self) -> subprocess.Popen:
+  def _spawn(self) -> tuple[subprocess.Popen, BinaryIO]:
+    """Starts one worker; returns it and the file its stderr goes to."""
     command = [sys.executable, "-I", "-S", "-X", "utf8", str(_WORKER_SCRIPT),
                json.dumps(self._config())]
-    # No preexec_fn and close_fds: subprocess then uses fork+exec in C (or
-    # vfork/posix_spawn), which is safe in a process running JAX threads.
-    return self._spawner.submit(
-        subprocess.Popen, command, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, env={}, close_fds=True, cwd="/").result()
+    # A worker writes to stderr only when it fails (a traceback): that goes
+    # to an unlinked file whose last line names the failure in one log line,
+    # never onto the user's terminal.
+    stderr = tempfile.TemporaryFile(dir=self._scratch)
+    try:
+      # No preexec_fn and close_fds: subprocess then uses fork+exec in C (or
+      # vfork/posix_spawn), which is safe in a process running JAX threads.
+      proc = self._spawner.submit(
+          subprocess.Popen, command, stdin=subprocess.PIPE,
+          stdout=subprocess.PIPE, stderr=stderr, env={}, close_fds=True,
+          cwd="/").result()
+    except BaseException:
+      stderr.close()
+      raise
+    return proc, stderr
 
-  def _add_worker(self, proc: subprocess.Popen) -> _WorkerHandle:
-    hello, leftover = _read_hello(proc)
-    worker = _WorkerHandle(proc, hello, leftover)
+  def _add_worker(self, proc: subprocess.Popen, stderr: BinaryIO) -> _WorkerHandle:
+    hello, leftover = _read_hello(proc, stderr)
+    worker = _WorkerHandle(proc, stderr, hello, leftover)
     self._selector.register(worker.fd, selectors.EVENT_READ, worker)
     self._workers.append(worker)
     return worker
@@ -321,7 +336,7 @@ class Executor:
     self._selector.unregister(worker.fd)
     self._workers.remove(worker)
     worker.kill()
-    self._add_worker(self._spawn())
+    self._add_worker(*self._spawn())
 
   # -- running ---------------------------------------------------------------
 
@@ -425,7 +440,9 @@ class Executor:
       seconds = round(time.monotonic() - worker.last_activity, 6)
       done[index] = ExecResult("crashed", None, reason, seconds)
       queue.extendleft(reversed(outstanding[1:]))
-    logging.warning("executor: %s (pid %d); restarting it", reason, worker.proc.pid)
+    said = _last_line(worker.stderr)
+    logging.warning("executor: %s (pid %d%s); restarting it", reason,
+                    worker.proc.pid, f": {said}" if said else "")
     self._replace(worker)
 
 
@@ -463,7 +480,38 @@ def _make_scratch_dir() -> str:
   return path
 
 
-def _read_hello(proc: subprocess.Popen) -> tuple[dict, bytes]:
+def _kept_paths() -> list[str]:
+  """What a worker's private tmpfs mounts must leave visible, read-only.
+
+  The interpreter (this process's prefixes and executable's directory),
+  its venv and this package, each as named and as resolved (a symlink's
+  target may live elsewhere): the outermost existing directories only. The
+  parent names them because a worker under `-I -S` may see other prefixes.
+  """
+  named = (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+           os.path.dirname(sys.executable),
+           os.path.dirname(os.path.realpath(sys.executable)),
+           str(_WORKER_SCRIPT.parents[1]), str(_ANSWERS_MODULE.parent))
+  paths = {p for path in named if path
+           for p in (os.path.abspath(path), os.path.realpath(path))
+           if os.path.isdir(p)}
+  return sorted(p for p in paths if not any(
+      p.startswith(other.rstrip("/") + "/") for other in paths if other != p))
+
+
+def _last_line(stderr: BinaryIO) -> str:
+  """The last non-empty line a worker wrote to stderr ("" if none)."""
+  try:  # pread: the file offset is shared with the worker, leave it be
+    fd = stderr.fileno()
+    size = os.fstat(fd).st_size
+    text = os.pread(fd, 4096, max(0, size - 4096)).decode("utf-8", "replace")
+  except (OSError, ValueError):  # ValueError: closed
+    return ""
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  return lines[-1][:300] if lines else ""
+
+
+def _read_hello(proc: subprocess.Popen, stderr: BinaryIO) -> tuple[dict, bytes]:
   """Waits for a worker's start-up line; returns it and any bytes after it."""
   fd = proc.stdout.fileno()
   deadline = time.monotonic() + _START_TIMEOUT_S
@@ -474,7 +522,10 @@ def _read_hello(proc: subprocess.Popen) -> tuple[dict, bytes]:
       left = deadline - time.monotonic()
       if left <= 0 or not selector.select(timeout=left):
         proc.kill()
-        raise ExecutorError("executor worker did not start in time")
+        proc.wait()
+        said = _last_line(stderr)
+        raise ExecutorError("executor worker did not start in time"
+                            + (f": {said}" if said else ""))
       chunk = os.read(fd, 1 << 16)
       if not chunk:
         break
@@ -485,7 +536,11 @@ def _read_hello(proc: subprocess.Popen) -> tuple[dict, bytes]:
   except ValueError:
     hello = {}
   if not isinstance(hello, dict) or not hello.get("ready"):
-    proc.kill()
-    raise ExecutorError(f"executor worker failed to start (exit {proc.wait()}); "
-                        "see its traceback on stderr")
+    try:
+      code = proc.wait(timeout=2)  # it is exiting: its stdout is closed
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      code = proc.wait()
+    raise ExecutorError(f"executor worker failed to start (exit {code}): "
+                        f"{_last_line(stderr) or 'it wrote nothing on stderr'}")
   return hello, leftover

@@ -12,7 +12,9 @@ Steps, each as far as the kernel allows and the config asks:
   1. PR_SET_PDEATHSIG, so the worker dies with the executor.
   2. A user namespace (unprivileged users only), new network / mount / IPC /
      UTS / pid namespaces; every inherited mount re-mounted read-only;
-     private root-owned tmpfs over /tmp, /var/tmp and /dev/shm. With a pid
+     private root-owned tmpfs over /tmp, /var/tmp and /dev/shm, read-only
+     ones over /root and /home, each keeping the interpreter, the venv and
+     this package visible (read-only) where they live. With a pid
      namespace the process forks once: the child, pid 1 of the namespace,
      mounts a fresh /proc and goes on; the original process only waits.
   3. The uid programs run as: root gives each worker slot its own; asked
@@ -155,7 +157,6 @@ def install_seccomp(program):
 # ---------------------------------------------------------------------------
 
 _SKIP_RO = ("/proc", "/sys", "/dev")
-_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 _MOUNT_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV,
                 "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
                 "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
@@ -208,54 +209,93 @@ def setup_namespaces(config, features):
   mount(None, "/", None, MS_REC | MS_PRIVATE)
   features["mountns"] = True
   features["readonly_fs"] = _remount_read_only()
+  keep = config["keep_paths"]
   size = max(64, config["tmpfs_mb"])
-  for path in _TMPFS:
-    if os.path.isdir(path):
-      mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
-            f"size={size}m,mode=0755")
-  features["private_tmp"] = True
-  features["hidden_homes"] = _hide_homes(config)
+  features["private_tmp"] = all([
+      _private_tmpfs(path, keep, f"size={size}m,mode=0755")
+      for path in _SCRATCH_MOUNTS])
+  try:
+    features["hidden_homes"] = all([
+        _private_tmpfs(home, keep, "size=1m,mode=0755", read_only=True)
+        for home in _HOMES])
+  except OSError as e:
+    features["hidden_homes"] = False
+    features["hidden_homes_error"] = str(e)
   return True
 
 
+# Each replaced by an empty root-owned tmpfs: the shared scratch places
+# (writable by root only: the zygote keeps its directories in /tmp), and,
+# read-only, the home directories, which hold secrets (API-key files, shell
+# histories) that are often world-readable.
+_SCRATCH_MOUNTS = ("/tmp", "/var/tmp", "/dev/shm")
 _HOMES = ("/root", "/home")
 
 
-def _hide_homes(config):
-  """Empty tmpfs over /root and /home, except what the workers need.
+def _within(path, parent):
+  return path == parent or path.startswith(parent.rstrip("/") + "/")
 
-  Home directories hold secrets (API-key files, shell histories) that are
-  often world-readable. The interpreter, the venv and this package stay
-  visible (read-only) when they live there, e.g. a pyenv under /root.
+
+def _private_tmpfs(target, keep, options, read_only=False):
+  """Mounts an empty tmpfs over `target`, except what the workers need.
+
+  The directories in `keep` (the executor's `keep_paths`: the interpreter,
+  the venv and this package, outermost directories only) that lie inside
+  `target` are bound back at their own path, read-only, e.g. a venv under
+  /tmp or a pyenv under /root; the directories leading to them are created
+  root-owned on the tmpfs, and nothing else of the old `target` shows.
+  Each kept directory is opened before the tmpfs covers it and bound from
+  that descriptor (`/proc/self/fd/N`), so no holder mount is needed.
+
+  Args:
+    target: the directory to replace; skipped if absent or a symlink.
+    keep: absolute directories that must stay visible.
+    options: the tmpfs mount data (size, mode).
+    read_only: also make the new tmpfs itself read-only.
+
+  Returns:
+    False if `target` could not be replaced because it is itself (inside) a
+    kept directory; True otherwise.
+
+  Raises:
+    OSError: a mount failed.
   """
-  keep = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix,
-                                        config["package_dir"])}
-  keep = sorted(k for k in keep if not any(
-      k != other and k.startswith(other + "/") for other in keep))
-  holder = "/tmp/.pad_keep"  # on the private tmpfs; root only
-  try:
-    os.mkdir(holder, 0o700)
-    for home in _HOMES:
-      if not os.path.isdir(home) or os.path.islink(home):
-        continue
-      inside = [k for k in keep if k == home or k.startswith(home + "/")]
-      if home in inside:
-        continue  # the worker lives in the home directory itself
-      held = []
-      for number, path in enumerate(inside):
-        spot = os.path.join(holder, f"{len(os.listdir(holder))}_{number}")
-        os.mkdir(spot)
-        mount(path, spot, None, MS_BIND | MS_REC)
-        held.append((path, spot))
-      mount("tmpfs", home, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-      for path, spot in held:
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        mount(spot, path, None, MS_BIND | MS_REC)
-        mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
-      mount(None, home, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+  if not os.path.isdir(target) or os.path.islink(target):
     return True
-  except OSError:
+  if any(_within(target, path) for path in keep):
     return False
+  inside = [p for p in keep if _within(p, target) and os.path.isdir(p)]
+  fds = [os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for p in inside]
+  try:
+    mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    for path, fd in zip(inside, fds):
+      os.makedirs(path, mode=0o755, exist_ok=True)
+      mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+      _bind_read_only(path, os.statvfs(path).f_flag)
+  finally:
+    for fd in fds:
+      os.close(fd)
+  if read_only:
+    mount(None, target, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+  return True
+
+
+_STATVFS_FLAGS = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV,
+                  os.ST_NOEXEC: MS_NOEXEC, os.ST_NOATIME: MS_NOATIME,
+                  os.ST_NODIRATIME: MS_NODIRATIME, os.ST_RELATIME: MS_RELATIME}
+
+
+def _bind_read_only(path, statvfs_flags):
+  """Makes the bind mount at `path` read-only, keeping its other flags.
+
+  Inside a user namespace the kernel refuses to clear the flags of an
+  inherited mount (nosuid, nodev, noexec, atime), so they are passed again.
+  """
+  flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+  for st_flag, ms_flag in _STATVFS_FLAGS.items():
+    if statvfs_flags & st_flag:
+      flags |= ms_flag
+  mount(None, path, None, flags)
 
 
 def become_pid1(features):
