@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -367,7 +368,7 @@ def test_user_namespace_setup_and_root_refusal(monkeypatch):
   assert result.status == "crashed" and "refusing to run a program as root" in result.error
 
 
-def test_auto_falls_back_when_workers_cannot_start(monkeypatch):
+def test_auto_falls_back_when_workers_cannot_start(monkeypatch, caplog, capfd):
   ex = execution.Executor(workers=1)
   config = ex._config  # pylint: disable=protected-access
   broken = {"full", "userns"}
@@ -377,6 +378,85 @@ def test_auto_falls_back_when_workers_cannot_start(monkeypatch):
   with ex:
     assert ex.isolation in ("uid", "basic")
     assert ex.run(["def solution():\n    return 3"])[0].value == 3
+  # One log line that names the reason; no traceback on the terminal.
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert len(warnings) == 1, warnings
+  assert "failed to start" in warnings[0]
+  assert "FileNotFoundError" in warnings[0] and "/nonexistent" in warnings[0]
+  assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_level_that_cannot_start_names_the_reason(monkeypatch):
+  level = "full" if os.geteuid() == 0 else "basic"
+  ex = execution.Executor(workers=2, isolation=level)
+  config = ex._config  # pylint: disable=protected-access
+  monkeypatch.setattr(ex, "_config", lambda: {**config(), "answers_path": "/nonexistent"})
+  with pytest.raises(execution.ExecutorError,
+                     match=r"failed to start \(exit 1\): FileNotFoundError.*/nonexistent"):
+    ex.start()
+  assert not ex._workers  # pylint: disable=protected-access
+
+
+_KEPT_VENV_SCRIPT = textwrap.dedent("""\
+    import json, logging, sys
+    from pad_jax.execution import executor
+    top = sys.argv[1]
+    assert executor.__file__.startswith(top + "/pkg/"), executor.__file__
+    assert sys.prefix == top + "/venv", sys.prefix
+    logging.basicConfig(level=logging.WARNING)
+    OS = "import collections\\nos = collections._sys.modules['os']\\n"
+    programs = [
+        "def solution():\\n    return 6 * 7",
+        f"def solution():\\n    return len(open('{top}/secret.txt').read())",
+        OS + f"def solution():\\n    return len(os.listdir('{top}'))",
+        OS + f"def solution():\\n    return os.path.isfile('{top}/venv/pyvenv.cfg')",
+        f"def solution():\\n    open('{top}/venv/new', 'w')\\n    return 1",
+    ]
+    with executor.Executor(workers=1, timeout_s=5.0, isolation="full") as ex:
+      results = ex.run(programs)
+      print(json.dumps([ex.isolation, ex.features["private_tmp"],
+                        ex.features["hidden_homes"],
+                        [[r.status, r.value] for r in results]]))
+    """)
+
+
+@pytest.mark.parametrize("base", ["/tmp", "/dev/shm", "/root"])
+def test_full_isolation_with_the_venv_and_package_under_a_private_mount(base, repo_root):
+  """A venv and the package under /tmp (a clone there) or a home directory.
+
+  The sandbox replaces these with empty tmpfs mounts: the interpreter, the
+  venv and the package stay visible read-only; their neighbours stay hidden.
+  """
+  if os.geteuid() != 0:
+    pytest.skip("the full isolation level needs root (see docs/security.md)")
+  if not os.path.isdir(base) or not os.access(base, os.W_OK):
+    pytest.skip(f"{base} is not a writable directory here")
+  top = tempfile.mkdtemp(prefix="pad_kept_", dir=base)
+  try:
+    package = pathlib.Path(top, "pkg", "pad_jax")
+    (package / "execution").mkdir(parents=True)
+    # What the executor needs, nothing more: the venv has no site-packages.
+    for name in ("executor.py", "worker.py", "zygote.py"):
+      shutil.copy(repo_root / "pad_jax" / "execution" / name, package / "execution")
+    shutil.copy(repo_root / "pad_jax" / "answers.py", package)
+    for directory in (package, package / "execution"):
+      (directory / "__init__.py").write_text("")
+    pathlib.Path(top, "secret.txt").write_text(SECRET)  # world-readable
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", f"{top}/venv"],
+                   check=True, timeout=120)
+    proc = subprocess.run([f"{top}/venv/bin/python", "-c", _KEPT_VENV_SCRIPT, top],
+                          env={"PYTHONPATH": f"{top}/pkg"}, cwd="/",
+                          capture_output=True, text=True, timeout=240)
+  finally:
+    shutil.rmtree(top, ignore_errors=True)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stderr == ""  # no fallback warning, no worker traceback
+  isolation, private_tmp, hidden_homes, results = json.loads(proc.stdout)
+  assert (isolation, private_tmp, hidden_homes) == ("full", True, True)
+  assert [status for status, _ in results] == [
+      "ok", "runtime_error", "ok", "ok", "runtime_error"]
+  assert [value for _, value in results[::2]] == [42, 2, None]  # 2: pkg, venv
+  assert results[3][1] == 1.0  # the venv is there
 
 
 def test_an_abandoned_stream_does_not_leak_into_the_next(executor):
