@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import ast
 import functools
-import json
 import math
-import operator
 import os
 import re
 from typing import Any, Mapping, Optional, Sequence
@@ -31,8 +29,11 @@ from typing import Any, Mapping, Optional, Sequence
 import seqio
 
 from pad_jax import answers
+from pad_jax import arithmetic
+from pad_jax import jsonl
 from pad_jax.errors import DataError
 from tasks import preprocessors
+from tasks import program_tasks
 from tasks import registry
 
 SPLITS = ("train", "validation")
@@ -40,9 +41,6 @@ FIELDS = ("id", "question", "rationale", "answer")
 _CALC_MARK_RE = re.compile(r"<<[^<>]*>>")
 _ANSWER_RE = re.compile(r"answer is\s*:?\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
-           ast.Pow: operator.pow}
 _SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
             ast.Mod: "%", ast.Pow: "**"}
 
@@ -64,19 +62,6 @@ def _format_value(value: float) -> str:
   if isinstance(value, float):
     return f"{value:.6g}"
   return str(value)
-
-
-def _evaluate(node: ast.AST, env: Mapping[str, float]) -> float:
-  """Arithmetic over numbers and known names only (no calls, no attributes)."""
-  if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-    return node.value
-  if isinstance(node, ast.Name) and node.id in env:
-    return env[node.id]
-  if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-    return _BINOPS[type(node.op)](_evaluate(node.left, env), _evaluate(node.right, env))
-  if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-    return -_evaluate(node.operand, env)
-  raise ValueError(f"unsupported expression: {ast.dump(node)[:60]}")
 
 
 def _substituted(node: ast.AST, env: Mapping[str, float]) -> str:
@@ -118,7 +103,7 @@ def program_rationale(program: str) -> Optional[str]:
       if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(
           statement.targets[0], ast.Name):
         name = statement.targets[0].id
-        value = _evaluate(statement.value, env)
+        value = arithmetic.evaluate(statement.value, env)
         if isinstance(statement.value, ast.Constant):
           sentences.append(f"{name.replace('_', ' ')} is {_format_value(value)}.")
         elif not isinstance(statement.value, ast.Name):
@@ -128,10 +113,10 @@ def program_rationale(program: str) -> Optional[str]:
                            f"{_substituted(statement.value, env)} = {_format_value(value)}.")
         env[name] = value
       elif isinstance(statement, ast.Return) and statement.value is not None:
-        result = _evaluate(statement.value, env)
+        result = arithmetic.evaluate(statement.value, env)
       else:
         return None
-    except (ValueError, ZeroDivisionError, OverflowError):
+    except arithmetic.ArithmeticEvalError:
       return None
   if result is None or not math.isfinite(result):
     return None
@@ -158,40 +143,26 @@ def parse_answer(text: Any) -> Optional[float]:
 def read_cot(path: str) -> list[dict[str, Any]]:
   """Reads CoT JSONL rows, raising DataError(file, line, field) on bad ones."""
   rows = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(path, number, "(json)", f"not valid JSON ({e.msg})") from None
-      if not isinstance(row, dict):
-        raise DataError(path, number, "(json)", "not a JSON object")
-      for field in FIELDS:
-        if field not in row:
-          raise DataError(path, number, field, "missing")
-      if answers.parse_number(row["answer"]) is None:
-        raise DataError(path, number, "answer", f"not a number: {row['answer']!r}")
-      rows.append(row)
+  for number, row in jsonl.iter_rows(path):
+    for field in FIELDS:
+      if field not in row:
+        raise DataError(path, number, field, "missing field")
+    if answers.parse_number(row["answer"]) is None:
+      raise DataError(path, number, "answer", f"not a number: {jsonl.short(row['answer'])}")
+    rows.append(row)
   if not rows:
-    raise DataError(path, 0, "(file)", "no rows")
+    raise DataError(path, None, None, "no rows")
   return rows
 
 
 def write_cot(path: str, rows: Sequence[Mapping[str, Any]]) -> int:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    for row in rows:
-      f.write(json.dumps({k: row[k] for k in FIELDS}) + "\n")
-  os.replace(tmp, path)
-  return len(rows)
+  """Replaces `path` atomically with CoT rows (only their `FIELDS`); returns the count."""
+  return jsonl.write_rows(path, ({k: row[k] for k in FIELDS} for row in rows))
 
 
 @functools.lru_cache(maxsize=16)
 def _split_rows(path: str, validation_fraction: float, seed: int, mtime_ns: int, size: int):
   del mtime_ns, size  # cache key only
-  from tasks import program_tasks  # pylint: disable=import-outside-toplevel
   rows = read_cot(path)
   validation = program_tasks.split_question_ids([str(r["id"]) for r in rows],
                                                 validation_fraction, seed)

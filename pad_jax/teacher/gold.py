@@ -23,14 +23,14 @@ any teacher's (see `pad_jax.teacher.verify`).
 
 from __future__ import annotations
 
-import ast
 import builtins
 import dataclasses
 import keyword
 import math
-import operator
 import re
 from typing import Any, Optional, Sequence
+
+from pad_jax import arithmetic
 
 TEACHER_NAME = "gold"
 
@@ -279,7 +279,7 @@ class _Builder:
         pieces.append(")")
         python.append(")")
       previous = token.kind
-    value = _safe_eval(" ".join(python))
+    value = arithmetic.try_evaluate(" ".join(python))
     if value is None:
       return None, 0.0, []
     return _join(pieces), value, deps
@@ -467,35 +467,6 @@ def _reconcile(rendered: str, value: float, stated: float) -> tuple[Optional[str
 
 def _close(a: float, b: float) -> bool:
   return abs(a - b) <= 1e-6 * max(1.0, abs(b))
-
-
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.Pow: operator.pow}
-
-
-def _safe_eval(source: str) -> Optional[float]:
-  try:
-    tree = ast.parse(source, mode="eval")
-    value = _eval_node(tree.body)
-  except (SyntaxError, ZeroDivisionError, OverflowError, ValueError, TypeError, RecursionError):
-    return None
-  if not isinstance(value, (int, float)) or not math.isfinite(value):
-    return None
-  return float(value)
-
-
-def _eval_node(node: ast.AST) -> float:
-  if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-    return node.value
-  if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-    left, right = _eval_node(node.left), _eval_node(node.right)
-    if isinstance(node.op, ast.Pow) and abs(right) > 100:
-      raise OverflowError
-    return _BINOPS[type(node.op)](left, right)
-  if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-    value = _eval_node(node.operand)
-    return -value if isinstance(node.op, ast.USub) else value
-  raise ValueError("not arithmetic")
 
 
 def _join(pieces: list[str]) -> str:
