@@ -514,7 +514,7 @@ def score_predictions(ctx: StageContext, cfg: ScoreConfig, predictions: Sequence
   else:
     raise StageError(f"ScoreConfig.answer_format: unknown {cfg.answer_format!r}; "
                      "expected 'program' or 'text'")
-  from pad_jax import metrics  # pylint: disable=import-outside-toplevel
+  from pad_jax.execution import scoring as metrics  # pylint: disable=import-outside-toplevel
   rows, offset = [], 0
   for prediction, decodes in zip(predictions, texts):
     group = results[offset:offset + len(decodes)]

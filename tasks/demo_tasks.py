@@ -71,7 +71,7 @@ def register(name: str = TASK_NAME,
           num_input_examples=dict(SIZES)),
       preprocessors=preprocessors.tokenize_preprocessors(),
       output_features=preprocessors.output_features(vocabulary),
-      postprocess_fn=postprocessors.extract_program,
+      postprocess_fn=postprocessors.postprocess,
       metric_fns=[postprocessors.execution_metric])
 
 

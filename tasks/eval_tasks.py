@@ -103,7 +103,7 @@ def register_eval_task(benchmark: str,
           splits=(SPLIT,)),
       preprocessors=preprocessors.tokenize_preprocessors(),
       output_features=preprocessors.output_features(vocabulary),
-      postprocess_fn=postprocessors.extract_program,
+      postprocess_fn=postprocessors.postprocess,
       metric_fns=[postprocessors.execution_metric])
 
 

@@ -4,9 +4,9 @@ seqio calls `postprocess_fn(output, example=..., is_target=...)` on each
 decoded target and prediction, then `metric_fn(targets, predictions)`:
 
 * targets -> the gold number (float) from the example's `answer` feature;
-* predictions -> program text, pulled out of the raw completion by
-  `pad_jax.teacher.extraction.extract_program` (the raw text when nothing
-  program-like is found, so the metric counts it as a failed program);
+* predictions -> the program to run (`pad_jax.execution.scoring.program_to_run`):
+  the text itself when it parses and defines `solution()`, else the program
+  extracted from it, else the raw text (which then fails as written);
 * `execution_metric` runs every program once in the sandboxed executor
   (`pad_jax.metrics.execution_metrics`).
 """
@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Sequence
 
 from pad_jax import answers
+from pad_jax import metrics
+from pad_jax.execution import scoring
 
 
 def _text(value: Any) -> str:
@@ -26,9 +28,9 @@ def _text(value: Any) -> str:
   return str(value)
 
 
-def extract_program(output: Any,
-                    example: Optional[Mapping[str, Any]] = None,
-                    is_target: bool = False) -> Any:
+def postprocess(output: Any,
+                example: Optional[Mapping[str, Any]] = None,
+                is_target: bool = False) -> Any:
   """Turns a decoded target into the gold number, a prediction into a program.
 
   Args:
@@ -39,18 +41,14 @@ def extract_program(output: Any,
 
   Returns:
     For targets: the gold answer as a float (None if it does not parse). For
-    predictions: the program text (the extracted `def solution()` program,
-    or the whole completion when none is found).
+    predictions: the program to run: the text unchanged when it is a program
+    defining `solution()`, else the program extracted from it, else the text.
   """
   if is_target:
     if example is not None and "answer" in example:
       return answers.parse_number(_text(example["answer"]))
     return answers.parse_number(_text(output))
-  # Lazy: importing the teacher package is only needed when decoding.
-  from pad_jax.teacher import extraction  # pylint: disable=g-import-not-at-top
-  text = _text(output)
-  program = extraction.extract_program(text)
-  return text if program is None else program
+  return scoring.program_to_run(_text(output))
 
 
 def execution_metric(targets: Sequence[Optional[float]],
@@ -58,12 +56,10 @@ def execution_metric(targets: Sequence[Optional[float]],
   """seqio metric: executes all predicted programs and scores their answers.
 
   Args:
-    targets: gold numbers (from `extract_program(..., is_target=True)`).
+    targets: gold numbers (from `postprocess(..., is_target=True)`).
     predictions: program texts.
 
   Returns:
     The dict of `pad_jax.metrics.execution_metrics`.
   """
-  # Lazy: the executor (processes, resource limits) is needed only at eval.
-  from pad_jax import metrics  # pylint: disable=g-import-not-at-top
   return metrics.execution_metrics(targets, predictions)

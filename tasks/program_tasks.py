@@ -170,5 +170,5 @@ def register_program_task(name: str,
           num_input_examples=counts),
       preprocessors=preprocessors.tokenize_preprocessors(),
       output_features=preprocessors.output_features(vocabulary),
-      postprocess_fn=postprocessors.extract_program,
+      postprocess_fn=postprocessors.postprocess,
       metric_fns=[postprocessors.execution_metric])

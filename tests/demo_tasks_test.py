@@ -42,7 +42,7 @@ def test_test_split_iterates_fully_and_fits_the_feature_lengths():
     assert len(example["inputs"]) < demo_tasks.FEATURE_LENGTHS["inputs"]
     assert len(example["targets"]) < demo_tasks.FEATURE_LENGTHS["targets"]
     assert vocabulary.decode(example["targets"][:-1].tolist()) == record.program
-    gold = postprocessors.extract_program(
+    gold = postprocessors.postprocess(
         example["targets_pretokenized"], example=example, is_target=True)
     assert gold == record.answer
 

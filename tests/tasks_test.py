@@ -31,7 +31,7 @@ def test_all_eval_tasks_registered():
     task = seqio.get_mixture_or_task(f"pad_eval_{benchmark}")
     assert task.splits == ("test",)
     assert task.output_features["inputs"].vocabulary.vocab_size == 32100
-    assert task.postprocessor is postprocessors.extract_program
+    assert task.postprocessor is postprocessors.postprocess
     assert task.metric_fns == [postprocessors.execution_metric]
 
 
@@ -169,14 +169,14 @@ def test_program_task_with_trained_vocabulary(tmp_path):
 
 def test_postprocessor():
   example = {"answer": np.bytes_(b"18"), "id": b"x"}
-  assert postprocessors.extract_program(b"18", example, is_target=True) == 18.0
-  assert postprocessors.extract_program("2.5", None, is_target=True) == 2.5
+  assert postprocessors.postprocess(b"18", example, is_target=True) == 18.0
+  assert postprocessors.postprocess("2.5", None, is_target=True) == 2.5
   completion = ("Here is the program:\n```python\ndef solution():\n"
                 "    return 9 * 2\n```\nThe answer is 18.")
-  program = postprocessors.extract_program(completion.encode(), example)
+  program = postprocessors.postprocess(completion.encode(), example)
   assert program.startswith("def solution():") and "```" not in program
   assert "answer is" not in program
-  assert postprocessors.extract_program("no code here") == "no code here"
+  assert postprocessors.postprocess("no code here") == "no code here"
   assert preprocessors.format_number(18.0) == "18"
   assert preprocessors.format_number(2.5) == "2.5"
   assert preprocessors.format_number(-3.0) == "-3"
