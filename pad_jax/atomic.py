@@ -19,7 +19,12 @@ def write_text(path: os.PathLike | str, text: str) -> None:
 
   The directory entry is fsync'd too, so the rename survives a crash. A failure
   leaves the previous file (if any) untouched and no temporary file behind.
+  A path with a scheme (`gs://...`, e.g. a t5x MODEL_DIR) is written through
+  `tf.io.gfile` the same way (temporary file, then rename).
   """
+  if "://" in os.fspath(path):
+    _write_text_gfile(os.fspath(path), text)
+    return
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -34,6 +39,22 @@ def write_text(path: os.PathLike | str, text: str) -> None:
       os.unlink(tmp)
     raise
   _fsync_dir(path.parent)
+
+
+def _write_text_gfile(path: str, text: str) -> None:
+  # Deferred on purpose: only remote paths need TensorFlow, which is heavy.
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  gfile = tf.io.gfile
+  gfile.makedirs(path.rsplit("/", 1)[0])
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with gfile.GFile(tmp, "w") as f:
+      f.write(text)
+    gfile.rename(tmp, path, overwrite=True)
+  except BaseException:
+    if gfile.exists(tmp):
+      gfile.remove(tmp)
+    raise
 
 
 def write_json(path: os.PathLike | str, obj: Any, indent: int = 2) -> None:
