@@ -9,8 +9,14 @@ r"""Program synthesis CLI: a teacher writes programs, the executor keeps the rig
 Writes OUT_DIR/completions.jsonl (the durable cache: re-running resumes),
 failed.jsonl, programs.jsonl (the program dataset), report.json, report.png
 and run.json. The API key comes from OPENAI_API_KEY or --api_key_file and is
-never written anywhere. See pad_jax/teacher/synthesize.py for the Python API.
+never written anywhere. The executor flags (--workers, --timeout_s,
+--memory_mb, --mode, ...) are the same as every other command's
+(`pad_jax.execution.flags`). Bad input or flags exit with status 2 and one
+`error: ...` line (naming file:line:field for bad data). See
+pad_jax/teacher/synthesize.py for the Python API.
 """
+
+from __future__ import annotations
 
 import sys
 
@@ -18,16 +24,17 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from pad_jax.execution import flags as exec_flags
+from pad_jax.teacher import client as client_lib
+from pad_jax.teacher import prompts
+from pad_jax.teacher import synthesize as synth
 
-def _configs():
-  from pad_jax.teacher import client as client_lib  # pylint: disable=g-import-not-at-top
-  from pad_jax.teacher import prompts  # pylint: disable=g-import-not-at-top
-  from pad_jax.teacher import synthesize as synth  # pylint: disable=g-import-not-at-top
-  from pad_jax.teacher import verify as verify_lib  # pylint: disable=g-import-not-at-top
+
+def _openai_config() -> synth.OpenAIConfig:
   retry = client_lib.RetryPolicy(max_attempts=_MAX_ATTEMPTS.value,
                                  backoff_base_s=_BACKOFF.value,
                                  timeout_s=_REQUEST_TIMEOUT.value)
-  openai_config = synth.OpenAIConfig(
+  return synth.OpenAIConfig(
       base_url=_BASE_URL.value, model=_MODEL.value, samples=_SAMPLES.value,
       variants=tuple(prompts.parse_variants(_VARIANTS.value)), temperature=_TEMPERATURE.value,
       top_p=_TOP_P.value, max_tokens=_MAX_TOKENS.value, concurrency=_CONCURRENCY.value,
@@ -35,36 +42,26 @@ def _configs():
       price_input_per_mtok=_PRICE_IN.value, price_output_per_mtok=_PRICE_OUT.value,
       use_n=_USE_N.value, batch=_BATCH.value, batch_poll_s=_BATCH_POLL.value,
       progress=_PROGRESS.value)
-  verify_config = verify_lib.VerifyConfig(mode=_MODE.value, workers=_WORKERS.value,
-                                          timeout_s=_EXEC_TIMEOUT.value,
-                                          memory_mb=_EXEC_MEMORY.value)
-  return openai_config, verify_config
 
 
-def main(argv):
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected arguments {argv[1:]} (flags are --name=value)")
-  if not _OUT_DIR.value:
-    sys.exit("error: --out_dir is required")
-  from pad_jax.teacher import synthesize as synth  # pylint: disable=g-import-not-at-top
-  try:
-    openai_config, verify_config = _configs()
-    api_key = None
-    if _TEACHER.value == "openai":
-      openai_config.validate()
-      api_key = synth.resolve_api_key(openai_config.base_url, None, _KEY_FILE.value)
-    elif _BENCHMARK.value != "gsm8k":
-      raise ValueError(f"--teacher=gold needs GSM8K rationales; --benchmark={_BENCHMARK.value} "
-                       "has none")
-    report = synth.synthesize(_TEACHER.value, _BENCHMARK.value, _SPLIT.value, _OUT_DIR.value,
-                              limit=_LIMIT.value, data_dir=_DATA_DIR.value,
-                              openai_config=openai_config, verify_config=verify_config,
-                              api_key=api_key, verify=_VERIFY.value,
-                              progress=_PROGRESS.value)
-  except (ValueError, OSError) as e:  # DataError is a ValueError.
-    sys.exit(f"error: {e}")
-  except KeyboardInterrupt:
-    sys.exit("interrupted: finished completions are saved; re-run the same command to resume")
+def _run() -> dict:
+  """Checks the flags, then runs the teacher; ValueError for bad flags or input."""
+  limits = exec_flags.limits()
+  openai_config = _openai_config()
+  api_key = None
+  if _TEACHER.value == "openai":
+    openai_config.validate()
+    api_key = synth.resolve_api_key(openai_config.base_url, None, _KEY_FILE.value)
+  elif _BENCHMARK.value != "gsm8k":
+    raise ValueError(f"--teacher=gold needs GSM8K rationales; --benchmark={_BENCHMARK.value} "
+                     "has none")
+  return synth.synthesize(_TEACHER.value, _BENCHMARK.value, _SPLIT.value, _OUT_DIR.value,
+                          limit=_LIMIT.value, data_dir=_DATA_DIR.value,
+                          openai_config=openai_config, limits=limits, api_key=api_key,
+                          verify=_VERIFY.value, progress=_PROGRESS.value)
+
+
+def _print_summary(report: dict) -> None:
   if "kept" in report:
     print(f"kept {report['kept']} programs for {report['questions_with_program']}/"
           f"{report['questions']} questions (coverage {report['coverage']:.2%}, pass rate "
@@ -74,7 +71,30 @@ def main(argv):
     print(f"{report['completions']} completions in {_OUT_DIR.value}/completions.jsonl")
   if report.get("stopped"):
     print(f"stopped early: {report['stopped']}; re-run the same command to continue")
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
+    return 2
+  if not _OUT_DIR.value:
+    print("error: --out_dir is required", file=sys.stderr)
+    return 2
+  try:
+    report = _run()
+  except ValueError as e:  # DataError, ConfigError: bad input or flags.
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print("interrupted: finished completions are saved; re-run the same command to resume",
+          file=sys.stderr)
+    return 130
+  _print_summary(report)
   logging.flush()
+  return 0
 
 
 # Flags are defined only when this module is the program (as in t5x), so that
@@ -119,10 +139,7 @@ if __name__ == "__main__":
   _BATCH_POLL = flags.DEFINE_float("batch_poll_s", 10.0, "Seconds between batch status polls.")
   _VERIFY = flags.DEFINE_boolean("verify", True, "Verify while synthesizing and write "
                                  "programs.jsonl/report.json.")
-  _MODE = flags.DEFINE_enum("mode", "pad", ["pad", "strict"], "Answer comparison for keeping "
-                            "a program.")
-  _WORKERS = flags.DEFINE_integer("exec_workers", None, "Executor processes (default: CPUs).")
-  _EXEC_TIMEOUT = flags.DEFINE_float("exec_timeout_s", 5.0, "Time limit per program.")
-  _EXEC_MEMORY = flags.DEFINE_integer("exec_memory_mb", 512, "Memory limit per program.")
   _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar.")
-  app.run(main)
+  exec_flags.define()
+  flags.adopt_module_key_flags(exec_flags)  # List the executor flags in --help.
+  app.run(lambda argv: sys.exit(main(argv)))

@@ -115,7 +115,7 @@ def test_rounding_text_equations_and_quirky_questions():
 def test_gold_cli_writes_verified_dataset(tmp_path):
   result = subprocess.run([sys.executable, "-m", "pad_jax.synthesize", "--teacher=gold",
                            "--benchmark=gsm8k", "--split=train", "--limit=60",
-                           f"--out_dir={tmp_path}", "--exec_workers=1", "--progress=false"],
+                           f"--out_dir={tmp_path}", "--workers=1", "--progress=false"],
                           capture_output=True, timeout=120)
   assert result.returncode == 0, result.stderr.decode()[-2000:]
   report = json.loads((tmp_path / "report.json").read_text())

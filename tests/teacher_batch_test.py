@@ -9,10 +9,10 @@ from teacher_testlib import WRONG_MARK, GoldResponder, gsm8k_examples, read_json
 from pad_jax.data.programs import read_programs
 from pad_jax.teacher import batch as batch_lib
 from pad_jax.teacher import synthesize as synth
-from pad_jax.teacher import verify as verify_lib
+from pad_jax.execution.limits import ExecLimits
 
 SECRET = "sk-test-batch-77c2e9"
-VERIFY = verify_lib.VerifyConfig(workers=1)
+VERIFY = ExecLimits(workers=1)
 
 
 def _config(server, **overrides):
@@ -26,7 +26,7 @@ def test_batch_flow_matches_online_outputs(shared_data, tmp_path):
   examples = gsm8k_examples(shared_data, 10)
   with FakeOpenAI(GoldResponder(examples), api_key=SECRET, faults={"fail_always": 0.1}) as server:
     report = synth.synthesize_openai(examples, tmp_path / "batch", _config(server),
-                                     api_key=SECRET, verify_config=VERIFY)
+                                     api_key=SECRET, limits=VERIFY)
     assert len(server.batches) == 1
     first_failed = read_jsonl(tmp_path / "batch" / "failed.jsonl")
     # Re-running resubmits only the requests that failed.
@@ -37,7 +37,7 @@ def test_batch_flow_matches_online_outputs(shared_data, tmp_path):
     assert sorted(l["custom_id"] for l in retried) == sorted(f["key"] for f in first_failed)
   with FakeOpenAI(GoldResponder(examples), api_key=SECRET) as server:  # No faults.
     online = synth.synthesize_openai(examples, tmp_path / "online", _config(server, batch=False),
-                                     api_key=SECRET, verify_config=VERIFY)
+                                     api_key=SECRET, limits=VERIFY)
   state = json.loads((tmp_path / "batch" / batch_lib.STATE_FILE).read_text())
   assert [b["merged"] for b in state["batches"]] == [True, True]
   lines = read_jsonl(tmp_path / "batch" / "batch_input_0.jsonl")
@@ -74,7 +74,7 @@ def test_batch_resume_after_crash_polls_the_same_batch(shared_data, tmp_path, mo
     assert len(server.batches) == 1 and not (tmp_path / "completions.jsonl").read_text()
     monkeypatch.setattr(batch_lib, "_wait", real_wait)
     report = synth.synthesize_openai(examples, tmp_path, _config(server), api_key=SECRET,
-                                     verify_config=VERIFY)
+                                     limits=VERIFY)
     assert len(server.batches) == 1  # Not submitted (and paid for) twice.
   rows = read_jsonl(tmp_path / "completions.jsonl")
   assert len(rows) == len({r["key"] for r in rows}) == 8

@@ -18,7 +18,7 @@ from teacher_testlib import GoldResponder, assert_secret_not_on_disk, gsm8k_exam
 from pad_jax.data.programs import read_programs
 from pad_jax.teacher import prompts
 from pad_jax.teacher import synthesize as synth
-from pad_jax.teacher import verify as verify_lib
+from pad_jax.execution.limits import ExecLimits
 
 SECRET = "sk-test-kill9-5b1d0e4c8a"
 LIMIT, SAMPLES = 30, 2
@@ -28,7 +28,7 @@ def _command(server, out_dir):
   return [sys.executable, "-m", "pad_jax.synthesize", "--teacher=openai",
           f"--base_url={server.base_url}", "--model=fake-teacher", "--benchmark=gsm8k",
           "--split=train", f"--limit={LIMIT}", f"--samples={SAMPLES}", "--concurrency=4",
-          f"--out_dir={out_dir}", "--progress=false", "--exec_workers=1"]
+          f"--out_dir={out_dir}", "--progress=false", "--workers=1"]
 
 
 def _env():
@@ -106,24 +106,43 @@ def test_torn_last_line_is_tolerated(shared_data, tmp_path):
     path.write_bytes(b"\n".join(lines[:-2]) + b"\n" + lines[-2][: len(lines[-2]) // 2])
     sent = len(server.requests)
     report = synth.synthesize_openai(examples, tmp_path, config, api_key=SECRET,
-                                     verify_config=verify_lib.VerifyConfig(workers=1))
+                                     limits=ExecLimits(workers=1))
     assert len(server.requests) == sent + 1  # Only the torn row is redone.
   rows = read_jsonl(tmp_path / "completions.jsonl")
   assert len(rows) == len({r["key"] for r in rows}) == 3 * SAMPLES
   assert report["completions"] == 3 * SAMPLES
 
 
-def test_bad_flags_exit_nonzero_with_one_line(tmp_path):
+def test_bad_flags_and_input_exit_2_with_one_line(tmp_path):
+  data_dir = tmp_path / "data"
+  (data_dir / "gsm8k").mkdir(parents=True)
+  (data_dir / "gsm8k" / "train.jsonl").write_text(
+      '{"question": "Q?", "answer": "2 + 2 = <<2+2=4>>4\\n#### 4"}\n{"question": "Q2?"}\n')
   cases = [
       (["--teacher=openai", "--base_url=ftp://nowhere", f"--out_dir={tmp_path}"], "base_url"),
       (["--teacher=gold", "--benchmark=svamp", f"--out_dir={tmp_path}"], "rationales"),
       (["--teacher=gold", "--split=dev", f"--out_dir={tmp_path}"], "split"),
       (["--teacher=gold"], "--out_dir"),
+      (["--teacher=gold", f"--out_dir={tmp_path}", "stray"], "unexpected arguments"),
       (["--teacher=openai", "--prompt_variants=1,42", f"--out_dir={tmp_path}"], "variant"),
+      (["--teacher=gold", "--workers=0", f"--out_dir={tmp_path}"], "ExecLimits.workers"),
+      (["--teacher=gold", "--memory_mb=8", f"--out_dir={tmp_path}"], "ExecLimits.memory_mb"),
+      (["--teacher=gold", f"--data_dir={data_dir}", f"--out_dir={tmp_path}"],
+       f"{data_dir}/gsm8k/train.jsonl:2: field 'answer'"),
   ]
   for flags, expected in cases:
     result = subprocess.run([sys.executable, "-m", "pad_jax.synthesize", *flags],
                             capture_output=True, timeout=60, env=_env())
-    assert result.returncode != 0
     error = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 2, (flags, error)
     assert len(error) == 1 and error[0].startswith("error:") and expected in error[0], error
+
+
+def test_help_lists_the_executor_flags():
+  result = subprocess.run([sys.executable, "-m", "pad_jax.synthesize", "--help"],
+                          capture_output=True, timeout=60, env=_env())
+  text = result.stdout.decode()
+  for flag in ("--teacher", "--request_timeout_s", "--workers", "--timeout_s", "--memory_mb",
+               "--mode", "--exec_mode", "--isolation"):
+    assert f"{flag}:" in text, flag
+  assert "--exec_workers" not in text and "--exec_timeout_s" not in text

@@ -12,10 +12,10 @@ from pad_jax.teacher import client as client_lib
 from pad_jax.teacher import cost as cost_lib
 from pad_jax.teacher import prompts
 from pad_jax.teacher import synthesize as synth
-from pad_jax.teacher import verify as verify_lib
+from pad_jax.execution.limits import ExecLimits
 
 SECRET = "sk-test-3f9a1c77b2e04d5e"
-VERIFY = verify_lib.VerifyConfig(workers=1, timeout_s=5.0)
+VERIFY = ExecLimits(workers=1, timeout_s=5.0)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_faults_retried_wrong_programs_dropped_key_hygiene(examples, tmp_path):
                   retry_after_s=0.05) as server:
     retry = client_lib.RetryPolicy(max_attempts=5, backoff_base_s=0.02, timeout_s=1.5)
     report = synth.synthesize_openai(examples, tmp_path, _config(server, retry=retry),
-                                     api_key=SECRET, verify_config=VERIFY)
+                                     api_key=SECRET, limits=VERIFY)
     requests = list(server.requests)
     auth = set(server.auth_headers)
   assert auth == {f"Bearer {SECRET}"}
@@ -88,7 +88,7 @@ def test_budget_cap_stops_cleanly_and_resumes(examples, tmp_path):
     capped = _config(server, samples=1, variants=(0,), concurrency=2, max_cost_usd=0.02,
                      price_input_per_mtok=1.0, price_output_per_mtok=1.0)
     report = synth.synthesize_openai(examples, tmp_path, capped, api_key=SECRET,
-                                     verify_config=VERIFY)
+                                     limits=VERIFY)
     first = read_jsonl(tmp_path / "completions.jsonl")
     spent = sum(r["cost_usd"] for r in first)
     per_request = spent / len(first)
@@ -103,7 +103,7 @@ def test_budget_cap_stops_cleanly_and_resumes(examples, tmp_path):
     raised = _config(server, samples=1, variants=(0,), concurrency=2, max_cost_usd=10.0,
                      price_input_per_mtok=1.0, price_output_per_mtok=1.0)
     final = synth.synthesize_openai(examples, tmp_path, raised, api_key=SECRET,
-                                    verify_config=VERIFY)
+                                    limits=VERIFY)
     assert len(server.requests) == sent + len(examples) - len(first)
   rows = read_jsonl(tmp_path / "completions.jsonl")
   assert len(rows) == len({r["key"] for r in rows}) == len(examples)
@@ -115,7 +115,7 @@ def test_use_n_and_cache_keys(examples, tmp_path):
   few = examples[:4]
   with FakeOpenAI(GoldResponder(few)) as server:
     config = _config(server, samples=3, variants=(2,), use_n=True)
-    report = synth.synthesize_openai(few, tmp_path, config, api_key=SECRET, verify_config=VERIFY)
+    report = synth.synthesize_openai(few, tmp_path, config, api_key=SECRET, limits=VERIFY)
     assert len(server.requests) == 4 and {r["n"] for r in server.requests} == {3}
     assert report["completions"] == 12
     # Same command: all cached, nothing sent.

@@ -8,6 +8,7 @@ import pytest
 
 from teacher_testlib import read_jsonl
 from pad_jax.data.programs import read_programs
+from pad_jax.execution.limits import ExecLimits
 from pad_jax.teacher import verify as verify_lib
 
 FENCE = "```"
@@ -49,7 +50,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_verify_dir_keeps_correct_deduplicated_programs(run_dir, tmp_path):
-  report = verify_lib.verify_dir(run_dir, verify_lib.VerifyConfig(workers=1, timeout_s=1.0),
+  report = verify_lib.verify_dir(run_dir, ExecLimits(workers=1, timeout_s=1.0),
                                  out_dir=tmp_path)
   programs = read_programs(tmp_path / "programs.jsonl")
   assert [(p.id, p.sample) for p in programs] == [("q1", 0), ("q4", 0)]
@@ -76,7 +77,7 @@ def test_verify_dir_keeps_correct_deduplicated_programs(run_dir, tmp_path):
 
 
 def test_strict_mode_keeps_fewer(run_dir, tmp_path):
-  report = verify_lib.verify_dir(run_dir, verify_lib.VerifyConfig(mode="strict", workers=1,
+  report = verify_lib.verify_dir(run_dir, ExecLimits(answer_mode="strict", workers=1,
                                                                   timeout_s=1.0),
                                  out_dir=tmp_path)
   assert [p.id for p in read_programs(tmp_path / "programs.jsonl")] == ["q1"]
@@ -85,7 +86,7 @@ def test_strict_mode_keeps_fewer(run_dir, tmp_path):
 
 def test_cli_redoes_verification_and_reports_bad_rows(run_dir, tmp_path):
   result = subprocess.run([sys.executable, "-m", "pad_jax.verify", f"--in_dir={run_dir}",
-                           f"--out_dir={tmp_path}", "--exec_workers=1", "--exec_timeout_s=1"],
+                           f"--out_dir={tmp_path}", "--workers=1", "--timeout_s=1"],
                           capture_output=True, timeout=120)
   assert result.returncode == 0, result.stderr.decode()[-2000:]
   assert "kept 2 programs" in result.stdout.decode()
@@ -96,9 +97,43 @@ def test_cli_redoes_verification_and_reports_bad_rows(run_dir, tmp_path):
   (bad / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   result = subprocess.run([sys.executable, "-m", "pad_jax.verify", f"--in_dir={bad}"],
                           capture_output=True, timeout=60)
-  assert result.returncode != 0
+  assert result.returncode == 2
   error = result.stderr.decode().strip().splitlines()
-  assert error == [f"error: {bad}/completions.jsonl:2: field 'answer': missing"]
+  assert error == [f"error: {bad}/completions.jsonl:2: field 'answer': missing field"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--in_dir={empty}"], "{empty}/completions.jsonl: not found"),
+    (["--in_dir={bad}", "--workers=0"], "ExecLimits.workers: must be None or an integer > 0"),
+    (["--in_dir={bad}", "--timeout_s=-1"], "ExecLimits.timeout_s"),
+    (["--in_dir={bad}"], "{bad}/completions.jsonl:2: invalid JSON"),
+    (["--in_dir={manifest}"], "{manifest}/run.json:1: invalid JSON"),
+    ([], "--in_dir is required"),
+    (["--in_dir={bad}", "extra"], "unexpected arguments ['extra']"),
+])
+def test_cli_bad_input_or_flags_exit_2_with_one_line(tmp_path, args, expected):
+  dirs = {name: tmp_path / name for name in ("empty", "bad", "manifest")}
+  for directory in dirs.values():
+    directory.mkdir()
+  (dirs["bad"] / "completions.jsonl").write_text(json.dumps(ROWS[0]) + "\n{not json}\n")
+  (dirs["manifest"] / "completions.jsonl").write_text(json.dumps(ROWS[0]) + "\n")
+  (dirs["manifest"] / "run.json").write_text("{oops")
+  result = subprocess.run([sys.executable, "-m", "pad_jax.verify",
+                           *[a.format(**dirs) for a in args]], capture_output=True, timeout=60)
+  error = result.stderr.decode().strip().splitlines()
+  assert result.returncode == 2, error
+  assert len(error) == 1 and error[0].startswith("error: "), error
+  assert expected.format(**dirs) in error[0]
+  assert not (dirs["manifest"] / "programs.jsonl").exists()  # Checked before any work.
+
+
+def test_cli_help_lists_the_executor_flags():
+  result = subprocess.run([sys.executable, "-m", "pad_jax.verify", "--help"],
+                          capture_output=True, timeout=60)
+  text = result.stdout.decode()
+  for flag in ("--in_dir", "--out_dir", "--workers", "--timeout_s", "--memory_mb", "--mode",
+               "--exec_mode", "--isolation"):
+    assert f"{flag}:" in text, flag
 
 
 def test_normalize_program_ignores_comments_docstrings_and_spacing():
@@ -110,7 +145,7 @@ def test_normalize_program_ignores_comments_docstrings_and_spacing():
 
 
 def test_programs_register_as_a_seqio_task(run_dir, tmp_path):
-  verify_lib.verify_dir(run_dir, verify_lib.VerifyConfig(workers=1, timeout_s=1.0),
+  verify_lib.verify_dir(run_dir, ExecLimits(workers=1, timeout_s=1.0),
                         out_dir=tmp_path)
   from tasks import program_tasks  # pylint: disable=g-import-not-at-top
   task = program_tasks.register_program_task("teacher_verify_test_task",

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import sys
 import time
@@ -22,9 +21,17 @@ import types
 from typing import Any, Optional
 
 from absl import logging
+from tqdm import tqdm
 
+from pad_jax import atomic
+from pad_jax import jsonl
+from pad_jax.errors import DataError
 from pad_jax.teacher import cache as cache_lib
 from pad_jax.teacher import client as client_lib
+from pad_jax.teacher import cost as cost_lib
+from pad_jax.teacher.planning import OpenAIConfig
+from pad_jax.teacher.planning import Request
+from pad_jax.teacher.planning import completion_rows
 
 STATE_FILE = "batch_state.json"
 MAX_REQUESTS_PER_BATCH = 50_000
@@ -35,21 +42,19 @@ def _load_state(path: pathlib.Path) -> dict[str, Any]:
   if not path.exists():
     return {"batches": []}
   try:
-    return json.loads(path.read_text())
+    state = json.loads(jsonl.read_text(path))
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    raise DataError(path, e.lineno, None, f"invalid JSON ({e.msg})") from None
+  if not isinstance(state, dict) or not isinstance(state.get("batches"), list):
+    raise DataError(path, None, "batches", "expected a JSON object with a 'batches' list")
+  return state
 
 
 def _save_state(path: pathlib.Path, state: dict[str, Any]) -> None:
-  tmp = path.with_name(f".{path.name}.tmp")
-  with open(tmp, "w") as f:
-    json.dump(state, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  atomic.write_json(path, state, indent=1)
 
 
-def batch_line(request, config) -> dict[str, Any]:
+def batch_line(request: Request, config: OpenAIConfig) -> dict[str, Any]:
   """The Batch API JSONL line of one planned request."""
   return {"custom_id": request.keys[0], "method": "POST", "url": "/v1/chat/completions",
           "body": {"model": config.model, "messages": request.messages,
@@ -57,16 +62,20 @@ def batch_line(request, config) -> dict[str, Any]:
                    "top_p": config.top_p, "max_tokens": config.max_tokens}}
 
 
-def _estimated_cost(request, config, prices) -> float:
+def _estimated_cost(request: Request, config: OpenAIConfig,
+                    prices: Optional[cost_lib.Prices]) -> float:
   if prices is None:
     return 0.0
   tokens_in = client_lib.estimate_tokens(request.messages, 0)
   return prices.cost(tokens_in, config.max_tokens * len(request.samples))
 
 
-def run_batch(requests: list, store: cache_lib.CompletionCache, config, api_key: Optional[str],
-              prices, verifier, out_dir: pathlib.Path) -> Optional[str]:
+def run_batch(requests: list[Request], store: cache_lib.CompletionCache, config: OpenAIConfig,
+              api_key: Optional[str], prices: Optional[cost_lib.Prices], verifier,
+              out_dir: pathlib.Path) -> Optional[str]:
   """Submits, polls and merges batches for `requests`; returns why it stopped early."""
+  # Deferred on purpose: the openai package takes ~0.6 s to import and only
+  # a run that contacts a server needs it (as in `client.ChatClient`).
   import openai  # pylint: disable=g-import-not-at-top
   client_lib.quiet_http_logs()
   client = openai.OpenAI(base_url=config.base_url, api_key=api_key or client_lib.NO_KEY,
@@ -107,8 +116,7 @@ def _submit(client, chunk: list, config, state: dict, state_path: pathlib.Path,
             out_dir: pathlib.Path) -> None:
   index = len(state["batches"])
   input_path = out_dir / f"batch_input_{index}.jsonl"
-  lines = [json.dumps(batch_line(r, config), ensure_ascii=False) for r in chunk]
-  input_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  jsonl.write_rows(input_path, (batch_line(r, config) for r in chunk))
   uploaded = client.files.create(file=(input_path.name, input_path.read_bytes()), purpose="batch")
   items = {r.keys[0]: {"id": r.example.id, "question": r.example.question,
                        "answer": r.example.answer, "variant": r.variant, "samples": r.samples,
@@ -137,7 +145,6 @@ def _create(client, entry: dict, state: dict, state_path: pathlib.Path) -> None:
 
 
 def _wait(client, batch: dict, config) -> Any:
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   bar = tqdm(total=len(batch["items"]), desc=f"batch {batch['batch_id']}", unit="req",
              disable=not config.progress, file=sys.stderr, dynamic_ncols=True)
   try:
@@ -159,7 +166,6 @@ def _wait(client, batch: dict, config) -> Any:
 
 def _merge(client, batch: dict, store: cache_lib.CompletionCache, config, prices,
            verifier) -> None:
-  from pad_jax.teacher import synthesize as synth  # pylint: disable=g-import-not-at-top
   answered: set[str] = set()
   for field in ("output_file_id", "error_file_id"):
     file_id = batch.get(field)
@@ -178,7 +184,7 @@ def _merge(client, batch: dict, store: cache_lib.CompletionCache, config, prices
       if item is None:
         continue
       answered.add(record["custom_id"])
-      request = synth.Request(example=types.SimpleNamespace(id=item["id"], question=item["question"],
+      request = Request(example=types.SimpleNamespace(id=item["id"], question=item["question"],
                                                             answer=item["answer"]),
                               variant=item["variant"], samples=item["samples"], keys=item["keys"],
                               messages=[])
@@ -192,7 +198,6 @@ def _merge(client, batch: dict, store: cache_lib.CompletionCache, config, prices
 
 
 def _merge_one(store, request, record: dict, config, prices, verifier) -> None:
-  from pad_jax.teacher import synthesize as synth  # pylint: disable=g-import-not-at-top
   response = record.get("response") or {}
   body = response.get("body") or {}
   reason = None
@@ -222,7 +227,7 @@ def _merge_one(store, request, record: dict, config, prices, verifier) -> None:
                                  prompt_tokens=int(usage.get("prompt_tokens") or 0),
                                  completion_tokens=int(usage.get("completion_tokens") or 0),
                                  attempts=1)
-  rows = synth.completion_rows(request, result, config, prices)
+  rows = completion_rows(request, result, config, prices)
   new_rows = store.add_many(rows)
   if verifier:
     verifier.submit_many(new_rows)

@@ -122,6 +122,8 @@ class ChatClient:
   def __init__(self, base_url: str, api_key: Optional[str], model: str, concurrency: int = 8,
                rpm: Optional[float] = None, tpm: Optional[float] = None,
                retry: RetryPolicy = RetryPolicy()):
+    # Deferred on purpose: the openai package takes ~0.6 s to import and only
+    # a run that contacts a server needs it.
     import openai  # pylint: disable=g-import-not-at-top
     quiet_http_logs()
     self._openai = openai

@@ -1,4 +1,7 @@
-"""`report.json` and `report.png`: what a teacher run produced and kept.
+"""The teacher's verification report: what a teacher run produced and kept.
+
+`write_verify_report` writes `report.json` and `report.png` into a teacher
+output directory (the pipeline's run report is `pad_jax.report`, not this).
 
 report.json keys:
   teacher, model, benchmark, split, mode: provenance and the answer mode used;
@@ -20,11 +23,11 @@ report.json keys:
 from __future__ import annotations
 
 import collections
-import json
 import os
 import pathlib
 from typing import Any
 
+from pad_jax import atomic
 from pad_jax.teacher import cache as cache_lib
 
 REPORT_FILE = "report.json"
@@ -82,18 +85,16 @@ def _reason_kind(error: str) -> str:
   return error.split(":", 1)[0][:60] if error else "unknown"
 
 
-def write_report(out_dir: os.PathLike | str, report: dict[str, Any]) -> None:
-  """Writes report.json (atomically) and report.png."""
+def write_verify_report(out_dir: os.PathLike | str, report: dict[str, Any]) -> None:
+  """Writes the verification report: report.json (atomically) and report.png."""
   out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  tmp = out_dir / f".{REPORT_FILE}.tmp"
-  tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
-  os.replace(tmp, out_dir / REPORT_FILE)
+  atomic.write_json(out_dir / REPORT_FILE, report)
   plot_report(report, out_dir / PLOT_FILE)
 
 
 def plot_report(report: dict[str, Any], path: os.PathLike | str) -> None:
   """Two panels: outcome of every completion, pass rate per prompt variant."""
+  # Deferred on purpose: matplotlib is heavy (~0.5 s) and only this plot needs it.
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top

@@ -14,8 +14,11 @@ the run ends. Re-running the same call skips finished work.
 Python API (what the pipeline calls):
 
   synthesize(teacher, benchmark, split, out_dir, limit=None, data_dir=None,
-             openai_config=OpenAIConfig(...), verify_config=VerifyConfig(),
+             openai_config=OpenAIConfig(...), limits=ExecLimits(),
              api_key=None, verify=True) -> dict   # the report (+ "stopped")
+
+`OpenAIConfig` lives in `pad_jax.teacher.planning` (shared with the Batch API
+mode) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import asyncio
 import collections
 import dataclasses
 import hashlib
-import json
 import os
 import pathlib
 import sys
@@ -32,92 +34,27 @@ import time
 from typing import Any, Optional, Sequence, Union
 
 from absl import logging
+from tqdm import tqdm
 
+from pad_jax import atomic
 from pad_jax import jsonl
+from pad_jax.data import benchmarks
+from pad_jax.execution.limits import ExecLimits
+from pad_jax.teacher import batch as batch_lib
 from pad_jax.teacher import cache as cache_lib
 from pad_jax.teacher import client as client_lib
 from pad_jax.teacher import cost as cost_lib
 from pad_jax.teacher import gold as gold_lib
 from pad_jax.teacher import prompts
 from pad_jax.teacher import verify as verify_lib
+from pad_jax.teacher.planning import OpenAIConfig
+from pad_jax.teacher.planning import Request
+from pad_jax.teacher.planning import completion_rows
+from pad_jax.teacher.planning import plan_requests
 
 TEACHERS = ("openai", "gold")
 GOLD_VERSION = "gold-v1"
 PathLike = Union[str, os.PathLike]
-
-
-@dataclasses.dataclass(frozen=True)
-class OpenAIConfig:
-  """Settings of the `openai` teacher (mirrors the CLI flags).
-
-  Attributes:
-    base_url: the server, e.g. https://api.openai.com/v1 or a vLLM/SGLang/
-      llama.cpp server's http://host:port/v1.
-    model: the model name the server expects.
-    samples: completions per question.
-    variants: prompt variants to use; sample k uses variants[k % len].
-    temperature, top_p, max_tokens: sampling parameters.
-    concurrency: requests in flight at most.
-    rpm, tpm: requests / tokens per minute limits (None: unlimited).
-    retry: attempts, backoff and per-attempt timeout.
-    max_cost_usd: stop launching requests once the estimated spend of this
-      output directory reaches this (None: no cap). Needs known prices.
-    price_input_per_mtok, price_output_per_mtok: override the price table.
-    use_n: ask for the samples of one (question, variant) with `n` in one
-      request instead of repeated requests.
-    batch: use the OpenAI Batch API instead of online requests.
-    batch_poll_s: seconds between Batch API status polls.
-    progress: show a tqdm progress bar.
-  """
-  base_url: str = client_lib.OPENAI_BASE_URL
-  model: str = "gpt-4o-mini"
-  samples: int = 1
-  variants: tuple[int, ...] = tuple(range(prompts.NUM_VARIANTS))
-  temperature: float = 0.7
-  top_p: float = 1.0
-  max_tokens: int = 512
-  concurrency: int = 16
-  rpm: Optional[float] = None
-  tpm: Optional[float] = None
-  retry: client_lib.RetryPolicy = client_lib.RetryPolicy()
-  max_cost_usd: Optional[float] = None
-  price_input_per_mtok: Optional[float] = None
-  price_output_per_mtok: Optional[float] = None
-  use_n: bool = False
-  batch: bool = False
-  batch_poll_s: float = 10.0
-  progress: bool = True
-
-  def validate(self) -> None:
-    if self.samples < 1:
-      raise ValueError(f"samples must be >= 1, got {self.samples}")
-    if self.concurrency < 1:
-      raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-    if not self.variants:
-      raise ValueError("at least one prompt variant is needed")
-    for variant in self.variants:
-      if not 0 <= variant < prompts.NUM_VARIANTS:
-        raise ValueError(f"prompt variant {variant} out of range [0, {prompts.NUM_VARIANTS})")
-    if not 0 <= self.temperature <= 2 or not 0 < self.top_p <= 1:
-      raise ValueError("temperature must be in [0, 2] and top_p in (0, 1]")
-    if self.max_tokens < 1:
-      raise ValueError("max_tokens must be >= 1")
-    for name in ("rpm", "tpm", "max_cost_usd"):
-      value = getattr(self, name)
-      if value is not None and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if not self.base_url.startswith(("http://", "https://")):
-      raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
-
-
-@dataclasses.dataclass
-class Request:
-  """One chat request: `len(samples)` samples of one question and variant."""
-  example: Any
-  variant: int
-  samples: list[int]
-  keys: list[str]
-  messages: list[dict[str, str]]
 
 
 # ---------------------------------------------------------------------------
@@ -127,11 +64,12 @@ class Request:
 def synthesize(teacher: str, benchmark: str, split: str, out_dir: PathLike, *,
                limit: Optional[int] = None, data_dir: Optional[PathLike] = None,
                openai_config: Optional[OpenAIConfig] = None,
-               verify_config: Optional[verify_lib.VerifyConfig] = None,
+               limits: ExecLimits = ExecLimits(),
                api_key: Optional[str] = None, verify: bool = True,
                progress: bool = False) -> dict[str, Any]:
   """Loads `benchmark`/`split` (first `limit` questions) and runs `teacher`.
 
+  `limits` are the executor's limits and answer mode for verification.
   `progress` shows the gold teacher's verification bar (the openai teacher's
   bar follows `openai_config.progress`).
 
@@ -141,7 +79,6 @@ def synthesize(teacher: str, benchmark: str, split: str, out_dir: PathLike, *,
   """
   if teacher not in TEACHERS:
     raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
-  from pad_jax.data import benchmarks  # pylint: disable=g-import-not-at-top
   examples = benchmarks.load(benchmark, split, data_dir)
   if limit is not None:
     if limit < 1:
@@ -149,27 +86,25 @@ def synthesize(teacher: str, benchmark: str, split: str, out_dir: PathLike, *,
     examples = examples[:limit]
   source = {"benchmark": benchmark, "split": split, "limit": limit}
   if teacher == "gold":
-    return synthesize_gold(examples, out_dir, verify_config, verify=verify, source=source,
+    return synthesize_gold(examples, out_dir, limits, verify=verify, source=source,
                            progress=progress)
   return synthesize_openai(examples, out_dir, openai_config or OpenAIConfig(), api_key=api_key,
-                           verify_config=verify_config, verify=verify, source=source)
+                           limits=limits, verify=verify, source=source)
 
 
 def _write_manifest(out_dir: pathlib.Path, manifest: dict[str, Any]) -> None:
-  out_dir.mkdir(parents=True, exist_ok=True)
-  tmp = out_dir / f".{verify_lib.MANIFEST_FILE}.tmp"
-  tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-  os.replace(tmp, out_dir / verify_lib.MANIFEST_FILE)
+  atomic.write_json(out_dir / verify_lib.MANIFEST_FILE, manifest)
 
 
-def _finish(out_dir: pathlib.Path, store: cache_lib.CompletionCache, verifier, verify_config,
+def _finish(out_dir: pathlib.Path, store: cache_lib.CompletionCache,
+            verifier: Optional[verify_lib.StreamingVerifier], limits: ExecLimits,
             manifest: dict[str, Any], started: float, stopped: Optional[str]) -> dict[str, Any]:
   failed = jsonl.read_resumable(store.failed_path)
   store.close()
   if verifier is None:
     return {"stopped": stopped, "completions": len(store.rows)}
   verdicts = verifier.finish()
-  report = verify_lib.write_outputs(out_dir, verdicts, verify_config, failed, manifest,
+  report = verify_lib.write_outputs(out_dir, verdicts, limits.answer_mode, failed, manifest,
                                     time.monotonic() - started)
   report["stopped"] = stopped
   return report
@@ -180,7 +115,7 @@ def _finish(out_dir: pathlib.Path, store: cache_lib.CompletionCache, verifier, v
 
 
 def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
-                    verify_config: Optional[verify_lib.VerifyConfig] = None, *,
+                    limits: ExecLimits = ExecLimits(), *,
                     verify: bool = True, source: Optional[dict] = None,
                     progress: bool = False) -> dict[str, Any]:
   """Converts each example's rationale to a program, then verifies them all.
@@ -189,7 +124,7 @@ def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
     examples: `Example`s with a `rationale` (GSM8K).
     out_dir: output directory (completions.jsonl, failed.jsonl, programs.jsonl,
       report.json, report.png, run.json).
-    verify_config: execution settings for verification.
+    limits: the executor's limits and answer mode for verification.
     verify: run verification (else only completions are written).
     source: benchmark/split/limit, recorded in run.json.
     progress: show a progress bar of the verification.
@@ -198,7 +133,6 @@ def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
     The report dict.
   """
   out_dir = pathlib.Path(out_dir)
-  verify_config = verify_config or verify_lib.VerifyConfig()
   manifest = dict(source or {}, teacher="gold", model=GOLD_VERSION, questions=len(examples))
   _write_manifest(out_dir, manifest)
   started = time.monotonic()
@@ -223,12 +157,12 @@ def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
     store.add_failure(failure)
   verifier = None
   if verify:  # Programs are written in seconds: verify them all in one stream.
-    verifier = verify_lib.StreamingVerifier(verify_config, progress=progress,
+    verifier = verify_lib.StreamingVerifier(limits, progress=progress,
                                             total=len(store.rows))
     verifier.submit_many(store.rows.values())
   logging.info("gold teacher: %d programs, %d rationales without one (%.1f s)", len(rows),
                len(failures), time.monotonic() - started)
-  return _finish(out_dir, store, verifier, verify_config, manifest, started, None)
+  return _finish(out_dir, store, verifier, limits, manifest, started, None)
 
 
 # ---------------------------------------------------------------------------
@@ -262,61 +196,9 @@ def resolve_api_key(base_url: str, api_key: Optional[str] = None,
   return None
 
 
-def plan_requests(examples: Sequence[Any], config: OpenAIConfig,
-                  done: Optional[set[str]] = None) -> tuple[list[Request], int]:
-  """The requests still to make, and how many samples are already done."""
-  done = done or set()
-  params = {"temperature": config.temperature, "top_p": config.top_p,
-            "max_tokens": config.max_tokens}
-  requests, finished = [], 0
-  for example in examples:
-    by_variant: dict[int, list[int]] = collections.defaultdict(list)
-    for sample in range(config.samples):
-      by_variant[config.variants[sample % len(config.variants)]].append(sample)
-    for variant, samples in by_variant.items():
-      messages = prompts.build_messages(example.question, variant)
-      pending = []
-      for sample in samples:
-        key = cache_lib.request_key(config.model, messages, params, example.id, sample)
-        if key in done:
-          finished += 1
-        else:
-          pending.append((sample, key))
-      groups = [pending] if config.use_n else [[p] for p in pending]
-      for group in groups:
-        if group:
-          requests.append(Request(example, variant, [s for s, _ in group], [k for _, k in group],
-                                  messages))
-  return requests, finished
-
-
-def completion_rows(request: Request, result: client_lib.ChatResult, config: OpenAIConfig,
-                    prices: Optional[cost_lib.Prices]) -> list[dict[str, Any]]:
-  """Cache rows for the choices of one response (usage split over them)."""
-  rows = []
-  count = len(request.samples)
-  share, extra = divmod(result.completion_tokens, count)
-  for i, (sample, key) in enumerate(zip(request.samples, request.keys)):
-    if i >= len(result.choices):
-      break
-    usage = {"prompt_tokens": result.prompt_tokens if i == 0 else 0,
-             "completion_tokens": share + (extra if i == 0 else 0)}
-    choice = result.choices[i]
-    rows.append({
-        "key": key, "id": request.example.id, "sample": sample,
-        "prompt_variant": request.variant, "question": request.example.question,
-        "answer": request.example.answer, "text": choice.text, "model": config.model,
-        "teacher": config.model, "finish_reason": choice.finish_reason, "usage": usage,
-        "cost_usd": prices.cost(usage["prompt_tokens"], usage["completion_tokens"]) if prices
-                    else 0.0,
-        "attempts": result.attempts,
-    })
-  return rows
-
-
 def synthesize_openai(examples: Sequence[Any], out_dir: PathLike, config: OpenAIConfig, *,
                       api_key: Optional[str] = None,
-                      verify_config: Optional[verify_lib.VerifyConfig] = None,
+                      limits: ExecLimits = ExecLimits(),
                       verify: bool = True, source: Optional[dict] = None) -> dict[str, Any]:
   """Samples programs for `examples` from an OpenAI-compatible server.
 
@@ -325,7 +207,7 @@ def synthesize_openai(examples: Sequence[Any], out_dir: PathLike, config: OpenAI
     out_dir: output directory; re-running resumes.
     config: server, model, sampling, limits and budget.
     api_key: the key (else `resolve_api_key`'s sources); kept in memory only.
-    verify_config: execution settings for verification.
+    limits: the executor's limits and answer mode for verification.
     verify: verify while completions arrive and write programs/report.
     source: benchmark/split/limit, recorded in run.json.
 
@@ -337,7 +219,6 @@ def synthesize_openai(examples: Sequence[Any], out_dir: PathLike, config: OpenAI
   """
   config.validate()
   out_dir = pathlib.Path(out_dir)
-  verify_config = verify_config or verify_lib.VerifyConfig()
   api_key = resolve_api_key(config.base_url, api_key)
   prices = cost_lib.lookup_prices(config.model, config.price_input_per_mtok,
                                   config.price_output_per_mtok, batch=config.batch)
@@ -356,14 +237,13 @@ def synthesize_openai(examples: Sequence[Any], out_dir: PathLike, config: OpenAI
   _write_manifest(out_dir, manifest)
   started = time.monotonic()
   store = cache_lib.CompletionCache(out_dir)
-  verifier = verify_lib.StreamingVerifier(verify_config) if verify else None
+  verifier = verify_lib.StreamingVerifier(limits) if verify else None
   if verifier:
     verifier.submit_many(store.rows.values())
   requests, finished = plan_requests(examples, config, set(store.rows))
   spent = sum(float(r.get("cost_usd") or 0.0) for r in store.rows.values())
   logging.info("%d samples already done, %d requests to make", finished, len(requests))
   if config.batch:
-    from pad_jax.teacher import batch as batch_lib  # pylint: disable=g-import-not-at-top
     stopped = batch_lib.run_batch(requests, store, config, api_key, prices, verifier, out_dir)
   else:
     runner = _OnlineRunner(store, config, api_key, prices, verifier, spent,
@@ -372,7 +252,7 @@ def synthesize_openai(examples: Sequence[Any], out_dir: PathLike, config: OpenAI
     stopped = asyncio.run(runner.run(requests))
   if stopped:
     logging.warning("stopped early (%s); re-run the same command to continue", stopped)
-  return _finish(out_dir, store, verifier, verify_config, manifest, started, stopped)
+  return _finish(out_dir, store, verifier, limits, manifest, started, stopped)
 
 
 class _OnlineRunner:
@@ -403,7 +283,6 @@ class _OnlineRunner:
     return projected >= cap
 
   async def run(self, requests: list[Request]) -> Optional[str]:
-    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     if self.config.max_cost_usd is not None and self.spent >= self.config.max_cost_usd:
       return "max_cost_usd"
     client = client_lib.ChatClient(self.config.base_url, self.api_key, self.config.model,

@@ -31,9 +31,14 @@ import types
 from typing import Any, Iterable, Optional, Union
 
 from absl import logging
+from tqdm import tqdm
 
 from pad_jax import answers
 from pad_jax import jsonl
+from pad_jax.data.programs import ProgramRecord
+from pad_jax.data.programs import write_programs
+from pad_jax.errors import DataError
+from pad_jax.execution.limits import ExecLimits
 from pad_jax.teacher import cache as cache_lib
 from pad_jax.teacher import report as report_lib
 from pad_jax.teacher.extraction import extract_program
@@ -44,26 +49,6 @@ EXTRACTION_FAILED = "extraction_failed"
 _MICRO_BATCH = 1024
 
 PathLike = Union[str, os.PathLike]
-
-
-@dataclasses.dataclass(frozen=True)
-class VerifyConfig:
-  """How to execute and judge programs.
-
-  Attributes:
-    mode: "pad" (round(pred) == round(gold)) or "strict" (|pred-gold| < 1e-3).
-    workers: executor processes (None: all usable CPUs).
-    timeout_s: wall-clock limit per program.
-    memory_mb: address-space limit per program.
-  """
-  mode: str = "pad"
-  workers: Optional[int] = None
-  timeout_s: float = 5.0
-  memory_mb: int = 512
-
-  def __post_init__(self):
-    if self.mode not in answers.MODES:
-      raise ValueError(f"mode must be one of {answers.MODES}, got {self.mode!r}")
 
 
 @dataclasses.dataclass
@@ -103,21 +88,22 @@ def _code_signature(code: types.CodeType) -> tuple:
 class StreamingVerifier:
   """Verifies completion rows in a background thread as they are submitted.
 
-    verifier = StreamingVerifier(config)
+    verifier = StreamingVerifier(ExecLimits(workers=2))
     verifier.submit(row) ...              # any thread
     verdicts = verifier.finish()          # waits, returns all verdicts
   """
 
-  def __init__(self, config: VerifyConfig = VerifyConfig(), progress: bool = False,
+  def __init__(self, limits: ExecLimits = ExecLimits(), progress: bool = False,
                total: Optional[int] = None):
     """Starts the verifier thread (and its executor).
 
     Args:
-      config: execution and comparison settings.
+      limits: how programs are executed, and the answer mode that decides
+        which are kept (`limits.answer_mode`).
       progress: show a tqdm bar of verified completions.
       total: the expected number of completions, for the bar's ETA.
     """
-    self.config = config
+    self.limits = limits
     self.progress = progress
     self.total = total
     self._queue: queue.Queue = queue.Queue()
@@ -154,12 +140,9 @@ class StreamingVerifier:
 
   def _run(self) -> None:
     try:
-      from pad_jax.execution import Executor  # pylint: disable=g-import-not-at-top
-      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       bar = tqdm(total=self.total, desc="verify", unit="prog", disable=not self.progress,
                  file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-      with bar, Executor(workers=self.config.workers, timeout_s=self.config.timeout_s,
-                         memory_mb=self.config.memory_mb, mode="return") as executor:
+      with bar, self.limits.executor() as executor:
         done = False
         while not done:
           batch = [self._queue.get()]
@@ -173,8 +156,8 @@ class StreamingVerifier:
             batch.pop()
           self._verdicts.extend(_verify_batch(executor, batch, self._results))
           bar.update(len(batch))
-          bar.set_postfix_str(f"correct={sum(v.match.get(self.config.mode, False) for v in batch)}"
-                              f"/{len(batch)} in last batch", refresh=False)
+          correct = sum(v.match.get(self.limits.answer_mode, False) for v in batch)
+          bar.set_postfix_str(f"correct={correct}/{len(batch)} in last batch", refresh=False)
     except BaseException as e:  # pylint: disable=broad-except
       self._error = e
       while True:  # Unblock producers; drain.
@@ -215,7 +198,6 @@ def select_programs(verdicts: list[Verdict], mode: str) -> tuple[list[Any], int]
   Returns:
     (ProgramRecords to write, number of duplicates dropped).
   """
-  from pad_jax.data.programs import ProgramRecord  # pylint: disable=g-import-not-at-top
   correct = [v for v in verdicts if v.match.get(mode)]
   correct.sort(key=lambda v: (str(v.row["id"]), str(v.row.get("prompt_variant")),
                               int(v.row.get("sample", 0))))
@@ -245,13 +227,21 @@ def select_programs(verdicts: list[Verdict], mode: str) -> tuple[list[Any], int]
   return records, duplicates
 
 
-def write_outputs(out_dir: PathLike, verdicts: list[Verdict], config: VerifyConfig,
+def write_outputs(out_dir: PathLike, verdicts: list[Verdict], answer_mode: str,
                   failed_rows: Iterable[dict[str, Any]] = (), manifest: Optional[dict] = None,
                   seconds: float = 0.0) -> dict[str, Any]:
-  """Writes programs.jsonl, report.json and report.png; returns the report."""
-  from pad_jax.data.programs import write_programs  # pylint: disable=g-import-not-at-top
+  """Writes programs.jsonl, report.json and report.png; returns the report.
+
+  Args:
+    out_dir: the output directory.
+    verdicts: every completion's verdict.
+    answer_mode: which comparison keeps a program ("pad" or "strict").
+    failed_rows: rows of failed.jsonl (those with no completion are counted).
+    manifest: run.json's contents (provenance for the report).
+    seconds: verification wall time.
+  """
   out_dir = pathlib.Path(out_dir)
-  records, duplicates = select_programs(verdicts, config.mode)
+  records, duplicates = select_programs(verdicts, answer_mode)
   write_programs(out_dir / PROGRAMS_FILE, records)
   completion_keys = {v.row.get("key") for v in verdicts}
   unresolved = {}
@@ -259,29 +249,58 @@ def write_outputs(out_dir: PathLike, verdicts: list[Verdict], config: VerifyConf
     if row.get("key") not in completion_keys:
       unresolved[row.get("key")] = row
   report = report_lib.build_report(verdicts, records, duplicates, list(unresolved.values()),
-                                   manifest or {}, config.mode, seconds)
-  report_lib.write_report(out_dir, report)
+                                   manifest or {}, answer_mode, seconds)
+  report_lib.write_verify_report(out_dir, report)
   return report
 
 
 def read_manifest(out_dir: PathLike) -> dict[str, Any]:
+  """run.json of a synthesis output directory ({} if there is none)."""
   path = pathlib.Path(out_dir) / MANIFEST_FILE
   if not path.exists():
     return {}
   try:
-    return json.loads(path.read_text())
+    manifest = json.loads(jsonl.read_text(path))
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    raise DataError(path, e.lineno, None, f"invalid JSON ({e.msg})") from None
+  if not isinstance(manifest, dict):
+    raise DataError(path, None, None, f"expected a JSON object, got a JSON "
+                    f"{jsonl.json_type(manifest)}")
+  return manifest
 
 
-def verify_dir(in_dir: PathLike, config: VerifyConfig = VerifyConfig(),
+def read_completions(path: PathLike) -> list[dict[str, Any]]:
+  """The rows of a completions.jsonl, one per key (a torn last line is dropped).
+
+  Raises:
+    DataError: a missing file, or a row without a field verification needs
+      or with a non-numeric answer (names file:line and field).
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise DataError(path, None, None, "not found (is --in_dir a synthesis output directory?)")
+  rows, keys = [], set()
+  for number, row in jsonl.iter_rows(path, resume=True):
+    for field in ("key", "id", "question", "answer", "text"):
+      if field not in row:
+        raise DataError(path, number, field, "missing field")
+    if answers.parse_number(row["answer"]) is None:
+      raise DataError(path, number, "answer", f"not a number: {jsonl.short(row['answer'])}")
+    if row["key"] not in keys:
+      keys.add(row["key"])
+      rows.append(row)
+  return rows
+
+
+def verify_dir(in_dir: PathLike, limits: ExecLimits = ExecLimits(),
                out_dir: Optional[PathLike] = None, progress: bool = False) -> dict[str, Any]:
   """Re-verifies `in_dir/completions.jsonl` from scratch.
 
   Args:
     in_dir: a synthesis output directory (needs only completions.jsonl;
       failed.jsonl and run.json are used when present).
-    config: execution and comparison settings.
+    limits: how programs are executed; `limits.answer_mode` decides which
+      are kept.
     out_dir: where to write programs.jsonl / report.json / report.png
       (default: `in_dir`).
     progress: show a tqdm progress bar.
@@ -290,31 +309,20 @@ def verify_dir(in_dir: PathLike, config: VerifyConfig = VerifyConfig(),
     The report dict.
 
   Raises:
-    FileNotFoundError: no completions.jsonl.
-    ValueError: a malformed row (names file:line and field).
+    DataError: no completions.jsonl, a malformed row or run.json (names
+      file:line and field).
   """
   in_dir = pathlib.Path(in_dir)
-  path = in_dir / cache_lib.COMPLETIONS_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: not found (is --in_dir a synthesis output directory?)")
-  rows, keys = [], set()
-  for number, row in jsonl.iter_rows(path, resume=True, missing_ok=True):
-    for field in ("key", "id", "question", "answer", "text"):
-      if field not in row:
-        raise ValueError(f"{path}:{number}: field '{field}': missing")
-    if answers.parse_number(row["answer"]) is None:
-      raise ValueError(f"{path}:{number}: field 'answer': not a number")
-    if row["key"] in keys:
-      continue
-    keys.add(row["key"])
-    rows.append(row)
+  rows = read_completions(in_dir / cache_lib.COMPLETIONS_FILE)
+  manifest = read_manifest(in_dir)
+  failed = jsonl.read_resumable(in_dir / cache_lib.FAILED_FILE)
   start = time.monotonic()
-  verifier = StreamingVerifier(config, progress=progress, total=len(rows))
+  verifier = StreamingVerifier(limits, progress=progress, total=len(rows))
   verifier.submit_many(rows)
   verdicts = verifier.finish()
   seconds = time.monotonic() - start
-  failed = jsonl.read_resumable(in_dir / cache_lib.FAILED_FILE)
-  report = write_outputs(out_dir or in_dir, verdicts, config, failed, read_manifest(in_dir), seconds)
+  report = write_outputs(out_dir or in_dir, verdicts, limits.answer_mode, failed, manifest,
+                         seconds)
   logging.info("verified %d completions in %.1f s: kept %d programs for %d questions",
                len(verdicts), seconds, report["kept"], report["questions_with_program"])
   return report
