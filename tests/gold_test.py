@@ -12,6 +12,7 @@ from pad_jax import answers
 from pad_jax.data import benchmarks
 from pad_jax.data.programs import read_programs
 from pad_jax.teacher import gold
+from pad_jax.teacher import rationale_text
 
 TRAIN_SIZE = 7473
 
@@ -94,7 +95,7 @@ def test_comments_come_from_rationale_sentences(train, programs):
       continue
     comments = [l.strip()[2:] for l in program.splitlines() if l.strip().startswith("# ")]
     assert comments
-    flat = " ".join(gold._MARK_RE.sub("", example.rationale).split())
+    flat = " ".join(rationale_text.MARK_RE.sub("", example.rationale).split())
     assert all(c in flat for c in comments), (program, example.rationale)
 
 
