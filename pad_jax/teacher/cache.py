@@ -12,9 +12,10 @@ Each row is written whole, then flushed and fsync-ed, before the job counts it
 as done, so after `kill -9` at any moment a re-run finds every finished
 completion (no loss) and skips it (no duplicate: rows are keyed by `key`). A
 torn last line (the write in flight when the process died) is cut off when
-the cache is opened (the resume rule of `pad_jax.jsonl`). `key` hashes everything that determines a completion
-(model, the full prompt, sampling parameters, sample index), so changing the
-model or the prompt makes new work rather than reusing old text.
+the cache is opened (the resume rule of `pad_jax.jsonl`). `key` hashes
+everything that determines a completion (model, the full prompt, sampling
+parameters, sample index), so changing the model or the prompt makes new
+work rather than reusing old text.
 
 Requests that failed for good go to `failed.jsonl` (same layout, with
 `error` instead of `text`); they are retried by the next run.
@@ -55,7 +56,7 @@ class CompletionCache:
     self.rows: dict[str, dict[str, Any]] = {}
     for number, row in jsonl.iter_rows(self.completions_path, resume=True, missing_ok=True):
       if "key" not in row:
-        raise DataError(self.completions_path, number, "key", "missing")
+        raise DataError(self.completions_path, number, "key", "missing field")
       self.rows.setdefault(row["key"], row)
     self._completions = jsonl.Appender(self.completions_path)
     self._failed = jsonl.Appender(self.failed_path)
