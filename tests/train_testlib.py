@@ -15,6 +15,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from pad_jax import checkpoints
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TESTDATA = REPO / "tests" / "testdata"
 TASK = "pad_train_test"
@@ -135,9 +137,8 @@ def load_params(checkpoint_dir: pathlib.Path) -> dict[str, np.ndarray]:
 
 
 def checkpoint_steps(model_dir: pathlib.Path) -> list[int]:
-  return sorted(
-      int(p.name.split("_")[1]) for p in model_dir.glob("checkpoint_*")
-      if (p / "commit_success.txt").exists() or (p / "state").exists())
+  """Steps of the finished checkpoints (`pad_jax.checkpoints`' rule)."""
+  return checkpoints.checkpoint_steps(model_dir)
 
 
 def tensorboard_tags(event_dir: pathlib.Path) -> dict[str, list[float]]:
