@@ -416,11 +416,11 @@ _KEPT_VENV_SCRIPT = textwrap.dedent("""\
       results = ex.run(programs)
       print(json.dumps([ex.isolation, ex.features["private_tmp"],
                         ex.features["hidden_homes"],
-                        [[r.status, r.value] for r in results]]))
+                        [[r.status, r.value, r.error] for r in results]]))
     """)
 
 
-@pytest.mark.parametrize("base", ["/tmp", "/dev/shm", "/root"])
+@pytest.mark.parametrize("base", ["/tmp", "/var/tmp", "/dev/shm", "/root", "/home"])
 def test_full_isolation_with_the_venv_and_package_under_a_private_mount(base, repo_root):
   """A venv and the package under /tmp (a clone there) or a home directory.
 
@@ -432,6 +432,7 @@ def test_full_isolation_with_the_venv_and_package_under_a_private_mount(base, re
   if not os.path.isdir(base) or not os.access(base, os.W_OK):
     pytest.skip(f"{base} is not a writable directory here")
   top = tempfile.mkdtemp(prefix="pad_kept_", dir=base)
+  os.chmod(top, 0o755)  # readable by the programs' uids, were it not hidden
   try:
     package = pathlib.Path(top, "pkg", "pad_jax")
     (package / "execution").mkdir(parents=True)
@@ -453,10 +454,12 @@ def test_full_isolation_with_the_venv_and_package_under_a_private_mount(base, re
   assert proc.stderr == ""  # no fallback warning, no worker traceback
   isolation, private_tmp, hidden_homes, results = json.loads(proc.stdout)
   assert (isolation, private_tmp, hidden_homes) == ("full", True, True)
-  assert [status for status, _ in results] == [
+  assert [status for status, _, _ in results] == [
       "ok", "runtime_error", "ok", "ok", "runtime_error"]
-  assert [value for _, value in results[::2]] == [42, 2, None]  # 2: pkg, venv
-  assert results[3][1] == 1.0  # the venv is there
+  assert [value for _, value, _ in results[::2]] == [42, 2, None]  # 2: pkg, venv
+  assert results[1][2].startswith("FileNotFoundError")  # the secret is hidden
+  assert results[3][1] == 1.0  # the venv is there...
+  assert "Read-only file system" in results[4][2]  # ...read-only
 
 
 def test_an_abandoned_stream_does_not_leak_into_the_next(executor):
