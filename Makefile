@@ -18,7 +18,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pad_jax.pipeline --gin_file=gin_configs/runs/demo.gin
+	$(PY) -m pad_jax.pipeline --gin_file=gin_configs/pipelines/demo.gin
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 tests

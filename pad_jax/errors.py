@@ -1,4 +1,4 @@
-"""The one error type for bad input data (a leaf module).
+"""The error types for bad input data and bad configs (a leaf module).
 
 Every reader in `pad_jax.data` raises `DataError` for a missing file, bad JSON,
 a missing or ill-typed field, or a file of the wrong shape. Its message names
@@ -47,3 +47,12 @@ class DataError(ValueError):
     # Keep the four-argument constructor working across pickling (e.g. when
     # raised inside a multiprocessing worker).
     return (type(self), (self.path, self.line, self.field, self.message))
+
+
+class ConfigError(ValueError):
+  """A setting that cannot work; the message starts with the field, e.g.
+
+    ScoreConfig.answer_format: must be one of ('program', 'text'), got 'txt'
+
+  Commands print it as one line and exit with status 2, before any work.
+  """

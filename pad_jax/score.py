@@ -36,10 +36,10 @@ import tqdm
 from pad_jax import answers
 from pad_jax import atomic
 from pad_jax import jsonl
-from pad_jax.errors import DataError
+from pad_jax.errors import ConfigError, DataError
 from pad_jax.execution import flags as exec_flags
 from pad_jax.execution import scoring
-from pad_jax.execution.limits import ExecLimits, LimitsError
+from pad_jax.execution.limits import ExecLimits
 
 
 def read_rows(path: str, id_field: str = "id", program_field: str = "program",
@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
     summary = score_file(_INPUT.value, _OUTPUT.value, _SUMMARY.value, exec_flags.limits(),
                          id_field=_ID_FIELD.value, program_field=_PROGRAM_FIELD.value,
                          answer_field=_ANSWER_FIELD.value)
-  except (DataError, LimitsError) as e:
+  except (ConfigError, DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(json.dumps(summary))

@@ -14,35 +14,32 @@ import sys
 
 import pytest
 
-from pad_jax import experiments
+from conftest import REPO, subprocess_env
+from pad_jax.errors import ConfigError
+from pad_jax.pipeline import configs
+from pad_jax.pipeline import experiments
+from pad_jax.pipeline import runner
 from tasks import cot_tasks
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+TOY_T5X_RUN = REPO / "tests" / "testdata" / "toy_t5x_run.gin"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _env():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  env.pop("OPENAI_API_KEY", None)
-  return env
 
 
 def test_data_efficiency_sweep_end_to_end(tmp_path):
   out_dir = tmp_path / "exp"
   command = [
       sys.executable, "-m", "pad_jax.experiments", "--name=data_efficiency_tiny",
-      f"--gin.OUT_DIR='{out_dir}'",
+      f"--gin.RUN_DIR='{out_dir}'",
       "--gin.SweepConfig.values=[0.5, 1.0]",
       "--gin.SynthesizeConfig.synthetic_train=64",
       "--gin.SynthesizeConfig.synthetic_validation=8",
       "--gin.SynthesizeConfig.synthetic_test=8",
       "--gin.TrainConfig.train_steps=6",
-      "--gin.TrainConfig.bindings=['BATCH_SIZE=8', 'WARMUP_STEPS=2', "
-      "'__main__.train.stats_period=3', '__main__.train.eval_period=6', "
-      "'__main__.train.eval_steps=1', 'utils.SaveCheckpointConfig.period=6']",
+      f"--gin.TrainConfig.run_gin_files=['runs/demo_train.gin', '{TOY_T5X_RUN}']",
+      "--gin.TrainConfig.macros={'CHECKPOINT_PERIOD': 6}",
       "--gin.DecodeConfig.max_decode_length=48",
   ]
-  out = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True,
+  out = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
                        timeout=850)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   results = json.loads((out_dir / "results.json").read_text())
@@ -74,7 +71,7 @@ def test_sweep_points_and_bindings():
       "ScoreConfig.answer_format = 'text'", "X.k = 5"]
   named = experiments.SweepConfig(points={"pad": {"A.b": 1}, "cot": {"A.b": 2}})
   assert list(experiments.sweep_points(named)) == ["pad", "cot"]
-  with pytest.raises(experiments.stages.StageError):
+  with pytest.raises(ConfigError, match="SweepConfig.parameter"):
     experiments.sweep_points(experiments.SweepConfig())
 
 
@@ -92,7 +89,7 @@ def test_results_table_and_bar_plot_for_named_points(tmp_path):
 
 def test_unknown_experiment_is_a_clear_error():
   out = subprocess.run([sys.executable, "-m", "pad_jax.experiments", "--name=nope"], cwd=REPO,
-                       env=_env(), capture_output=True, text=True, timeout=120)
+                       env=subprocess_env(), capture_output=True, text=True, timeout=120)
   assert out.returncode == 2
   line = out.stderr.strip().splitlines()[-1]
   assert "--name=nope" in line and "data_efficiency" in line
@@ -169,21 +166,29 @@ def test_cot_reader_names_file_line_and_field(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in experiments.EXPERIMENTS_DIR.glob("*.gin")
                                         if p.stem != "pad_common"))
-def test_every_experiment_config_parses(name):
+def test_every_experiment_config_parses_and_validates(name):
   import gin
-  from pad_jax import pipeline, stages, train_stage
   gin.clear_config()
   user = [] if name.endswith("_tiny") else [
-      "RUN_DIR = 'runs/x'", "TEACHER_MODEL = 'm'", "INITIAL_CHECKPOINT = '/ckpt'"]
-  pipeline.parse_gin([str(experiments.experiment_gin_file(name))], user,
-                     [".", str(REPO / "gin_configs")])
-  train = train_stage.TrainConfig()
-  for path in list(train.model_gin_files) + list(train.run_gin_files):
-    assert (REPO / "gin_configs" / path).exists(), path
-  assert stages.DecodeConfig().benchmarks is not None
+      "RUN_DIR = 'runs/x'", "TEACHER_MODEL = 'm'", "INITIAL_CHECKPOINT_PATH = '/ckpt'"]
+  runner.parse_gin([str(experiments.experiment_gin_file(name))], user,
+                   [".", str(REPO / "gin_configs")])
+  stage_configs = runner.validated_configs(configs.PipelineConfig())  # gin files exist, etc.
+  train, decode = stage_configs["train"]["train"], stage_configs["decode"]["decode"]
   if name.startswith("pad_codet5"):
     assert train.macros == {"INITIAL_CHECKPOINT_PATH": "/ckpt"}
-    assert list(stages.DecodeConfig().benchmarks) == ["gsm8k", "asdiv", "svamp", "multiarith"]
+    assert list(decode.benchmarks) == ["gsm8k", "asdiv", "svamp", "multiarith"]
   else:
-    assert experiments.sweep_points(experiments.SweepConfig())
+    assert len(experiments.sweep_points(experiments.SweepConfig())) >= 2
   gin.clear_config()
+
+
+def test_a_bad_point_fails_the_sweep_before_anything_runs(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "pad_jax.experiments", "--name=data_efficiency_tiny",
+                        f"--gin.RUN_DIR='{tmp_path / 'exp'}'", "--gin.SweepConfig.values=[0.5, 2.0]"],
+                       cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1] == (
+      "pad_jax.experiments: TrainConfig.data_fraction: must be in (0, 1], got 2.0")
+  assert "Traceback" not in out.stderr  # (above it: only TensorFlow's import-time notices)
+  assert not (tmp_path / "exp").exists()

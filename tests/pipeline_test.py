@@ -1,6 +1,6 @@
 """Tests for pad_jax.pipeline: the real stages end to end at toy size, resume after kill -9.
 
-The end-to-end test runs `python -m pad_jax.pipeline` on `gin_configs/runs/demo.gin`
+The end-to-end test runs `python -m pad_jax.pipeline` on `gin_configs/pipelines/demo.gin`
 with toy overrides (40 GSM8K questions for the gold teacher, 200 synthetic
 problems, 30 t5x steps of the tiny model, 8 decoded examples per eval set),
 kills the pipeline with SIGKILL once t5x has written its first checkpoint,
@@ -19,13 +19,15 @@ import time
 
 import pytest
 
-from pad_jax import pipeline
-from pad_jax import run_dir as run_dir_lib
-from pad_jax import stages
-from pad_jax import train_stage
+from conftest import PY, REPO, run_module, subprocess_env
+from pad_jax import checkpoints
+from pad_jax.errors import ConfigError
+from pad_jax.pipeline import configs
+from pad_jax.pipeline import run_dir as run_dir_lib
+from pad_jax.pipeline import runner
+from pad_jax.pipeline import train_stage
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-PY = sys.executable
+TOY_T5X_RUN = REPO / "tests" / "testdata" / "toy_t5x_run.gin"
 
 TOY_BINDINGS = [
     "SynthesizeConfig.limit = 40",
@@ -33,25 +35,17 @@ TOY_BINDINGS = [
     "SynthesizeConfig.synthetic_validation = 20",
     "SynthesizeConfig.synthetic_test = 8",
     "TrainConfig.train_steps = 30",
-    "TrainConfig.bindings = ['BATCH_SIZE=8', 'WARMUP_STEPS=5', "
-    "'__main__.train.stats_period=5', '__main__.train.eval_period=10', "
-    "'__main__.train.eval_steps=1', 'utils.SaveCheckpointConfig.period=10']",
+    f"TrainConfig.run_gin_files = ['runs/demo_train.gin', '{TOY_T5X_RUN}']",
     "DecodeConfig.limit = 8",
     "DecodeConfig.max_decode_length = 64",
 ]
 
 
 def _command(run_dir, *extra):
-  args = [PY, "-m", "pad_jax.pipeline", "--gin_file=gin_configs/runs/demo.gin",
+  args = [PY, "-m", "pad_jax.pipeline", "--gin_file=gin_configs/pipelines/demo.gin",
           f"--gin.RUN_DIR='{run_dir}'"]
   args += ["--gin_bindings=" + b for b in TOY_BINDINGS]
   return args + list(extra)
-
-
-def _env():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  env.pop("OPENAI_API_KEY", None)
-  return env
 
 
 def _processes_mentioning(text):
@@ -83,17 +77,17 @@ def _wait_for(predicate, proc, timeout_s, what):
 def test_end_to_end_toy_run_resumes_after_kill(tmp_path):
   run_dir = tmp_path / "run"
   log1 = open(tmp_path / "first.log", "w")
-  first = subprocess.Popen(_command(run_dir), cwd=REPO, env=_env(), stdout=log1,
+  first = subprocess.Popen(_command(run_dir), cwd=REPO, env=subprocess_env(), stdout=log1,
                            stderr=subprocess.STDOUT)
   model_dir = run_dir / "train" / "model"
   try:
-    _wait_for(lambda: train_stage.latest_checkpoint(model_dir) is not None, first, 600,
+    _wait_for(lambda: checkpoints.latest_checkpoint(model_dir) is not None, first, 600,
               "t5x's first checkpoint")
   finally:
     first.send_signal(signal.SIGKILL)
     first.wait()
     log1.close()
-  killed_at = train_stage.latest_checkpoint(model_dir)
+  killed_at = checkpoints.latest_checkpoint(model_dir)
   time.sleep(1.0)
   assert not _processes_mentioning(str(model_dir)), "t5x outlived the killed pipeline"
   run = run_dir_lib.RunDir(run_dir)
@@ -101,7 +95,7 @@ def test_end_to_end_toy_run_resumes_after_kill(tmp_path):
   assert not run.is_done("train")
   before = {s: run.marker(s)["finished_at"] for s in ("synthesize", "verify")}
 
-  second = subprocess.run(_command(run_dir), cwd=REPO, env=_env(), capture_output=True,
+  second = subprocess.run(_command(run_dir), cwd=REPO, env=subprocess_env(), capture_output=True,
                           text=True, timeout=850)
   assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
   assert "synthesize: complete, skipped" in second.stderr
@@ -112,19 +106,19 @@ def test_end_to_end_toy_run_resumes_after_kill(tmp_path):
   assert f"Starting main loop over steps {resumed_from}-30" in t5x_log
   _check_outputs(run_dir)
   # The terminal summary table names every stage and the headline numbers.
-  for stage in pipeline.STAGES:
+  for stage in configs.STAGES:
     assert stage in second.stdout
   assert "synthetic_accuracy" in second.stdout and "gsm8k_runnable_rate" in second.stdout
 
-  third = subprocess.run(_command(run_dir), cwd=REPO, env=_env(), capture_output=True,
+  third = subprocess.run(_command(run_dir), cwd=REPO, env=subprocess_env(), capture_output=True,
                          text=True, timeout=600)
   assert third.returncode == 0, third.stderr[-2000:]
-  assert third.stderr.count("complete, skipped") == len(pipeline.STAGES)
+  assert third.stderr.count("complete, skipped") == len(configs.STAGES)
 
 
 def _check_outputs(run_dir):
   run = run_dir_lib.RunDir(run_dir)
-  for stage in pipeline.STAGES:
+  for stage in configs.STAGES:
     assert run.is_done(stage), stage
   # synthesize: teacher completions and synthetic splits.
   assert sum(1 for _ in open(run_dir / "synthesize/teacher/completions.jsonl")) >= 30
@@ -177,44 +171,44 @@ def _check_outputs(run_dir):
 def _toy_config(tmp_path, **overrides):
   import gin
   gin.clear_config()
-  pipeline.parse_gin([], [
+  runner.parse_gin([], [
       f"PipelineConfig.run_dir = '{tmp_path / 'run'}'",
       "PipelineConfig.stages = ['synthesize', 'verify']",
       "SynthesizeConfig.teacher = 'none'",
       "SynthesizeConfig.synthetic_train = 30",
   ] + [f"{k} = {v!r}" for k, v in overrides.items()], [])
-  return pipeline.PipelineConfig()
+  return configs.PipelineConfig()
 
 
 def test_complete_stages_are_skipped_and_rerun_invalidates_later_stages(tmp_path, capsys):
   cfg = _toy_config(tmp_path)
-  first = pipeline.run_pipeline(cfg)
+  first = runner.run_pipeline(cfg)
   assert first["verify"]["summary"]["kept"] == 30
-  second = pipeline.run_pipeline(cfg)
+  second = runner.run_pipeline(cfg)
   assert second["verify"]["finished_at"] == first["verify"]["finished_at"]
   assert "synthesize: complete, skipped" in capsys.readouterr().err
   # --rerun=synthesize runs synthesize and every later stage again.
   run = run_dir_lib.RunDir(cfg.run_dir)
   os.utime(run.marker_path("verify"), (0, 0))
-  third = pipeline.run_pipeline(cfg, rerun=["synthesize"])
+  third = runner.run_pipeline(cfg, rerun=["synthesize"])
   assert run.marker_path("verify").stat().st_mtime > 0
   assert third["verify"]["summary"]["kept"] == 30
 
 
 def test_changed_config_of_a_complete_stage_is_an_error(tmp_path):
-  pipeline.run_pipeline(_toy_config(tmp_path))
+  runner.run_pipeline(_toy_config(tmp_path))
   cfg = _toy_config(tmp_path, **{"SynthesizeConfig.synthetic_train": 40})
-  with pytest.raises(pipeline.ConfigMismatchError, match=r"synthetic_train: 30 -> 40.*--rerun=synthesize"):
-    pipeline.run_pipeline(cfg)
+  with pytest.raises(runner.ConfigMismatchError, match=r"synthetic_train: 30 -> 40.*--rerun=synthesize"):
+    runner.run_pipeline(cfg)
 
 
 def test_interrupted_stage_without_marker_runs_again(tmp_path):
   cfg = _toy_config(tmp_path)
-  pipeline.run_pipeline(cfg)
+  runner.run_pipeline(cfg)
   run = run_dir_lib.RunDir(cfg.run_dir)
   run.invalidate("verify")
   (run.stage_dir("verify") / "programs.jsonl").write_text('{"torn": ')
-  markers = pipeline.run_pipeline(cfg)
+  markers = runner.run_pipeline(cfg)
   assert markers["verify"]["summary"]["kept"] == 30
   assert sum(1 for _ in open(run.stage_dir("verify") / "programs.jsonl")) == 30
 
@@ -245,7 +239,7 @@ def test_training_data_fractions_are_nested_and_grouped_by_question():
   sizes = {}
   chosen = {}
   for fraction in (0.125, 0.5, 1.0):
-    cfg = train_stage.TrainConfig(data_fraction=fraction)
+    cfg = configs.TrainConfig(data_fraction=fraction)
     rows = train_stage.select_training_data(records, cfg)["synthetic"]
     chosen[fraction] = {r.id for r in rows}
     sizes[fraction] = len(chosen[fraction])
@@ -253,8 +247,8 @@ def test_training_data_fractions_are_nested_and_grouped_by_question():
       assert sum(x.id == r.id for x in rows) == sum(x.id == r.id for x in records)
   assert sizes == {0.125: 8, 0.5: 32, 1.0: 64}
   assert chosen[0.125] <= chosen[0.5] <= chosen[1.0]
-  with pytest.raises(stages.StageError, match="data_fraction"):
-    train_stage.select_training_data(records, train_stage.TrainConfig(data_fraction=0))
+  with pytest.raises(ConfigError, match=r"^TrainConfig.data_fraction: must be in \(0, 1\]"):
+    configs.TrainConfig(data_fraction=0).validate()
 
 
 def test_task_gin_registers_a_mixture_in_a_fresh_process(tmp_path):
@@ -263,7 +257,7 @@ def test_task_gin_registers_a_mixture_in_a_fresh_process(tmp_path):
   for source, seed in (("synthetic", 0), ("gold", 1)):
     paths[source] = str(tmp_path / f"{source}.jsonl")
     programs.write_programs(paths[source], synthetic.generate("train", 40, seed=seed))
-  cfg = train_stage.TrainConfig(source_rates={"synthetic": 3.0, "gold": 1.0}, vocabulary_macro=None)
+  cfg = configs.TrainConfig(source_rates={"synthetic": 3.0, "gold": 1.0}, vocabulary_macro=None)
   gin_text = train_stage.task_gin("pad_toy_mixture", paths, cfg)
   (tmp_path / "task.gin").write_text(gin_text)
   script = (
@@ -278,7 +272,7 @@ def test_task_gin_registers_a_mixture_in_a_fresh_process(tmp_path):
       "print(name, sorted((t.name, r) for t, r in zip(mixture.tasks, [mixture.get_rate(t) for t in mixture.tasks])))\n"
       "print(sum(1 for t in mixture.tasks for _ in t.get_dataset(\n"
       "    {'inputs': 64, 'targets': 256}, split='validation', shuffle=False).as_numpy_iterator()))\n")
-  out = subprocess.run([PY, "-c", script], cwd=REPO, env=_env(), capture_output=True, text=True,
+  out = subprocess.run([PY, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
                        timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
   first, count = out.stdout.strip().splitlines()[-2:]
@@ -317,15 +311,33 @@ def test_progress_parses_t5x_log_lines():
 
 def test_cli_bad_gin_file_is_one_line_error():
   out = subprocess.run([PY, "-m", "pad_jax.pipeline", "--gin_file=no/such.gin"], cwd=REPO,
-                       env=_env(), capture_output=True, text=True, timeout=600)
+                       env=subprocess_env(), capture_output=True, text=True, timeout=600)
   assert out.returncode == 2
-  assert out.stderr.strip().splitlines()[-1].startswith("pad_jax.pipeline: bad gin config:")
+  assert out.stderr.strip().splitlines()[-1].startswith("pad_jax.pipeline: bad config:")
   assert "no/such.gin" in out.stderr
 
 
 def test_cli_unknown_configurable_names_the_binding():
-  out = subprocess.run([PY, "-m", "pad_jax.pipeline", "--gin_file=gin_configs/runs/demo.gin",
-                        "--gin.TrainConfig.no_such_field=1"], cwd=REPO, env=_env(),
+  out = subprocess.run([PY, "-m", "pad_jax.pipeline", "--gin_file=gin_configs/pipelines/demo.gin",
+                        "--gin.TrainConfig.no_such_field=1"], cwd=REPO, env=subprocess_env(),
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 2
   assert "no_such_field" in out.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("ScoreConfig.answer_format = 'txt'",
+     "ScoreConfig.answer_format: must be one of ('program', 'text'), got 'txt'"),
+    ("ExecLimits.timeout_s = -1.0", "ExecLimits.timeout_s: must be a number > 0"),
+    ("DecodeConfig.benchmarks = ['gsm9k']", "DecodeConfig.benchmarks: unknown ['gsm9k']"),
+])
+def test_cli_bad_setting_in_a_late_stage_fails_before_the_first_stage(tmp_path, binding, message):
+  run_dir = tmp_path / "run"
+  out = subprocess.run([PY, "-m", "pad_jax.pipeline", "--gin_file=gin_configs/pipelines/demo.gin",
+                        f"--gin.RUN_DIR='{run_dir}'", f"--gin_bindings={binding}"], cwd=REPO,
+                       env=subprocess_env(), capture_output=True, text=True, timeout=600)
+  assert out.returncode == 2
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"pad_jax.pipeline: bad config: {message}"), out.stderr
+  assert "Traceback" not in out.stderr  # (above it: only TensorFlow's import-time notices)
+  assert not run_dir.exists()  # nothing ran, not even the first stage

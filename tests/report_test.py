@@ -1,14 +1,14 @@
-"""Tests for pad_jax.report: report.json keys, PNG plots and report.md from stage outputs."""
+"""Tests for pad_jax.pipeline.report: report.json keys, PNG plots and report.md from stage outputs."""
 
 import json
 import pathlib
 import subprocess
 import sys
 
-from pad_jax import report as report_lib
-from pad_jax import run_dir as run_dir_lib
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from conftest import REPO, run_module
+from pad_jax import atomic
+from pad_jax.pipeline import report as report_lib
+from pad_jax.pipeline import run_dir as run_dir_lib
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -31,7 +31,7 @@ def _make_run(root: pathlib.Path) -> run_dir_lib.RunDir:
                                    "train/accuracy": 0.6}}
     run.mark_done(stage, wall_s=wall, config={}, summary=summary)
   # verify/report.json: the teacher's report (pad_jax.teacher.verify) + synthetic.
-  run_dir_lib.atomic_write_json(run.stage_dir("verify") / "report.json", {
+  atomic.write_json(run.stage_dir("verify") / "report.json", {
       "mode": "pad", "kept": 240, "kept_by_source": {"gold": 40, "synthetic": 200},
       "sources": {
           "teacher": {"status_counts": {"ok": 41, "runtime_error": 1}, "pass_rate": 0.952,
@@ -46,7 +46,7 @@ def _make_run(root: pathlib.Path) -> run_dir_lib.RunDir:
       "training_eval/pad_x/loss_per_nonpadding_target_token": [[10, 3.1], [30, 1.4]],
       "training_eval/pad_x/accuracy": [[10, 0.28], [30, 0.55]],
   }
-  run_dir_lib.atomic_write_json(run.stage_dir("train") / "curves.json", curves)
+  atomic.write_json(run.stage_dir("train") / "curves.json", curves)
   summary = {}
   for name, statuses in (("synthetic", ["ok", "ok", "ok", "syntax_error"]),
                          ("gsm8k", ["ok", "runtime_error", "syntax_error", "syntax_error"])):
@@ -59,7 +59,7 @@ def _make_run(root: pathlib.Path) -> run_dir_lib.RunDir:
     summary[name] = {"n": 4, "accuracy": sum(r["correct"] for r in scored) / 4,
                      "runnable_rate": statuses.count("ok") / 4,
                      "status_counts": {s: statuses.count(s) for s in set(statuses)}}
-  run_dir_lib.atomic_write_json(run.stage_dir("score") / "summary.json", summary)
+  atomic.write_json(run.stage_dir("score") / "summary.json", summary)
   return run
 
 
@@ -114,10 +114,10 @@ def test_missing_stages_give_a_partial_report(tmp_path):
 
 def test_cli_redraws_a_report(tmp_path):
   _make_run(tmp_path)
-  out = subprocess.run([sys.executable, "-m", "pad_jax.report", f"--run_dir={tmp_path}"],
+  out = subprocess.run([sys.executable, "-m", "pad_jax.pipeline.report", f"--run_dir={tmp_path}"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert json.loads(out.stdout)["synthetic_accuracy"] == 0.5
-  bad = subprocess.run([sys.executable, "-m", "pad_jax.report", f"--run_dir={tmp_path}/nope"],
+  bad = subprocess.run([sys.executable, "-m", "pad_jax.pipeline.report", f"--run_dir={tmp_path}/nope"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
   assert bad.returncode == 2 and "not a directory" in bad.stderr

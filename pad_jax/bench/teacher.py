@@ -30,6 +30,18 @@ import time
 
 from absl import flags
 
+from pad_jax import atomic
+from pad_jax import jsonl
+from pad_jax.data import benchmarks
+from pad_jax.execution import Executor
+from pad_jax.execution.limits import ExecLimits
+from pad_jax.teacher import client as client_lib
+from pad_jax.teacher import gold
+from pad_jax.teacher import prompts
+from pad_jax.teacher import synthesize as synth
+from pad_jax.teacher import verify as verify_lib
+from pad_jax.teacher.extraction import extract_program
+
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/teacher.json", "Where to write the JSON.")
 _LATENCY = flags.DEFINE_float("latency_s", 0.2, "Fake server latency per request.")
 _CONCURRENCY = flags.DEFINE_integer("concurrency", 32, "Requests in flight.")
@@ -57,8 +69,7 @@ def _start_server(latency_s: float) -> tuple[subprocess.Popen, str]:
 
 async def _bare_client(base_url: str, examples, concurrency: int) -> float:
   """Requests/s of a plain AsyncOpenAI loop (the baseline)."""
-  import openai  # pylint: disable=g-import-not-at-top
-  from pad_jax.teacher import prompts  # pylint: disable=g-import-not-at-top
+  import openai  # pylint: disable=g-import-not-at-top  # deferred: ~0.6 s, only this baseline needs it
   client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0)
   semaphore = asyncio.Semaphore(concurrency)
 
@@ -80,8 +91,6 @@ def _cpu_seconds() -> float:
 
 
 def bench_synthesis(examples, latency_s: float, concurrency: int) -> dict:
-  from pad_jax.teacher import client as client_lib  # pylint: disable=g-import-not-at-top
-  from pad_jax.teacher import synthesize as synth  # pylint: disable=g-import-not-at-top
   client_lib.quiet_http_logs()
   proc, base_url = _start_server(latency_s)
   try:
@@ -112,9 +121,6 @@ def bench_synthesis(examples, latency_s: float, concurrency: int) -> dict:
 
 
 def bench_verification(examples, count: int, workers: int) -> dict:
-  from pad_jax.teacher import gold  # pylint: disable=g-import-not-at-top
-  from pad_jax.teacher import verify as verify_lib  # pylint: disable=g-import-not-at-top
-  from pad_jax.teacher.extraction import extract_program  # pylint: disable=g-import-not-at-top
   programs = [(e, p) for e in examples if (p := gold.gold_program(e))]
   rows = []
   for i in range(count):
@@ -133,19 +139,16 @@ def bench_verification(examples, count: int, workers: int) -> dict:
     extract_program(row["text"])
   extraction_ms = (time.monotonic() - start) / min(5000, len(rows)) * 1e3
   baseline_programs = [extract_program(r["text"]) for r in rows[:_BASELINE_PROGRAMS]]
-  from pad_jax.execution import Executor  # pylint: disable=g-import-not-at-top
   with Executor(workers=workers) as executor:
     executor.run(baseline_programs[:64])  # Warm-up.
     start = time.monotonic()
     executor.run(baseline_programs)
     executor_rate = len(baseline_programs) / (time.monotonic() - start)
   with tempfile.TemporaryDirectory() as in_dir:
-    with open(os.path.join(in_dir, "completions.jsonl"), "w") as f:
-      for row in rows:
-        f.write(json.dumps(row) + "\n")
+    jsonl.write_rows(os.path.join(in_dir, "completions.jsonl"), rows)
     load = os.getloadavg()[0]
     start = time.monotonic()
-    report = verify_lib.verify_dir(in_dir, verify_lib.VerifyConfig(workers=workers))
+    report = verify_lib.verify_dir(in_dir, ExecLimits(workers=workers))
     seconds = time.monotonic() - start
   return {"programs": count, "workers": workers, "seconds": round(seconds, 2),
           "programs_per_s": round(count / seconds, 1),
@@ -159,7 +162,6 @@ def bench_verification(examples, count: int, workers: int) -> dict:
 
 def main(argv):
   del argv
-  from pad_jax.data import benchmarks  # pylint: disable=g-import-not-at-top
   examples = benchmarks.load("gsm8k", "train")
   if _REQUESTS.value > len(examples):
     raise SystemExit(f"error: --requests must be <= {len(examples)}")
@@ -175,6 +177,6 @@ def main(argv):
     print(json.dumps(result["verification"]), flush=True)
   output = pathlib.Path(_OUTPUT.value)
   output.parent.mkdir(parents=True, exist_ok=True)
-  output.write_text(json.dumps(result, indent=2) + "\n")
+  atomic.write_json(output, result)
   print(f"wrote {output}")
   return 0

@@ -2,7 +2,7 @@
 
   from pad_jax.execution import flags as exec_flags
   exec_flags.define()              # at the program's start, before app.run
-  limits = exec_flags.limits()     # in main(): an ExecLimits (LimitsError if impossible)
+  limits = exec_flags.limits()     # in main(): an ExecLimits (ConfigError if impossible)
 """
 
 from __future__ import annotations

@@ -22,13 +22,10 @@ import inspect
 from typing import Any, Optional
 
 from pad_jax import answers
+from pad_jax.errors import ConfigError
 from pad_jax.execution.executor import ISOLATION_LEVELS, MODES, Executor
 
 _EXECUTOR_DEFAULTS = {name: p.default for name, p in inspect.signature(Executor).parameters.items()}
-
-
-class LimitsError(ValueError):
-  """An impossible limit; the message names the field."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +55,7 @@ class ExecLimits:
     self.validate()
 
   def validate(self) -> None:
-    """Raises LimitsError naming the first impossible field."""
+    """Raises ConfigError naming the first impossible field."""
     checks = (
         ("timeout_s", isinstance(self.timeout_s, (int, float)) and self.timeout_s > 0,
          "must be a number > 0"),
@@ -72,7 +69,7 @@ class ExecLimits:
     )
     for field, ok, expected in checks:
       if not ok:
-        raise LimitsError(f"ExecLimits.{field}: {expected}, got {getattr(self, field)!r}")
+        raise ConfigError(f"ExecLimits.{field}: {expected}, got {getattr(self, field)!r}")
 
   def executor(self, **overrides: Any) -> Executor:
     """An `Executor` with these limits (`overrides`: more Executor arguments)."""

@@ -1,54 +1,44 @@
-r"""Experiment sweeps over the pipeline: `python -m pad_jax.experiments --name=NAME`.
+"""Experiment sweeps over whole pipelines (`python -m pad_jax.experiments --name=NAME`).
 
 An experiment is a gin file `gin_configs/experiments/<NAME>.gin` that
-configures a pipeline (as `gin_configs/runs/*.gin` do) plus a `SweepConfig`:
-the points of the sweep, each a set of gin bindings applied on top of the
-pipeline config, and the stages the points share (run once). For example the
-data-efficiency sweep trains on fractions 1/8 ... 1 of the same verified
-programs:
+configures a pipeline (as `gin_configs/pipelines/*.gin` do) plus a
+`SweepConfig`: the points of the sweep, each a set of gin bindings applied on
+top of the pipeline config, and the stages the points share (run once). For
+example the data-efficiency sweep trains on fractions 1/8 ... 1 of the same
+verified programs:
 
   SweepConfig.parameter = 'TrainConfig.data_fraction'
   SweepConfig.values = [0.125, 0.25, 0.5, 1.0]
   SweepConfig.shared_stages = ['synthesize', 'verify']
 
-Layout: `OUT_DIR/shared/` holds the shared stages; each point runs the whole
-pipeline in `OUT_DIR/<label>/`, whose shared stage directories are symbolic
-links to `OUT_DIR/shared/<stage>` (so they are complete and skipped). Every
-point resumes like any pipeline run. At the end the runner writes
-`OUT_DIR/results.json` (one row per point: its bindings, training-set size and
-every accuracy/runnable rate of its report), `OUT_DIR/results.md` and the plot
-`OUT_DIR/<NAME>.png` (metrics vs the swept quantity).
-
-Usage:
-
-  python -m pad_jax.experiments --name=data_efficiency_tiny \
-      [--gin.OUT_DIR="'runs/experiments/data_efficiency_tiny'"] [--gin.X=Y ...]
+Layout: `RUN_DIR/shared/` holds the shared stages; each point runs the whole
+pipeline in `RUN_DIR/<label>/`, whose shared stage directories are symbolic
+links to `RUN_DIR/shared/<stage>` (so they are complete and skipped). Every
+point resumes like any pipeline run. Every point's config is built and
+validated before the first stage of the sweep runs. At the end the runner
+writes `RUN_DIR/results.json` (one row per point: its bindings, training-set
+size and every accuracy/runnable rate of its report), `RUN_DIR/results.md`
+and the plot `RUN_DIR/<NAME>.png` (metrics vs the swept quantity).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import sys
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from absl import app
-from absl import flags
-from absl import logging
 import gin
 
-from pad_jax import child
-from pad_jax.errors import DataError
-from pad_jax import pipeline
-from pad_jax import run_dir as run_dir_lib
-from pad_jax import stages
+from pad_jax import atomic
+from pad_jax.errors import ConfigError
+from pad_jax.pipeline import report
+from pad_jax.pipeline import run_dir as run_dir_lib
+from pad_jax.pipeline import runner
+from pad_jax.pipeline.configs import GIN_CONFIGS, PipelineConfig
 
-EXPERIMENTS_DIR = stages.REPO_ROOT / "gin_configs" / "experiments"
-
-# --gin_file, --gin_bindings (`--gin.KEY=VALUE`) and --rerun are the pipeline's flags.
-_NAME = flags.DEFINE_string("name", None, "Experiment: gin_configs/experiments/<name>.gin.")
+EXPERIMENTS_DIR = GIN_CONFIGS / "experiments"
 
 
 @gin.configurable
@@ -57,7 +47,7 @@ class SweepConfig:
   """The points of a sweep.
 
   Attributes:
-    out_dir: where the experiment writes (macro OUT_DIR in the gin files).
+    out_dir: where the experiment writes (macro RUN_DIR in the gin files).
     title: the plot's title.
     parameter: gin binding swept (shorthand: one point per value).
     values: its values.
@@ -83,10 +73,10 @@ def sweep_points(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
   """`{label: bindings}` of the sweep, in order."""
   if cfg.points:
     if cfg.parameter:
-      raise stages.StageError("SweepConfig: give either `points` or `parameter`/`values`")
+      raise ConfigError("SweepConfig.points: give either `points` or `parameter`/`values`")
     return {str(k): dict(v) for k, v in cfg.points.items()}
   if not cfg.parameter or not cfg.values:
-    raise stages.StageError("SweepConfig needs `parameter` and `values` (or `points`)")
+    raise ConfigError("SweepConfig.parameter: needs `parameter` and `values` (or `points`)")
   short = cfg.parameter.rsplit(".", 1)[-1]
   return {f"{short}={v}": {cfg.parameter: v} for v in cfg.values}
 
@@ -105,8 +95,8 @@ def _link_shared(point_dir: pathlib.Path, shared_dir: pathlib.Path, shared: Sequ
     os.symlink(os.path.relpath(shared_dir / stage, point_dir), link)
 
 
-def run_sweep(cfg: SweepConfig, name: str,
-              configure: Callable[[Sequence[str]], None]) -> list[dict[str, Any]]:
+def run_sweep(cfg: SweepConfig, name: str, configure: Callable[[Sequence[str]], None],
+              rerun: Sequence[str] = ()) -> list[dict[str, Any]]:
   """Runs every point (skipping finished work); returns the results rows.
 
   Args:
@@ -115,30 +105,37 @@ def run_sweep(cfg: SweepConfig, name: str,
     configure: `configure(extra_bindings)` parses the experiment's gin config
       from scratch plus `extra_bindings` (called once per point, so that the
       bindings of one point never leak into the next).
+    rerun: stages to redo (see `runner.run_pipeline`).
+
+  Raises:
+    ConfigError: a point's config (checked for every point before any runs).
   """
   points = sweep_points(cfg)
   out_dir = pathlib.Path(cfg.out_dir).absolute()
-  base = pipeline.PipelineConfig()
   shared = list(cfg.shared_stages)
+  base = PipelineConfig()
   if shared != list(base.stages[:len(shared)]):
-    raise stages.StageError(f"SweepConfig.shared_stages {shared} must be a prefix of the "
-                            f"pipeline's stages {list(base.stages)}")
+    raise ConfigError(f"SweepConfig.shared_stages: {shared} must be a prefix of the "
+                      f"pipeline's stages {list(base.stages)}")
+  plans = {}
+  for label, bindings in points.items():  # every point's configs, before any work
+    configure(binding_lines(bindings))
+    point = dataclasses.replace(PipelineConfig(), run_dir=str(out_dir / label))
+    plans[label] = (point, runner.validated_configs(point, rerun))
   print(f"experiment {name}: {len(points)} points -> {out_dir}", file=sys.stderr)
-  rerun = list(flags.FLAGS.rerun) if flags.FLAGS.is_parsed() else []
   if shared:
-    pipeline.run_pipeline(dataclasses.replace(base, run_dir=str(out_dir / "shared"),
-                                              stages=tuple(shared)),
-                          rerun=[s for s in rerun if s in shared])
+    first, configs = next(iter(plans.values()))
+    runner.run_pipeline(dataclasses.replace(first, run_dir=str(out_dir / "shared"),
+                                            stages=tuple(shared)),
+                        rerun=[s for s in rerun if s in shared],
+                        configs={s: configs[s] for s in shared})
     rerun = [s for s in rerun if s not in shared]
   rows = []
-  for label, bindings in points.items():
+  for label, (point, configs) in plans.items():
     print(f"\n=== {name}: point {label} ===", file=sys.stderr)
-    point_dir = out_dir / label
-    _link_shared(point_dir, out_dir / "shared", shared)
-    configure(binding_lines(bindings))
-    pipeline.run_pipeline(dataclasses.replace(pipeline.PipelineConfig(), run_dir=str(point_dir)),
-                          rerun=rerun)
-    rows.append(_result_row(label, bindings, point_dir))
+    _link_shared(out_dir / label, out_dir / "shared", shared)
+    runner.run_pipeline(point, rerun=rerun, configs=configs)
+    rows.append(_result_row(label, points[label], out_dir / label))
   write_results(out_dir, name, cfg, rows)
   return rows
 
@@ -157,7 +154,7 @@ def _result_row(label: str, bindings: Mapping[str, Any], point_dir: pathlib.Path
 def write_results(out_dir: pathlib.Path, name: str, cfg: SweepConfig,
                   rows: Sequence[Mapping[str, Any]]) -> None:
   """results.json, results.md and the plot."""
-  run_dir_lib.atomic_write_json(out_dir / "results.json", {"experiment": name, "points": list(rows)})
+  atomic.write_json(out_dir / "results.json", {"experiment": name, "points": list(rows)})
   metrics = list(cfg.metrics or sorted({k for r in rows for k in r if k.endswith("_accuracy")}))
   plot = plot_results(rows, metrics, cfg, out_dir / f"{name}.png")
   header = ["point", "training programs", "steps"] + metrics
@@ -168,7 +165,7 @@ def write_results(out_dir: pathlib.Path, name: str, cfg: SweepConfig,
     lines.append("| " + " | ".join(str(c) for c in cells) + " |")
   if plot:
     lines += ["", f"![{cfg.title}]({plot})"]
-  run_dir_lib.atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
+  atomic.write_text(out_dir / "results.md", "\n".join(lines) + "\n")
 
 
 def _x(row: Mapping[str, Any], cfg: SweepConfig) -> float:
@@ -181,12 +178,11 @@ def _x(row: Mapping[str, Any], cfg: SweepConfig) -> float:
 def plot_results(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], cfg: SweepConfig,
                  path: pathlib.Path) -> Optional[str]:
   """Metrics vs the swept quantity (lines), or per point (bars); returns the file name."""
-  from pad_jax.report import _pyplot  # pylint: disable=import-outside-toplevel
   if not rows or not metrics:
     return None
   first_values = [next(iter(r["bindings"].values()), None) for r in rows]
   numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in first_values)
-  plt = _pyplot()
+  plt = report.pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4))
   if cfg.x_axis == "train_examples" or numeric and len(rows[0]["bindings"]) == 1:
     xs = [_x(r, cfg) for r in rows]
@@ -217,43 +213,9 @@ def plot_results(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], cfg:
 
 
 def experiment_gin_file(name: str) -> pathlib.Path:
+  """`gin_configs/experiments/<name>.gin` (ConfigError naming the known ones)."""
   path = EXPERIMENTS_DIR / f"{name}.gin"
   if not path.exists():
     known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.gin"))
-    raise stages.StageError(f"--name={name}: no {path}; experiments: {', '.join(known)}")
+    raise ConfigError(f"--name={name}: no {path}; experiments: {', '.join(known)}")
   return path
-
-
-def main(argv: Sequence[str]) -> int:
-  logging.set_verbosity(logging.WARNING)
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not _NAME.value:
-    raise app.UsageError("--name is required (an experiment in gin_configs/experiments/)")
-  search_paths = list(flags.FLAGS.gin_search_paths)
-
-  def configure(extra: Sequence[str]) -> None:
-    gin.clear_config()
-    pipeline.parse_gin(files, list(flags.FLAGS.gin_bindings) + list(extra), search_paths)
-
-  try:
-    files = [str(experiment_gin_file(_NAME.value))] + list(flags.FLAGS.gin_file)
-    configure([])
-  except stages.StageError as e:
-    print(f"pad_jax.experiments: {e}", file=sys.stderr)
-    return 2
-  except (ValueError, OSError, SyntaxError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    print(f"pad_jax.experiments: bad gin config: {first}", file=sys.stderr)
-    return 2
-  try:
-    rows = run_sweep(SweepConfig(), _NAME.value, configure)
-  except (stages.StageError, child.ChildError, DataError, run_dir_lib.RunDirError) as e:
-    print(f"pad_jax.experiments: {e}", file=sys.stderr)
-    return 1
-  print(json.dumps([{k: v for k, v in r.items() if k != "run_dir"} for r in rows], indent=1))
-  return 0
-
-
-if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)), argv=pipeline.rewrite_gin_args(sys.argv))

@@ -2,7 +2,7 @@
 
 Built only from the files the earlier stages wrote (their completion
 markers, `verify/report.json`, `train/curves.json`, `score/*.jsonl`), so it
-can be redrawn at any time: `python -m pad_jax.report --run_dir=DIR`.
+can be redrawn at any time: `python -m pad_jax.pipeline.report --run_dir=DIR`.
 
 `report.json` keys (always present when the stage ran):
 
@@ -18,7 +18,6 @@ can be redrawn at any time: `python -m pad_jax.report --run_dir=DIR`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pathlib
@@ -27,20 +26,15 @@ from typing import Any, Mapping, Optional, Sequence
 
 from absl import app
 from absl import flags
-import gin
 
-from pad_jax import run_dir as run_dir_lib
+from pad_jax import atomic
+from pad_jax import jsonl
+from pad_jax.pipeline import run_dir as run_dir_lib
+from pad_jax.pipeline.configs import ReportConfig
+from pad_jax.pipeline.stage import StageContext
 
 PLOTS_DIR = "report"
 _EXAMPLES_SHOWN = 3
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class ReportConfig:
-  """Attributes: title: the report's heading."""
-
-  title: str = "pad-jax run"
 
 
 # ---------------------------------------------------------------------------
@@ -124,7 +118,13 @@ def collect(run: run_dir_lib.RunDir) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-def _pyplot():
+def pyplot():
+  """matplotlib's pyplot on the file-only Agg backend.
+
+  Imported when a plot is drawn, not at import time, on purpose: matplotlib
+  takes about a second to import and most users of this module only read
+  numbers.
+  """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -156,7 +156,7 @@ def plot_curves(curves: Mapping[str, Sequence], metrics: Sequence[str], ylabel: 
   `final_points` adds labelled markers, e.g. the held-out execution accuracy
   measured after training: `{label: (step, value)}`.
   """
-  plt = _pyplot()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4))
   drawn = 0
   for metric in metrics:
@@ -187,7 +187,7 @@ def plot_status(counts: Mapping[str, Mapping[str, int]], title: str,
   """Stacked horizontal bars: share of each execution status per group."""
   if not counts:
     return None
-  plt = _pyplot()
+  plt = pyplot()
   statuses = sorted({s for c in counts.values() for s in c},
                     key=lambda s: (s != "ok", s))
   groups = list(counts)
@@ -212,7 +212,7 @@ def plot_pass_rate(by_source: Mapping[str, Mapping[str, float]], path: pathlib.P
   by_source = {k: v for k, v in by_source.items() if v}
   if not by_source:
     return None
-  plt = _pyplot()
+  plt = pyplot()
   fig, axes = plt.subplots(1, len(by_source), figsize=(6.4 * len(by_source), 4), squeeze=False)
   for ax, (source, rates) in zip(axes[0], sorted(by_source.items())):
     names = list(rates)
@@ -248,10 +248,8 @@ def _examples(run: run_dir_lib.RunDir, name: str) -> list[str]:
   inputs = run.stage_dir("decode") / f"{name}.inputs.jsonl"
   if not path.exists() or not inputs.exists():
     return []
-  with open(inputs) as f:
-    questions = {r["id"]: r["question"] for r in map(json.loads, f)}
-  with open(path) as f:
-    rows = [json.loads(line) for line in f]
+  questions = {r["id"]: r["question"] for r in jsonl.read_rows(inputs)}
+  rows = jsonl.read_rows(path)
   lines = []
   for correct in (True, False):
     chosen = [r for r in rows if r["correct"] == correct][:_EXAMPLES_SHOWN]
@@ -316,6 +314,12 @@ def _final_accuracy_points(report: Mapping[str, Any]) -> dict[str, tuple[float, 
           for name in report.get("student_status_counts", {})}
 
 
+def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
+  """The report stage: writes the run's report (see `write_report`)."""
+  del upstream
+  return write_report(ctx.run, configs["report"])
+
+
 def write_report(run: run_dir_lib.RunDir, cfg: ReportConfig) -> dict[str, Any]:
   """Writes report.json, report.md and the plots; returns the headline numbers."""
   report = collect(run)
@@ -337,8 +341,8 @@ def write_report(run: run_dir_lib.RunDir, cfg: ReportConfig) -> dict[str, Any]:
   }
   plots = {k: v for k, v in drawn.items() if v}
   report["plots"] = {k: f"{PLOTS_DIR}/{v}" for k, v in plots.items()}
-  run_dir_lib.atomic_write_json(run.root / "report.json", report)
-  run_dir_lib.atomic_write_text(run.root / "report.md", markdown(run, report, plots, cfg.title))
+  atomic.write_json(run.root / "report.json", report)
+  atomic.write_text(run.root / "report.md", markdown(run, report, plots, cfg.title or "pad-jax run"))
   headline = {k: v for k, v in report.items() if k.endswith(("_accuracy", "_runnable_rate"))}
   headline["teacher_programs_kept"] = report.get("teacher_programs_kept")
   headline["plots"] = sorted(plots)
@@ -349,7 +353,7 @@ def main(argv: Sequence[str]) -> int:
   """`python -m pad_jax.report --run_dir=DIR`: redraws a run's report."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  run_dir = flags.FLAGS.run_dir
+  run_dir = flags.FLAGS.run_dir  # pylint: disable=redefined-outer-name
   if not run_dir or not os.path.isdir(run_dir):
     print(f"pad_jax.report: --run_dir: not a directory: {run_dir}", file=sys.stderr)
     return 2

@@ -30,25 +30,6 @@ class RunDirError(RuntimeError):
   """A run directory cannot be used as asked; the message says why."""
 
 
-def atomic_write_text(path: os.PathLike | str, text: str) -> None:
-  """Writes `text` to `path` so that readers see the old file or the new one."""
-  atomic.write_text(path, text)
-
-
-def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:
-  atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-  if isinstance(obj, (set, frozenset, tuple)):
-    return list(obj)
-  if isinstance(obj, pathlib.Path):
-    return str(obj)
-  if hasattr(obj, "item"):  # numpy scalars
-    return obj.item()
-  raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
 def read_json(path: os.PathLike | str) -> Any:
   with open(path) as f:
     return json.load(f)
@@ -89,12 +70,12 @@ class RunDir:
     """
     record = {"config": dict(config), "upstream": dict(upstream)}
     previous = self.started(stage)
-    if previous is not None and previous != json.loads(json.dumps(record, default=_json_default)):
+    if previous is not None and previous != json.loads(json.dumps(record, default=list)):
       self.reset(stage)
     elif previous is None and self.stage_dir(stage).exists() and not self.stage_dir(stage).is_symlink():
       self.reset(stage)  # outputs of unknown origin
     self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(self.stage_dir(stage) / STARTED, record)
+    atomic.write_json(self.stage_dir(stage) / STARTED, record)
 
   def mark_done(self, stage: str, *, wall_s: float, config: Mapping[str, Any],
                 summary: Mapping[str, Any],
@@ -103,7 +84,7 @@ class RunDir:
               "config": dict(config), "upstream": dict(upstream or {}),
               "summary": dict(summary),
               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    atomic_write_json(self.marker_path(stage), marker)
+    atomic.write_json(self.marker_path(stage), marker)
     return marker
 
   def invalidate(self, stage: str) -> None:

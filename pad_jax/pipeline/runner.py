@@ -1,12 +1,6 @@
-r"""The end-to-end PaD pipeline: teacher -> verify -> t5x train -> decode -> score -> report.
+"""Runs the pipeline's stages in order, skipping complete ones, resuming interrupted ones.
 
-Usage (from the repository root):
-
-  python -m pad_jax.pipeline --gin_file=gin_configs/runs/demo.gin \
-      [--gin.RUN_DIR="'runs/my_run'"] [--gin.TrainConfig.train_steps=200] \
-      [--rerun=train]
-
-Stages, in order, each writing only into `RUN_DIR/<stage>/`:
+Stages, in order, each writing only into `RUN_DIR/<stage>/` (one module each):
 
   synthesize  the teacher (`gold` offline rationales, or `openai`) + synthetic problems
   verify      execute every program, keep those whose answer is right
@@ -16,15 +10,18 @@ Stages, in order, each writing only into `RUN_DIR/<stage>/`:
   score       execute the student's programs in the sandbox, compare with gold answers
   report      `RUN_DIR/report.json`, `RUN_DIR/report.md` and PNG plots
 
-A stage is complete when its marker `RUN_DIR/<stage>/DONE.json` exists (written
-last, atomically); complete stages are skipped, so a killed pipeline resumes
-where it stopped: an interrupted stage continues from its partial outputs when
-its config and inputs are those it started with (`STARTED.json`), else it
-starts over in an emptied directory. Every marker records the exact runs of the
-stages before it, so a stage that runs again makes every later stage run again.
-Running a complete stage with a different config is an error (use `--rerun`,
-which redoes a stage from scratch and everything after it, or another RUN_DIR)
-so results never mix two configs silently.
+Every stage's config is built and validated before the first stage runs
+(`configs.stage_configs`), so a mistake in the last stage's config costs
+nothing. A stage is complete when its marker `RUN_DIR/<stage>/DONE.json`
+exists (written last, atomically); complete stages are skipped, so a killed
+pipeline resumes where it stopped: an interrupted stage continues from its
+partial outputs when its config and inputs are those it started with
+(`STARTED.json`), else it starts over in an emptied directory. Every marker
+records the exact runs of the stages before it, so a stage that runs again
+makes every later stage run again. Running a complete stage with a different
+config is an error (use `rerun`, which redoes a stage from scratch and
+everything after it, or another RUN_DIR) so results never mix two configs
+silently.
 """
 
 from __future__ import annotations
@@ -32,68 +29,33 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging as std_logging
-import os
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
-from absl import app
-from absl import flags
-from absl import logging
 import gin
+import tqdm
 
-from pad_jax import child
-from pad_jax.errors import DataError
-from pad_jax import run_dir as run_dir_lib
-from pad_jax import stages
-from pad_jax import train_stage
+from pad_jax.errors import ConfigError
+from pad_jax.pipeline import configs as configs_lib
+from pad_jax.pipeline import decode_stage
+from pad_jax.pipeline import report
+from pad_jax.pipeline import run_dir as run_dir_lib
+from pad_jax.pipeline import score_stage
+from pad_jax.pipeline import synthesize_stage
+from pad_jax.pipeline import train_stage
+from pad_jax.pipeline import verify_stage
+from pad_jax.pipeline.configs import STAGES, PipelineConfig
+from pad_jax.pipeline.stage import StageContext, StageError
+from pad_jax.pipeline.child import Stopwatch
 
-STAGES = ("synthesize", "verify", "train", "decode", "score", "report")
-
-_GIN_FILE = flags.DEFINE_multi_string("gin_file", [], "Gin files (e.g. gin_configs/runs/demo.gin).")
-_GIN_BINDINGS = flags.DEFINE_multi_string(
-    "gin_bindings", [], "Gin bindings; `--gin.KEY=VALUE` is the same as `--gin_bindings=KEY=VALUE`.")
-_GIN_SEARCH_PATHS = flags.DEFINE_list(
-    "gin_search_paths", [".", str(stages.REPO_ROOT / "gin_configs"), str(stages.REPO_ROOT)],
-    "Where --gin_file paths and gin `include`s are looked up.")
-_RERUN = flags.DEFINE_list(
-    "rerun", [], f"Stages to run again even if complete (and every later one); any of {STAGES}.")
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-  """The run.
-
-  Attributes:
-    run_dir: where every stage writes (macro RUN_DIR in the gin files).
-    title: the report's title.
-    stages: the stages to run, in order (a prefix of STAGES, e.g. to stop
-      after training).
-  """
-
-  run_dir: str = "runs/demo"
-  title: str = "pad-jax run"
-  stages: Sequence[str] = STAGES
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "synthesize": synthesize_stage.run, "verify": verify_stage.run, "train": train_stage.run,
+    "decode": decode_stage.run, "score": score_stage.run, "report": report.run,
+}
 
 
-class ConfigMismatchError(stages.StageError):
+class ConfigMismatchError(StageError):
   pass
-
-
-def _stage_runners(config: "PipelineConfig") -> dict[str, tuple[Callable[[], Any], Callable[..., dict[str, Any]]]]:
-  """stage -> (config factory, runner(ctx, config, markers))."""
-  from pad_jax import report  # pylint: disable=import-outside-toplevel
-  return {
-      "synthesize": (stages.SynthesizeConfig, lambda ctx, c, m: stages.synthesize(ctx, c)),
-      "verify": (stages.VerifyConfig, lambda ctx, c, m: stages.verify(ctx, c)),
-      "train": (train_stage.TrainConfig, lambda ctx, c, m: train_stage.train(ctx, c)),
-      "decode": (stages.DecodeConfig,
-                 lambda ctx, c, m: stages.decode(ctx, c, m["train"]["summary"])),
-      "score": (stages.ScoreConfig,
-                lambda ctx, c, m: stages.score(ctx, c, m["decode"]["summary"]["examples"])),
-      "report": (lambda: report.ReportConfig(title=config.title),
-                 lambda ctx, c, m: report.write_report(ctx.run, c)),
-  }
 
 
 class _Bars:
@@ -104,25 +66,41 @@ class _Bars:
 
   def __call__(self, total: Optional[int] = None, unit: str = "it",
                desc_suffix: Optional[str] = None):
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     desc = self.prefix + (f" {desc_suffix}" if desc_suffix else "")
-    return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True,
+    return tqdm.tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True,
                 mininterval=1.0, smoothing=0.1)
 
 
-def run_pipeline(config: PipelineConfig, rerun: Sequence[str] = ()) -> dict[str, Any]:
-  """Runs the configured stages; returns `{stage: marker}` (see `RunDir.mark_done`)."""
-  unknown = [s for s in list(config.stages) + list(rerun) if s not in STAGES]
+def validated_configs(config: PipelineConfig,
+                      rerun: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+  """Every stage's configs, all validated before any work (ConfigError if not)."""
+  config.validate()
+  unknown = [s for s in rerun if s not in STAGES]
   if unknown:
-    raise stages.StageError(f"unknown stage(s) {unknown}; expected some of {list(STAGES)}")
+    raise ConfigError(f"--rerun: unknown stage(s) {unknown}; expected some of {list(STAGES)}")
+  configs = configs_lib.stage_configs(config.stages)
+  if "report" in configs and configs["report"]["report"].title is None:
+    configs["report"]["report"] = dataclasses.replace(configs["report"]["report"],
+                                                      title=config.title)
+  return configs
+
+
+def run_pipeline(config: PipelineConfig, rerun: Sequence[str] = (),
+                 configs: Optional[Mapping[str, Mapping[str, Any]]] = None) -> dict[str, Any]:
+  """Runs the configured stages; returns `{stage: marker}` (see `RunDir.mark_done`).
+
+  Args:
+    config: the run.
+    rerun: stages to redo from scratch (and every later one).
+    configs: the stages' configs (default: built from gin and validated now).
+  """
+  configs = configs if configs is not None else validated_configs(config, rerun)
   run = run_dir_lib.RunDir(config.run_dir)
   run.root.mkdir(parents=True, exist_ok=True)
-  runners = _stage_runners(config)
   markers: dict[str, Any] = {}
   statuses: dict[str, str] = {}
   for index, stage in enumerate(config.stages, 1):
-    make_config, runner = runners[stage]
-    cfg_dict = stages.config_dict(cfg := make_config())
+    cfg_dict = configs_lib.config_dict(configs[stage])
     # What this stage's outputs depend on: the exact runs of the earlier stages.
     upstream = {s: m.get("id") for s, m in markers.items()}
     marker = run.marker(stage)
@@ -137,10 +115,10 @@ def run_pipeline(config: PipelineConfig, rerun: Sequence[str] = ()) -> dict[str,
             f"(finished {marker['finished_at']}, {marker['wall_s']:.1f}s)", file=sys.stderr)
       continue
     run.start(stage, config=cfg_dict, upstream=upstream)  # resumes only a same-input start
-    ctx = stages.StageContext(run=run, stage_dir=run.stage_dir(stage),
-                              bar=_Bars(index, len(config.stages), stage))
-    watch = child.Stopwatch()
-    summary = runner(ctx, cfg, markers)
+    ctx = StageContext(run=run, stage_dir=run.stage_dir(stage),
+                       bar=_Bars(index, len(config.stages), stage))
+    watch = Stopwatch()
+    summary = RUNNERS[stage](ctx, configs[stage], markers)
     markers[stage] = run.mark_done(stage, wall_s=watch.seconds, config=cfg_dict,
                                    summary=summary, upstream=upstream)
     statuses[stage] = "ran"
@@ -149,11 +127,18 @@ def run_pipeline(config: PipelineConfig, rerun: Sequence[str] = ()) -> dict[str,
 
 
 def _mismatch_message(run: run_dir_lib.RunDir, stage: str, old: Any, new: dict[str, Any]) -> str:
-  old = old or {}
+  old, new = _flat(old or {}), _flat(new)
   diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
            if old.get(k) != new.get(k)]
   return (f"{run.marker_path(stage)}: stage {stage!r} was completed with another config "
           f"({'; '.join(diffs)}); pass --rerun={stage} to redo it, or use another RUN_DIR")
+
+
+def _flat(configs: Mapping[str, Any]) -> dict[str, Any]:
+  """`{"synthesize": {"limit": 1}}` -> `{"synthesize.limit": 1}` (one level)."""
+  return {f"{name}.{k}" if isinstance(fields, dict) else name: v
+          for name, fields in configs.items()
+          for k, v in (fields.items() if isinstance(fields, dict) else [(None, fields)])}
 
 
 def _fmt(value: Any) -> str:
@@ -176,12 +161,12 @@ def summary_table(run: run_dir_lib.RunDir, markers: dict[str, Any], statuses: di
       lines.append("  ".join("-" * w for w in widths))
   report_path = run.root / "report.json"
   if report_path.exists():
-    report = run_dir_lib.read_json(report_path)
+    numbers = run_dir_lib.read_json(report_path)
     lines.append("")
     for key in ("synthetic_accuracy", "synthetic_runnable_rate", "gsm8k_accuracy",
                 "gsm8k_runnable_rate", "teacher_programs_kept", "total_wall_s"):
-      if key in report:
-        lines.append(f"  {key:<26} {_fmt(report[key])}")
+      if key in numbers:
+        lines.append(f"  {key:<26} {_fmt(numbers[key])}")
     lines.append(f"\n  report: {run.root / 'report.md'}")
   return "\n".join(lines)
 
@@ -220,8 +205,7 @@ def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
 
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
               search_paths: Sequence[str]) -> None:
-  """Parses gin files and bindings (imports the configurables first)."""
-  from pad_jax import report  # pylint: disable=import-outside-toplevel,unused-import
+  """Parses gin files and bindings (the configurables are imported above)."""
   for path in search_paths:
     gin.add_config_file_search_path(path)
   # gin logs an error for every search path an include is not in, before it
@@ -233,33 +217,3 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
     gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
   finally:
     root.setLevel(level)
-
-
-def main(argv: Sequence[str]) -> int:
-  logging.set_verbosity(logging.WARNING)  # progress bars, not INFO logs, in the terminal
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    parse_gin(_GIN_FILE.value, _GIN_BINDINGS.value, _GIN_SEARCH_PATHS.value)
-  except (ValueError, OSError, SyntaxError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    print(f"pad_jax.pipeline: bad gin config: {first}", file=sys.stderr)
-    return 2
-  try:
-    run_pipeline(PipelineConfig(), rerun=_RERUN.value)
-  except (stages.StageError, child.ChildError, DataError, run_dir_lib.RunDirError) as e:
-    print(f"pad_jax.pipeline: {e}", file=sys.stderr)
-    return 1
-  except KeyboardInterrupt:
-    print("pad_jax.pipeline: interrupted; run the same command again to resume", file=sys.stderr)
-    return 130
-  return 0
-
-
-def _run() -> None:
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  app.run(lambda argv: sys.exit(main(argv)), argv=rewrite_gin_args(sys.argv))
-
-
-if __name__ == "__main__":
-  _run()

@@ -28,65 +28,16 @@ import struct
 from typing import Any, Mapping, Optional, Sequence
 
 from absl import logging
-import gin
 
-from pad_jax import child
-from pad_jax import run_dir as run_dir_lib
-from pad_jax import stages
-
-GIN_CONFIGS = stages.REPO_ROOT / "gin_configs"
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """How the student is trained.
-
-  Attributes:
-    model_gin_files: gin files that define the model (and its VOCABULARY);
-      relative to `gin_search_paths`. Also used to decode.
-    run_gin_files: t5x run gin files (optimizer, batch, lengths, periods).
-    gin_search_paths: where the gin files are looked up (default: the
-      project's `gin_configs/`).
-    bindings: extra t5x gin bindings, `KEY=VALUE` each.
-    macros: t5x gin macros `{NAME: value}` (Python literals), e.g.
-      `{'INITIAL_CHECKPOINT_PATH': '/ckpt/codet5_small'}`; unlike `bindings`
-      the values may come from this file's own gin macros.
-    train_steps: `TRAIN_STEPS` (None: what the run gin file says).
-    sources: which verified sources to train on (`gold`, `openai`,
-      `synthetic`, ...; None: all).
-    source_rates: mixing rate per source (None: proportional to size).
-    data_fraction: the share of questions (with all their programs) kept,
-      chosen by a seeded shuffle; the data-efficiency sweep varies it.
-    data_seed: seed of that choice.
-    validation_fraction: share of each source held out as `validation`.
-    task_format: `program` or `cot`.
-    vocabulary_macro: the gin macro of the model's vocabulary (None: let
-      the task use its default vocabulary).
-    vocab_dir: `--vocab_dir` for decoding (None: from the model gin files).
-    env: extra environment for the t5x child (e.g. XLA_FLAGS).
-  """
-
-  model_gin_files: Sequence[str] = ("models/tiny.gin",)
-  run_gin_files: Sequence[str] = ("runs/demo_train.gin",)
-  gin_search_paths: Optional[Sequence[str]] = None
-  bindings: Sequence[str] = ()
-  macros: Optional[Mapping[str, Any]] = None
-  train_steps: Optional[int] = None
-  sources: Optional[Sequence[str]] = None
-  source_rates: Optional[Mapping[str, float]] = None
-  data_fraction: float = 1.0
-  data_seed: int = 0
-  validation_fraction: float = 0.05
-  task_format: str = "program"
-  vocabulary_macro: Optional[str] = "VOCABULARY"
-  vocab_dir: Optional[str] = None
-  env: Optional[Mapping[str, str]] = None
-
-
-def search_paths(cfg: TrainConfig) -> list[str]:
-  return [str(pathlib.Path(p).absolute()) for p in (cfg.gin_search_paths or [str(GIN_CONFIGS)])]
-
+from pad_jax import atomic
+from pad_jax import checkpoints
+from pad_jax import jsonl
+from pad_jax.data import benchmarks
+from pad_jax.data import programs as programs_lib
+from pad_jax.pipeline import child
+from pad_jax.pipeline.configs import REPO_ROOT, TrainConfig
+from pad_jax.pipeline.stage import StageContext, StageError
+from tasks import cot_tasks
 
 def select_training_data(records: Sequence[Any], cfg: TrainConfig) -> dict[str, list[Any]]:
   """Groups verified records by source, keeping `data_fraction` of the questions.
@@ -95,14 +46,12 @@ def select_training_data(records: Sequence[Any], cfg: TrainConfig) -> dict[str, 
   from a seeded shuffle of the question ids, so fraction f1 < f2 keeps a
   subset of what f2 keeps: the data-efficiency curve is nested.
   """
-  if not 0 < cfg.data_fraction <= 1:
-    raise stages.StageError(f"TrainConfig.data_fraction must be in (0, 1], got {cfg.data_fraction}")
   by_source: dict[str, list[Any]] = collections.defaultdict(list)
   for record in records:
     if cfg.sources is None or record.teacher in cfg.sources:
       by_source[record.teacher].append(record)
   if not by_source:
-    raise stages.StageError(f"no verified program comes from TrainConfig.sources={list(cfg.sources)}")
+    raise StageError(f"no verified program comes from TrainConfig.sources={list(cfg.sources)}")
   selected = {}
   for source, rows in sorted(by_source.items()):
     ids = sorted({r.id for r in rows})
@@ -183,10 +132,11 @@ class _Progress:
       self.bar.update(step - self.bar.n)
 
 
-def train(ctx: stages.StageContext, cfg: TrainConfig) -> dict[str, Any]:
+def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
   """Trains the student with t5x on the verified programs."""
-  from pad_jax.data import programs as programs_lib  # pylint: disable=import-outside-toplevel
-  records = programs_lib.read_programs(str(ctx.upstream("verify", "programs.jsonl")))
+  del upstream
+  cfg: TrainConfig = configs["train"]
+  records = programs_lib.read_programs(ctx.upstream("verify", "programs.jsonl"))
   selected = select_training_data(records, cfg)
   data_dir = ctx.path("data")
   data_dir.mkdir(parents=True, exist_ok=True)
@@ -194,60 +144,48 @@ def train(ctx: stages.StageContext, cfg: TrainConfig) -> dict[str, Any]:
   for source, rows in selected.items():
     paths[source] = str(data_dir / f"{source}.jsonl")
     if cfg.task_format == "cot":
-      rows = _cot_rows(rows)
-      text = "".join(json.dumps(r) + "\n" for r in rows)
+      jsonl.write_rows(paths[source], _cot_rows(rows))
     else:
-      text = "".join(json.dumps(r.to_json()) + "\n" for r in rows)
-    run_dir_lib.atomic_write_text(paths[source], text)
+      programs_lib.write_programs(paths[source], rows)
   digest = hashlib.sha1(str(ctx.run.root).encode()).hexdigest()[:10]
   task_name = f"pad_pipeline_{digest}"
-  run_dir_lib.atomic_write_text(ctx.path("task.gin"), task_gin(task_name, paths, cfg))
+  atomic.write_text(ctx.path("task.gin"), task_gin(task_name, paths, cfg))
 
   model_dir = ctx.path("model")
   model_files, run_files = snapshot_gin_files(cfg, ctx.path("gin"))
   command = t5x_train_command(cfg, model_dir, ctx.path("task.gin"), model_files + run_files)
   bar = ctx.bar(total=cfg.train_steps, unit="step")
   child.run_child(command, ctx.path("t5x_train.log"), on_line=_Progress(bar),
-                  env=child.child_env(extra=cfg.env), cwd=str(stages.REPO_ROOT))
+                  env=child.child_env(extra=cfg.env), cwd=str(REPO_ROOT))
   bar.close()
 
   curves = read_curves(model_dir)
-  run_dir_lib.atomic_write_json(ctx.path("curves.json"), curves)
-  checkpoint = latest_checkpoint(model_dir)
+  atomic.write_json(ctx.path("curves.json"), curves)
+  checkpoint = checkpoints.latest_checkpoint(model_dir)
   if checkpoint is None:
-    raise stages.StageError(f"t5x finished but wrote no checkpoint into {model_dir}")
+    raise StageError(f"t5x finished but wrote no checkpoint into {model_dir}")
   final = {tag: points[-1][1] for tag, points in curves.items() if points}
   return {
       "task": task_name, "examples": {s: len(r) for s, r in selected.items()},
       "questions": {s: len({r.id for r in rows}) for s, rows in selected.items()},
-      "checkpoint_dir": str(checkpoint), "step": _checkpoint_step(checkpoint),
-      "model_gin_files": model_files, "gin_search_paths": search_paths(cfg),
+      "checkpoint_dir": str(checkpoint), "step": checkpoints.checkpoint_step(checkpoint),
+      "model_gin_files": model_files, "gin_search_paths": cfg.search_paths(),
       "vocab_dir": cfg.vocab_dir, "final_metrics": final,
   }
 
 
 def _cot_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
   """Chain-of-thought rows for the same questions (the CoT baseline)."""
-  from pad_jax.data import benchmarks  # pylint: disable=import-outside-toplevel
-  from tasks import cot_tasks  # pylint: disable=import-outside-toplevel
   rationales = {}
   if any(r.id.startswith("gsm8k-train-") for r in records):
     rationales = {e.id: (e.rationale, e.answer) for e in benchmarks.load("gsm8k", "train")
                   if e.rationale}
   rows, missing = cot_tasks.cot_rows(records, rationales)
   if not rows:
-    raise stages.StageError(f"no chain-of-thought rationale for any of {len(records)} questions")
+    raise StageError(f"no chain-of-thought rationale for any of {len(records)} questions")
   if missing:
     logging.warning("CoT baseline: %d questions without a rationale were left out", missing)
   return rows
-
-
-def _find_gin_file(name: str, paths: Sequence[str]) -> pathlib.Path:
-  for base in [""] + list(paths):
-    candidate = pathlib.Path(base, name)
-    if candidate.is_file():
-      return candidate
-  raise stages.StageError(f"TrainConfig: gin file {name!r} not found in {list(paths)}")
 
 
 def snapshot_gin_files(cfg: TrainConfig, out_dir: pathlib.Path) -> tuple[list[str], list[str]]:
@@ -263,7 +201,7 @@ def snapshot_gin_files(cfg: TrainConfig, out_dir: pathlib.Path) -> tuple[list[st
     for index, name in enumerate(names):
       target = out_dir / f"{'model' if kind == 0 else 'run'}{index}_{pathlib.Path(name).name}"
       if not target.exists():
-        run_dir_lib.atomic_write_text(target, _find_gin_file(name, search_paths(cfg)).read_text())
+        atomic.write_text(target, cfg.find_gin_file(name).read_text())
       copies[kind].append(str(target))
   return copies
 
@@ -273,30 +211,15 @@ def t5x_train_command(cfg: TrainConfig, model_dir: pathlib.Path, task_gin_path: 
   """The `python -m t5x.train` command line (gin_files default: the config's)."""
   if gin_files is None:
     gin_files = list(cfg.model_gin_files) + list(cfg.run_gin_files)
-  flags = [f"--gin_search_paths={','.join(search_paths(cfg))}"]
+  flags = [f"--gin_search_paths={','.join(cfg.search_paths())}"]
   flags += [f"--gin_file={f}" for f in gin_files]
   flags.append(f"--gin_file={task_gin_path}")
   flags.append(f"--gin.MODEL_DIR={_gin_str(model_dir)}")
   if cfg.train_steps is not None:
     flags.append(f"--gin.TRAIN_STEPS={int(cfg.train_steps)}")
   flags += [f"--gin.{name}={value!r}" for name, value in (cfg.macros or {}).items()]
-  flags += [f"--gin.{b}" for b in cfg.bindings]
   flags.append("--alsologtostderr")
   return child.python_command("t5x.train", *flags)
-
-
-def _checkpoint_step(path: pathlib.Path) -> int:
-  return int(path.name.rsplit("_", 1)[1])
-
-
-def latest_checkpoint(model_dir: pathlib.Path) -> Optional[pathlib.Path]:
-  """The finished `checkpoint_<step>` directory with the largest step."""
-  found = []
-  for path in pathlib.Path(model_dir).glob("checkpoint_*"):
-    suffix = path.name.rsplit("_", 1)[1]
-    if path.is_dir() and suffix.isdigit() and not path.name.endswith(".tmp"):
-      found.append(path)
-  return max(found, key=_checkpoint_step) if found else None
 
 
 def read_curves(model_dir: pathlib.Path) -> dict[str, list[list[float]]]:

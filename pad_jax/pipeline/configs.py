@@ -1,0 +1,344 @@
+"""Every stage's config, bound in gin and checked before the first stage runs.
+
+A pipeline gin file (`gin_configs/pipelines/*.gin`, `gin_configs/experiments/*.gin`)
+binds these classes:
+
+  SynthesizeConfig.teacher = 'gold'      # synthesize: where programs come from
+  ExecLimits.timeout_s = 5.0             # verify + score: the executor's limits
+  TrainConfig.run_gin_files = [...]      # train: the t5x run
+  DecodeConfig.decode = 'greedy'         # decode: how the student decodes
+  ScoreConfig.answer_format = 'program'  # score: execute or parse answers
+  PipelineConfig.run_dir = %RUN_DIR      # the run
+
+`ExecLimits` (pad_jax.execution.limits) is the one place of the executor's
+limits and answer comparison, for the verify and the score stage alike, as
+for `python -m pad_jax.verify` and `python -m pad_jax.score`.
+
+Each config has `validate()`, raising `ConfigError("Class.field: ...")`;
+`stage_configs()` builds and validates all of them, so that a mistake in the
+last stage's config stops the run before the first stage starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import gin
+
+from pad_jax.data import benchmarks
+from pad_jax.errors import ConfigError
+from pad_jax.execution import limits as limits_lib
+from pad_jax.teacher import planning
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+GIN_CONFIGS = REPO_ROOT / "gin_configs"
+STAGES = ("synthesize", "verify", "train", "decode", "score", "report")
+TEACHERS = ("gold", "openai", "none")
+DECODE_MODES = ("greedy", "beam", "sample")
+TASK_FORMATS = ("program", "cot")
+ANSWER_FORMATS = ("program", "text")
+
+ExecLimits = gin.external_configurable(limits_lib.ExecLimits, "ExecLimits")
+
+
+def _check(checks: Sequence[tuple[str, bool, str]], config: Any) -> None:
+  """Raises ConfigError for the first `(field, ok, expected)` that is not ok."""
+  for field, ok, expected in checks:
+    if not ok:
+      raise ConfigError(f"{type(config).__name__}.{field}: {expected}, "
+                        f"got {getattr(config, field)!r}")
+
+
+def _one_of(config: Any, field: str, choices: Sequence[Any]) -> tuple[str, bool, str]:
+  return field, getattr(config, field) in choices, f"must be one of {tuple(choices)}"
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """The run.
+
+  Attributes:
+    run_dir: where every stage writes (macro RUN_DIR in the gin files).
+    title: the report's title.
+    stages: the stages to run, in order (a prefix of STAGES, e.g. to stop
+      after training).
+  """
+
+  run_dir: str = "runs/demo"
+  title: str = "pad-jax run"
+  stages: Sequence[str] = STAGES
+
+  def validate(self) -> None:
+    _check([("stages", bool(self.stages) and all(s in STAGES for s in self.stages),
+             f"must be stages out of {STAGES}")], self)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class SynthesizeConfig:
+  """Where the training programs come from.
+
+  Attributes:
+    teacher: `gold` (offline GSM8K-rationale teacher), `openai` (any
+      OpenAI-compatible server) or `none` (synthetic problems only).
+    benchmark: benchmark the teacher solves (`gsm8k`).
+    split: its split (`train`).
+    limit: only the first N questions (None: all).
+    base_url: OpenAI-compatible server (teacher `openai`).
+    model: model name (teacher `openai`).
+    samples: programs sampled per question (teacher `openai`).
+    concurrency: parallel requests (teacher `openai`).
+    temperature: sampling temperature (teacher `openai`; None: its default).
+    openai_options: more `pad_jax.teacher.planning.OpenAIConfig` fields
+      (rpm, tpm, max_cost_usd, batch, use_n, variants, max_tokens, ...).
+    synthetic_train: synthetic training problems (0: none).
+    synthetic_validation: synthetic validation problems.
+    synthetic_test: synthetic held-out problems (the demo's proof of learning).
+    synthetic_seed: generator seed.
+    synthetic_templates: template names (None: all).
+  """
+
+  teacher: str = "gold"
+  benchmark: str = "gsm8k"
+  split: str = "train"
+  limit: Optional[int] = None
+  base_url: Optional[str] = None
+  model: Optional[str] = None
+  samples: int = 1
+  concurrency: int = 16
+  temperature: Optional[float] = None
+  openai_options: Optional[Mapping[str, Any]] = None
+  synthetic_train: int = 0
+  synthetic_validation: int = 0
+  synthetic_test: int = 0
+  synthetic_seed: int = 0
+  synthetic_templates: Optional[Sequence[str]] = None
+
+  def validate(self) -> None:
+    sizes = (self.synthetic_train, self.synthetic_validation, self.synthetic_test)
+    _check([
+        _one_of(self, "teacher", TEACHERS),
+        _one_of(self, "benchmark", tuple(benchmarks.BENCHMARKS)),
+        ("split", self.split in benchmarks.BENCHMARKS.get(self.benchmark, ()),
+         f"must be a split of {self.benchmark}: {benchmarks.BENCHMARKS.get(self.benchmark)}"),
+        ("limit", self.limit is None or self.limit > 0, "must be None or > 0"),
+        ("synthetic_train", all(isinstance(n, int) and n >= 0 for n in sizes),
+         "synthetic_{train,validation,test} must be integers >= 0"),
+        ("teacher", self.teacher != "none" or any(sizes),
+         "is 'none' and no synthetic problem is asked for: nothing to synthesize"),
+        ("base_url", self.teacher != "openai" or bool(self.base_url and self.model),
+         "teacher 'openai' needs SynthesizeConfig.base_url and SynthesizeConfig.model"),
+    ], self)
+    if self.teacher == "openai":
+      self.openai_config().validate()
+
+  def openai_config(self) -> planning.OpenAIConfig:
+    """The teacher's OpenAIConfig (ConfigError naming openai_options when invalid)."""
+    options = dict(self.openai_options or {})
+    if self.temperature is not None:
+      options["temperature"] = self.temperature
+    try:
+      config = planning.OpenAIConfig(base_url=self.base_url, model=self.model,
+                                     samples=self.samples, concurrency=self.concurrency,
+                                     **options)
+      config.validate()
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"SynthesizeConfig.openai_options: {e}") from None
+    return config
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """How the student is trained (a real `python -m t5x.train`).
+
+  Attributes:
+    model_gin_files: gin files that define the model (and its VOCABULARY);
+      relative to `gin_search_paths`. Also used to decode.
+    run_gin_files: t5x run gin files (optimizer, batch, lengths, periods).
+      More t5x settings go in a run gin file of your own listed here.
+    gin_search_paths: where the gin files are looked up (default: the
+      project's `gin_configs/`).
+    macros: t5x gin macros `{NAME: value}` (Python literals) set on the t5x
+      command line, with the same names as in the run files, e.g.
+      `{'INITIAL_CHECKPOINT_PATH': '/ckpt/codet5_small', 'WARMUP_STEPS': 50}`.
+    train_steps: `TRAIN_STEPS` (None: what the run gin file says).
+    sources: which verified sources to train on (`gold`, `openai`,
+      `synthetic`, ...; None: all).
+    source_rates: mixing rate per source (None: proportional to size).
+    data_fraction: the share of questions (with all their programs) kept,
+      chosen by a seeded shuffle; the data-efficiency sweep varies it.
+    data_seed: seed of that choice.
+    validation_fraction: share of each source held out as `validation`.
+    task_format: `program` or `cot`.
+    vocabulary_macro: the gin macro of the model's vocabulary (None: let
+      the task use its default vocabulary).
+    vocab_dir: `--vocab_dir` for decoding (None: from the model gin files).
+    env: extra environment for the t5x child (e.g. XLA_FLAGS).
+  """
+
+  model_gin_files: Sequence[str] = ("models/tiny.gin",)
+  run_gin_files: Sequence[str] = ("runs/demo_train.gin",)
+  gin_search_paths: Optional[Sequence[str]] = None
+  macros: Optional[Mapping[str, Any]] = None
+  train_steps: Optional[int] = None
+  sources: Optional[Sequence[str]] = None
+  source_rates: Optional[Mapping[str, float]] = None
+  data_fraction: float = 1.0
+  data_seed: int = 0
+  validation_fraction: float = 0.05
+  task_format: str = "program"
+  vocabulary_macro: Optional[str] = "VOCABULARY"
+  vocab_dir: Optional[str] = None
+  env: Optional[Mapping[str, str]] = None
+
+  def search_paths(self) -> list[str]:
+    return [str(pathlib.Path(p).absolute()) for p in (self.gin_search_paths or [str(GIN_CONFIGS)])]
+
+  def find_gin_file(self, name: str) -> pathlib.Path:
+    """The gin file `name` in the search paths (ConfigError if it is in none)."""
+    for base in [""] + self.search_paths():
+      candidate = pathlib.Path(base, name)
+      if candidate.is_file():
+        return candidate
+    raise ConfigError(f"TrainConfig: gin file {name!r} not found in {self.search_paths()}")
+
+  def validate(self) -> None:
+    _check([
+        ("model_gin_files", bool(self.model_gin_files), "must name at least one model gin file"),
+        ("data_fraction", 0 < self.data_fraction <= 1, "must be in (0, 1]"),
+        ("validation_fraction", 0 <= self.validation_fraction < 1, "must be in [0, 1)"),
+        ("train_steps", self.train_steps is None or self.train_steps > 0, "must be None or > 0"),
+        _one_of(self, "task_format", TASK_FORMATS),
+        ("macros", all(isinstance(k, str) and k.isidentifier() for k in (self.macros or {})),
+         "keys must be gin macro names"),
+    ], self)
+    for name in list(self.model_gin_files) + list(self.run_gin_files):
+      self.find_gin_file(name)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+  """What the trained student decodes (`python -m pad_jax.infer`).
+
+  Attributes:
+    benchmarks: benchmark names to decode (`gsm8k`, `svamp`, `asdiv`, ...).
+    split: their split.
+    synthetic: also decode the synthetic held-out problems.
+    limit: at most N examples per eval set (None: all).
+    decode: `greedy`, `beam` or `sample`.
+    num_decodes: decodes per question (K > 1: self-consistency).
+    beam_size: beam width (decode `beam`).
+    temperature: sampling temperature (decode `sample`).
+    top_k: top-k sampling (decode `sample`; None: off).
+    batch_size: decode batch size (None: infer's default).
+    max_decode_length: longest program in tokens.
+  """
+
+  benchmarks: Sequence[str] = ("gsm8k",)
+  split: str = "test"
+  synthetic: bool = True
+  limit: Optional[int] = None
+  decode: str = "greedy"
+  num_decodes: int = 1
+  beam_size: int = 4
+  temperature: float = 0.7
+  top_k: Optional[int] = None
+  batch_size: Optional[int] = None
+  max_decode_length: int = 256
+
+  def validate(self) -> None:
+    unknown = [b for b in self.benchmarks if b not in benchmarks.BENCHMARKS]
+    _check([
+        ("benchmarks", not unknown, f"unknown {unknown}; known: {tuple(benchmarks.BENCHMARKS)}"),
+        ("split", all(self.split in benchmarks.BENCHMARKS[b] for b in self.benchmarks
+                      if b not in unknown), "must be a split of every benchmark"),
+        ("synthetic", bool(self.benchmarks) or self.synthetic,
+         "is False and DecodeConfig.benchmarks is empty: nothing to decode"),
+        ("limit", self.limit is None or self.limit > 0, "must be None or > 0"),
+        _one_of(self, "decode", DECODE_MODES),
+        ("num_decodes", self.num_decodes >= 1, "must be >= 1"),
+        ("beam_size", self.beam_size >= 1, "must be >= 1"),
+        ("temperature", self.temperature > 0, "must be > 0"),
+        ("top_k", self.top_k is None or self.top_k >= 1, "must be None or >= 1"),
+        ("batch_size", self.batch_size is None or self.batch_size >= 1, "must be None or >= 1"),
+        ("max_decode_length", self.max_decode_length >= 1, "must be >= 1"),
+    ], self)
+
+  def infer_flags(self) -> list[str]:
+    """The decoding flags of `python -m pad_jax.infer`."""
+    flags = [f"--decode={self.decode}", f"--max_decode_length={self.max_decode_length}"]
+    if self.decode == "beam":
+      flags.append(f"--beam_size={self.beam_size}")
+    if self.decode == "sample":
+      flags.append(f"--temperature={self.temperature}")
+      if self.top_k:
+        flags.append(f"--top_k={self.top_k}")
+    if self.num_decodes > 1:
+      flags.append(f"--num_decodes={self.num_decodes}")
+    if self.batch_size:
+      flags.append(f"--batch_size={self.batch_size}")
+    return flags
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+  """How predictions are scored (the executor's limits are `ExecLimits`).
+
+  Attributes:
+    answer_format: `program` (execute `solution()`) or `text` (chain of
+      thought: parse the final answer from the text).
+  """
+
+  answer_format: str = "program"
+
+  def validate(self) -> None:
+    _check([_one_of(self, "answer_format", ANSWER_FORMATS)], self)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+  """Attributes: title: the report's heading (default: PipelineConfig.title)."""
+
+  title: Optional[str] = None
+
+  def validate(self) -> None:
+    pass
+
+
+# What each stage's config is: one dataclass, or several for the stages that
+# also execute programs. Built (so gin binds them) and validated up front.
+_FACTORIES: dict[str, Callable[[], Mapping[str, Any]]] = {
+    "synthesize": lambda: {"synthesize": SynthesizeConfig()},
+    "verify": lambda: {"limits": ExecLimits()},
+    "train": lambda: {"train": TrainConfig()},
+    "decode": lambda: {"decode": DecodeConfig()},
+    "score": lambda: {"score": ScoreConfig(), "limits": ExecLimits()},
+    "report": lambda: {"report": ReportConfig()},
+}
+
+
+def stage_configs(stages: Sequence[str]) -> dict[str, dict[str, Any]]:
+  """`{stage: {name: config}}` for `stages`, every config validated.
+
+  Raises:
+    ConfigError: the first invalid field, named `Class.field`.
+  """
+  configs = {stage: dict(_FACTORIES[stage]()) for stage in stages}
+  for parts in configs.values():
+    for config in parts.values():
+      config.validate()
+  return configs
+
+
+def config_dict(configs: Mapping[str, Any]) -> dict[str, Any]:
+  """A JSON-friendly view of a stage's configs (recorded in its markers)."""
+  return json.loads(json.dumps({name: dataclasses.asdict(c) for name, c in configs.items()},
+                               default=list))
