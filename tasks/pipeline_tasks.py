@@ -23,6 +23,9 @@ from typing import Mapping, Optional, Union
 
 import seqio
 
+from tasks import cot_tasks
+from tasks import program_tasks
+
 FORMATS = ("program", "cot")
 
 
@@ -73,11 +76,9 @@ def _register(name, path, vocabulary, validation_fraction, seed, task_format):
   if name in seqio.TaskRegistry.names():
     return
   if task_format == "cot":
-    from tasks import cot_tasks  # pylint: disable=import-outside-toplevel
     cot_tasks.register_cot_task(name, path, vocabulary=vocabulary,
                                 validation_fraction=validation_fraction, seed=seed)
   else:
-    from tasks import program_tasks  # pylint: disable=import-outside-toplevel
     program_tasks.register_program_task(name, path, vocabulary=vocabulary,
                                         validation_fraction=validation_fraction, seed=seed)
 

@@ -59,7 +59,7 @@ def test_data_dir_flag_beats_env(shared_data, tmp_path):
                 env={"PAD_DATA_DIR": str(missing)})
   assert result.returncode == 0, result.stderr
   result = _run("stats", "--format=json", env={"PAD_DATA_DIR": str(missing)})
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert result.stdout == ""
   (line,) = result.stderr.strip().splitlines()
   assert line.startswith(f"error: {missing}: ")
@@ -72,7 +72,7 @@ def test_bad_data_file_is_one_line_error(tmp_path):
   bad.write_text('{"question": "q?", "answer": "#### 1"}\n'
                  '{"question": "q?", "answer": "#### lots"}\n')
   result = _run("stats", f"--data_dir={tmp_path}")
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert result.stderr.strip() == (
       f"error: {bad}:2: field 'answer': final answer after '####' is not a "
       "number: 'lots'")
@@ -134,7 +134,7 @@ def test_validate(tmp_path):
   with open(path, "a", encoding="utf-8") as f:
     f.write('{"id": "q-2", "quest')
   result = _run("validate", f"--path={path}")
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert result.stderr.startswith(f"error: {path}:4: torn last line")
   result = _run("validate", f"--path={path}", "--allow_torn_tail")
   assert result.returncode == 0, result.stderr

@@ -117,9 +117,9 @@ def main(argv: Sequence[str]) -> None:
   except _UsageError as e:
     print(f"error: {e} (see --help)", file=sys.stderr)
     sys.exit(2)
-  except DataError as e:
+  except DataError as e:  # bad input: status 2, as in every pad-jax command
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(2)
   except BrokenPipeError:
     # `... show | head`: the reader went away; not an error.
     sys.stderr.close()

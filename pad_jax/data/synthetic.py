@@ -41,6 +41,9 @@ import os
 import random
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from pad_jax.data import benchmarks
+from pad_jax.data.programs import ProgramRecord, write_programs
+
 SPLITS = ("train", "validation", "test")
 # Share of the instance space (out of 100 hash buckets) for each split.
 _SPLIT_BUCKETS = {"test": range(0, 10), "validation": range(10, 20),
@@ -345,7 +348,6 @@ def generate(split: str, n: int, seed: int = 0,
     ValueError: unknown split or template, or a template whose instance space
       in this split is too small for the request.
   """
-  from pad_jax.data.programs import ProgramRecord  # pylint: disable=g-import-not-at-top
   if split not in SPLITS:
     raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
   chosen = _choose_templates(templates)
@@ -400,7 +402,6 @@ def _draw_instance(template: Template, split: str, rng: random.Random,
 def write_splits(out_dir: str, sizes: Optional[Mapping[str, int]] = None,
                  seed: int = 0) -> Dict[str, str]:
   """Writes `<out_dir>/<split>.jsonl` program datasets; returns the paths."""
-  from pad_jax.data.programs import write_programs  # pylint: disable=g-import-not-at-top
   sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
   os.makedirs(out_dir, exist_ok=True)
   paths = {}
@@ -412,6 +413,8 @@ def write_splits(out_dir: str, sizes: Optional[Mapping[str, int]] = None,
 
 def demo_vocabulary():
   """The demo student's `seqio.Vocabulary` (1024 ids, digits split)."""
+  # Deferred on purpose: pad_jax.vocab imports seqio and TensorFlow (seconds),
+  # which generating or writing synthetic problems never needs.
   from pad_jax import vocab  # pylint: disable=g-import-not-at-top
   return vocab.CodeT5Vocabulary(DEMO_VOCAB_DIR, extra_ids=0)
 
@@ -432,8 +435,7 @@ def train_demo_vocab(out_dir: str = DEMO_VOCAB_DIR,
   Returns:
     `out_dir`.
   """
-  from pad_jax import vocab  # pylint: disable=g-import-not-at-top
-  from pad_jax.data import benchmarks  # pylint: disable=g-import-not-at-top
+  from pad_jax import vocab  # pylint: disable=g-import-not-at-top  # deferred: see demo_vocabulary
   records = generate("train", 20000, seed=1)
   texts = [r.question for r in records] + [r.program for r in records]
   texts += [e.question for e in benchmarks.load("gsm8k", "train", data_dir)]

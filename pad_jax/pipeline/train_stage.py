@@ -256,6 +256,8 @@ def _tfrecords(path: pathlib.Path):
 
 def _scalar_events(path: pathlib.Path):
   """(step, tag, value) of every scalar summary in one event file."""
+  # Deferred on purpose: tensorboard's protos pull in TensorFlow-sized imports
+  # that only reading the curves needs.
   from tensorboard.compat.proto import event_pb2  # pylint: disable=import-outside-toplevel
   from tensorboard.util import tensor_util  # pylint: disable=import-outside-toplevel
   for record in _tfrecords(path):
