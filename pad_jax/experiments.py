@@ -16,12 +16,12 @@ import os
 import sys
 from typing import Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import gin
 
-from pad_jax.errors import ConfigError, DataError
+from pad_jax import cli
+from pad_jax.errors import ConfigError
 from pad_jax.pipeline import child
 from pad_jax.pipeline import experiments
 from pad_jax.pipeline import run_dir as run_dir_lib
@@ -34,34 +34,29 @@ _NAME = flags.DEFINE_string("name", None, "Experiment: gin_configs/experiments/<
 
 def main(argv: Sequence[str]) -> int:
   logging.set_verbosity(logging.WARNING)
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not _NAME.value:
-    raise app.UsageError("--name is required (an experiment in gin_configs/experiments/)")
+  cli.no_arguments(argv)
+  cli.require(name=_NAME.value)
   search_paths = list(flags.FLAGS.gin_search_paths)
 
   def configure(extra: Sequence[str]) -> None:
     gin.clear_config()
-    runner.parse_gin(files, list(flags.FLAGS.gin_bindings) + list(extra), search_paths)
+    try:
+      runner.parse_gin(files, list(flags.FLAGS.gin_bindings) + list(extra), search_paths)
+    except (ValueError, OSError, SyntaxError, TypeError) as e:  # gin's parse errors
+      raise ConfigError(f"bad config: {config_error_line(e)}") from None
 
+  files = [str(experiments.experiment_gin_file(_NAME.value))] + list(flags.FLAGS.gin_file)
+  configure([])
   try:
-    files = [str(experiments.experiment_gin_file(_NAME.value))] + list(flags.FLAGS.gin_file)
-    configure([])
-    sweep = experiments.SweepConfig()
-    rows = experiments.run_sweep(sweep, _NAME.value, configure, rerun=list(flags.FLAGS.rerun))
-  except (ConfigError, DataError) as e:
-    print(f"pad_jax.experiments: {e}", file=sys.stderr)
-    return 2
+    rows = experiments.run_sweep(experiments.SweepConfig(), _NAME.value, configure,
+                                 rerun=list(flags.FLAGS.rerun))
   except (StageError, child.ChildError, run_dir_lib.RunDirError) as e:
     print(f"pad_jax.experiments: {e}", file=sys.stderr)
     return 1
-  except (ValueError, OSError, SyntaxError, TypeError) as e:  # gin's parse errors
-    print(f"pad_jax.experiments: bad config: {config_error_line(e)}", file=sys.stderr)
-    return 2
   print(json.dumps([{k: v for k, v in r.items() if k != "run_dir"} for r in rows], indent=1))
   return 0
 
 
 if __name__ == "__main__":
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  app.run(lambda argv: sys.exit(main(argv)), argv=runner.rewrite_gin_args(sys.argv))
+  cli.run(main, prefix="pad_jax.experiments", argv=runner.rewrite_gin_args(sys.argv))

@@ -29,14 +29,14 @@ import sys
 import time
 from typing import Any, Optional
 
-from absl import app
 from absl import flags
 import tqdm
 
 from pad_jax import answers
 from pad_jax import atomic
+from pad_jax import cli
 from pad_jax import jsonl
-from pad_jax.errors import ConfigError, DataError
+from pad_jax.errors import DataError
 from pad_jax.execution import flags as exec_flags
 from pad_jax.execution import scoring
 from pad_jax.execution.limits import ExecLimits
@@ -93,19 +93,11 @@ def score_file(input_path: str, output_path: str, summary_path: Optional[str],
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  for flag in (_INPUT, _OUTPUT):
-    if not flag.value:
-      print(f"error: --{flag.name} is required", file=sys.stderr)
-      return 2
-  try:
-    summary = score_file(_INPUT.value, _OUTPUT.value, _SUMMARY.value, exec_flags.limits(),
-                         id_field=_ID_FIELD.value, program_field=_PROGRAM_FIELD.value,
-                         answer_field=_ANSWER_FIELD.value)
-  except (ConfigError, DataError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  cli.no_arguments(argv)
+  cli.require(input=_INPUT.value, output=_OUTPUT.value)
+  summary = score_file(_INPUT.value, _OUTPUT.value, _SUMMARY.value, exec_flags.limits(),
+                       id_field=_ID_FIELD.value, program_field=_PROGRAM_FIELD.value,
+                       answer_field=_ANSWER_FIELD.value)
   print(json.dumps(summary))
   return 0
 
@@ -122,4 +114,5 @@ if __name__ == "__main__":
       "Field with the program text (or a raw completion), or a list of them.")
   _ANSWER_FIELD = flags.DEFINE_string("answer_field", "answer", "Field with the gold answer.")
   exec_flags.define()
-  app.run(lambda argv: sys.exit(main(argv)))
+  flags.adopt_module_key_flags(exec_flags)  # List the executor flags in --help.
+  cli.run(main)

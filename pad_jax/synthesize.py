@@ -18,12 +18,11 @@ pad_jax/teacher/synthesize.py for the Python API.
 
 from __future__ import annotations
 
-import sys
-
-from absl import app
 from absl import flags
 from absl import logging
 
+from pad_jax import cli
+from pad_jax.errors import ConfigError
 from pad_jax.execution import flags as exec_flags
 from pad_jax.teacher import client as client_lib
 from pad_jax.teacher import prompts
@@ -45,7 +44,7 @@ def _openai_config() -> synth.OpenAIConfig:
 
 
 def _run() -> dict:
-  """Checks the flags, then runs the teacher; ValueError for bad flags or input."""
+  """Checks the flags, then runs the teacher; ConfigError / DataError for bad flags or input."""
   limits = exec_flags.limits()
   openai_config = _openai_config()
   api_key = None
@@ -53,7 +52,7 @@ def _run() -> dict:
     openai_config.validate()
     api_key = synth.resolve_api_key(openai_config.base_url, None, _KEY_FILE.value)
   elif _BENCHMARK.value != "gsm8k":
-    raise ValueError(f"--teacher=gold needs GSM8K rationales; --benchmark={_BENCHMARK.value} "
+    raise ConfigError(f"--teacher=gold needs GSM8K rationales; --benchmark={_BENCHMARK.value} "
                      "has none")
   return synth.synthesize(_TEACHER.value, _BENCHMARK.value, _SPLIT.value, _OUT_DIR.value,
                           limit=_LIMIT.value, data_dir=_DATA_DIR.value,
@@ -74,24 +73,9 @@ def _print_summary(report: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
-    return 2
-  if not _OUT_DIR.value:
-    print("error: --out_dir is required", file=sys.stderr)
-    return 2
-  try:
-    report = _run()
-  except ValueError as e:  # DataError, ConfigError: bad input or flags.
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except OSError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  except KeyboardInterrupt:
-    print("interrupted: finished completions are saved; re-run the same command to resume",
-          file=sys.stderr)
-    return 130
+  cli.no_arguments(argv)
+  cli.require(out_dir=_OUT_DIR.value)
+  report = _run()
   _print_summary(report)
   logging.flush()
   return 0
@@ -142,4 +126,4 @@ if __name__ == "__main__":
   _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar.")
   exec_flags.define()
   flags.adopt_module_key_flags(exec_flags)  # List the executor flags in --help.
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

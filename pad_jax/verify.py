@@ -12,31 +12,18 @@ an impossible limit) exit with status 2 and one `error: file:line: ...` line.
 
 from __future__ import annotations
 
-import sys
-
-from absl import app
 from absl import flags
 
+from pad_jax import cli
 from pad_jax.execution import flags as exec_flags
 from pad_jax.teacher import verify as verify_lib
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
-    return 2
-  if not _IN_DIR.value:
-    print("error: --in_dir is required", file=sys.stderr)
-    return 2
-  try:
-    report = verify_lib.verify_dir(_IN_DIR.value, exec_flags.limits(), _OUT_DIR.value,
-                                   progress=_PROGRESS.value)
-  except ValueError as e:  # DataError, ConfigError: bad input or flags.
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except OSError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  cli.no_arguments(argv)
+  cli.require(in_dir=_IN_DIR.value)
+  report = verify_lib.verify_dir(_IN_DIR.value, exec_flags.limits(), _OUT_DIR.value,
+                                 progress=_PROGRESS.value)
   out = _OUT_DIR.value or _IN_DIR.value
   print(f"kept {report['kept']} programs for {report['questions_with_program']}/"
         f"{report['questions']} questions (coverage {report['coverage']:.2%}, pass rate "
@@ -53,4 +40,4 @@ if __name__ == "__main__":
   _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar.")
   exec_flags.define()
   flags.adopt_module_key_flags(exec_flags)  # List the executor flags in --help.
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from pad_jax import answers
 from pad_jax import jsonl
-from pad_jax.errors import DataError
+from pad_jax.errors import ConfigError, DataError
 
 DATA_DIR_ENV = "PAD_DATA_DIR"
 
@@ -144,10 +144,10 @@ def stats(data_dir: Optional[os.PathLike | str] = None
 
 def _spec(benchmark: str, split: str) -> _FileSpec:
   if benchmark not in BENCHMARKS:
-    raise ValueError(f"unknown benchmark {benchmark!r}; expected one of "
+    raise ConfigError(f"unknown benchmark {benchmark!r}; expected one of "
                      f"{sorted(BENCHMARKS)}")
   if split not in BENCHMARKS[benchmark]:
-    raise ValueError(f"benchmark {benchmark!r} has no split {split!r}; "
+    raise ConfigError(f"benchmark {benchmark!r} has no split {split!r}; "
                      f"expected one of {BENCHMARKS[benchmark]}")
   return _FILES[(benchmark, split)]
 

@@ -42,6 +42,7 @@ import random
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from pad_jax.data import benchmarks
+from pad_jax.errors import ConfigError
 from pad_jax.data.programs import ProgramRecord, write_programs
 
 SPLITS = ("train", "validation", "test")
@@ -349,7 +350,7 @@ def generate(split: str, n: int, seed: int = 0,
       in this split is too small for the request.
   """
   if split not in SPLITS:
-    raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    raise ConfigError(f"unknown split {split!r}; expected one of {SPLITS}")
   chosen = _choose_templates(templates)
   rng = random.Random(f"pad_jax.synthetic:{seed}:{split}")
   seen = set()
@@ -375,7 +376,7 @@ def _choose_templates(names: Optional[Sequence[str]]) -> List[Template]:
     return list(TEMPLATES)
   unknown = [name for name in names if name not in TEMPLATES_BY_NAME]
   if unknown or not names:
-    raise ValueError(f"unknown templates {unknown}; expected some of "
+    raise ConfigError(f"unknown templates {unknown}; expected some of "
                      f"{sorted(TEMPLATES_BY_NAME)}")
   return [TEMPLATES_BY_NAME[name] for name in names]
 
@@ -394,7 +395,7 @@ def _draw_instance(template: Template, split: str, rng: random.Random,
       return numbers
     fallback = numbers
   if fallback is None:
-    raise ValueError(f"template {template.name!r} has no instance in split "
+    raise ConfigError(f"template {template.name!r} has no instance in split "
                      f"{split!r}")
   return fallback  # Instance space used up: repeat with new surface words.
 

@@ -17,11 +17,11 @@ import os
 import sys
 from typing import Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 
-from pad_jax.errors import ConfigError, DataError
+from pad_jax import cli
+from pad_jax.errors import ConfigError
 from pad_jax.pipeline import child
 from pad_jax.pipeline import run_dir as run_dir_lib
 from pad_jax.pipeline import runner
@@ -46,29 +46,21 @@ def config_error_line(error: BaseException) -> str:
 
 def main(argv: Sequence[str]) -> int:
   logging.set_verbosity(logging.WARNING)  # progress bars, not INFO logs, in the terminal
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.no_arguments(argv)
   try:
     runner.parse_gin(_GIN_FILE.value, _GIN_BINDINGS.value, _GIN_SEARCH_PATHS.value)
     config = PipelineConfig()
     configs = runner.validated_configs(config, _RERUN.value)
-  except (ValueError, OSError, SyntaxError, TypeError) as e:  # gin and ConfigError
-    print(f"pad_jax.pipeline: bad config: {config_error_line(e)}", file=sys.stderr)
-    return 2
+  except (ValueError, OSError, SyntaxError, TypeError) as e:  # gin's errors and ConfigError
+    raise ConfigError(f"bad config: {config_error_line(e)}") from None
   try:
     runner.run_pipeline(config, rerun=_RERUN.value, configs=configs)
-  except (ConfigError, DataError) as e:
-    print(f"pad_jax.pipeline: {e}", file=sys.stderr)
-    return 2
   except (StageError, child.ChildError, run_dir_lib.RunDirError) as e:
     print(f"pad_jax.pipeline: {e}", file=sys.stderr)
     return 1
-  except KeyboardInterrupt:
-    print("pad_jax.pipeline: interrupted; run the same command again to resume", file=sys.stderr)
-    return 130
   return 0
 
 
 if __name__ == "__main__":
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  app.run(lambda argv: sys.exit(main(argv)), argv=runner.rewrite_gin_args(sys.argv))
+  cli.run(main, prefix="pad_jax.pipeline", argv=runner.rewrite_gin_args(sys.argv))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from pad_jax.errors import ConfigError
+
 # model name prefix -> (USD per 1M input tokens, USD per 1M output tokens).
 PRICE_TABLE: dict[str, tuple[float, float]] = {
     "gpt-4o-mini": (0.15, 0.60),
@@ -46,9 +48,9 @@ def lookup_prices(model: str, input_per_mtok: Optional[float] = None,
   """
   if input_per_mtok is not None or output_per_mtok is not None:
     if input_per_mtok is None or output_per_mtok is None:
-      raise ValueError("give both the input and the output price per million tokens")
+      raise ConfigError("give both the input and the output price per million tokens")
     if input_per_mtok < 0 or output_per_mtok < 0:
-      raise ValueError("prices must be >= 0")
+      raise ConfigError("prices must be >= 0")
     prices = Prices(input_per_mtok, output_per_mtok)
   else:
     matches = [name for name in PRICE_TABLE if model.startswith(name)]

@@ -15,6 +15,7 @@ import collections
 import dataclasses
 from typing import Any, Optional, Sequence
 
+from pad_jax.errors import ConfigError
 from pad_jax.teacher import cache as cache_lib
 from pad_jax.teacher import client as client_lib
 from pad_jax.teacher import cost as cost_lib
@@ -64,25 +65,23 @@ class OpenAIConfig:
   progress: bool = True
 
   def validate(self) -> None:
-    if self.samples < 1:
-      raise ValueError(f"samples must be >= 1, got {self.samples}")
-    if self.concurrency < 1:
-      raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-    if not self.variants:
-      raise ValueError("at least one prompt variant is needed")
-    for variant in self.variants:
-      if not 0 <= variant < prompts.NUM_VARIANTS:
-        raise ValueError(f"prompt variant {variant} out of range [0, {prompts.NUM_VARIANTS})")
-    if not 0 <= self.temperature <= 2 or not 0 < self.top_p <= 1:
-      raise ValueError("temperature must be in [0, 2] and top_p in (0, 1]")
-    if self.max_tokens < 1:
-      raise ValueError("max_tokens must be >= 1")
-    for name in ("rpm", "tpm", "max_cost_usd"):
-      value = getattr(self, name)
-      if value is not None and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if not self.base_url.startswith(("http://", "https://")):
-      raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+    """Raises ConfigError naming the first impossible field."""
+    checks = [
+        ("samples", self.samples >= 1, "must be >= 1"),
+        ("concurrency", self.concurrency >= 1, "must be >= 1"),
+        ("variants", bool(self.variants) and all(
+            0 <= v < prompts.NUM_VARIANTS for v in self.variants),
+         f"must be prompt variants in [0, {prompts.NUM_VARIANTS})"),
+        ("temperature", 0 <= self.temperature <= 2, "must be in [0, 2]"),
+        ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
+        ("max_tokens", self.max_tokens >= 1, "must be >= 1"),
+        ("base_url", self.base_url.startswith(("http://", "https://")),
+         "must start with http:// or https://"),
+    ] + [(name, getattr(self, name) is None or getattr(self, name) > 0, "must be > 0")
+         for name in ("rpm", "tpm", "max_cost_usd")]
+    for field, ok, expected in checks:
+      if not ok:
+        raise ConfigError(f"OpenAIConfig.{field}: {expected}, got {getattr(self, field)!r}")
 
 
 @dataclasses.dataclass

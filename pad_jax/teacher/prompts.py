@@ -18,6 +18,8 @@ import dataclasses
 import hashlib
 import json
 
+from pad_jax.errors import ConfigError
+
 _EXEMPLARS = (
     ("A bakery sells muffins for $3 each. On Monday it sold 14 muffins and on "
      "Tuesday it sold twice as many. How much money did the bakery make from "
@@ -166,7 +168,7 @@ def build_messages(question: str, variant: int) -> list[dict[str, str]]:
     exemplar as a user/assistant pair, then the question.
   """
   if not 0 <= variant < NUM_VARIANTS:
-    raise ValueError(f"prompt variant {variant} out of range [0, {NUM_VARIANTS})")
+    raise ConfigError(f"prompt variant {variant} out of range [0, {NUM_VARIANTS})")
   spec = PROMPT_VARIANTS[variant]
   messages = [{"role": "system", "content": _INSTRUCTIONS[spec.instruction]}]
   for index in spec.exemplars:
@@ -197,8 +199,8 @@ def parse_variants(spec: str) -> list[int]:
     try:
       value = int(part)
     except ValueError:
-      raise ValueError(f"prompt variant {part!r} is not an integer") from None
+      raise ConfigError(f"--prompt_variants: {part!r} is not an integer") from None
     if not 0 <= value < NUM_VARIANTS:
-      raise ValueError(f"prompt variant {value} out of range [0, {NUM_VARIANTS})")
+      raise ConfigError(f"--prompt_variants: {value} out of range [0, {NUM_VARIANTS})")
     variants.append(value)
   return variants

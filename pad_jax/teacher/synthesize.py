@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from pad_jax import atomic
 from pad_jax import jsonl
+from pad_jax.errors import ConfigError
 from pad_jax.data import benchmarks
 from pad_jax.execution.limits import ExecLimits
 from pad_jax.teacher import batch as batch_lib
@@ -78,11 +79,11 @@ def synthesize(teacher: str, benchmark: str, split: str, out_dir: PathLike, *,
     the run stopped early, e.g. "max_cost_usd").
   """
   if teacher not in TEACHERS:
-    raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
+    raise ConfigError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
   examples = benchmarks.load(benchmark, split, data_dir)
   if limit is not None:
     if limit < 1:
-      raise ValueError(f"limit must be >= 1, got {limit}")
+      raise ConfigError(f"limit must be >= 1, got {limit}")
     examples = examples[:limit]
   source = {"benchmark": benchmark, "split": split, "limit": limit}
   if teacher == "gold":
@@ -183,15 +184,15 @@ def resolve_api_key(base_url: str, api_key: Optional[str] = None,
     try:
       key = path.read_text().strip()
     except OSError as e:
-      raise ValueError(f"{path}: cannot read the API key file ({e.strerror})") from None
+      raise ConfigError(f"{path}: cannot read the API key file ({e.strerror})") from None
     if not key:
-      raise ValueError(f"{path}: the API key file is empty")
+      raise ConfigError(f"{path}: the API key file is empty")
     return key
   key = os.environ.get("OPENAI_API_KEY", "").strip()
   if key:
     return key
   if "api.openai.com" in base_url:
-    raise ValueError("no API key: set OPENAI_API_KEY or pass --api_key_file "
+    raise ConfigError("no API key: set OPENAI_API_KEY or pass --api_key_file "
                      "(servers such as vLLM need none)")
   return None
 
@@ -224,7 +225,7 @@ def synthesize_openai(examples: Sequence[Any], out_dir: PathLike, config: OpenAI
                                   config.price_output_per_mtok, batch=config.batch)
   if prices is None:
     if config.max_cost_usd is not None:
-      raise ValueError(f"--max_cost_usd needs prices, and model {config.model!r} is not in the "
+      raise ConfigError(f"--max_cost_usd needs prices, and model {config.model!r} is not in the "
                        "price table: pass --price_input_per_mtok and --price_output_per_mtok")
     logging.warning("no prices for model %r: cost is reported as 0", config.model)
   manifest = dict(source or {}, teacher="openai", model=config.model, base_url=config.base_url,
