@@ -35,7 +35,19 @@ from typing import Any, Mapping, Optional, Sequence
 
 from absl import app
 from absl import flags
+import flax
+import gin
+from gin import config_parser
+import jax
+import jax.numpy as jnp
 import numpy as np
+from t5x import checkpoints
+from t5x import gin_utils
+from t5x import partitioning
+from t5x import train_state as train_state_lib
+from t5x import utils
+
+from pad_jax import atomic
 
 LAYER_NORM_EPSILON = 1e-6  # t5x's LayerNorm has it fixed.
 # Hugging Face activation names -> flax names with the same function.
@@ -82,6 +94,8 @@ def read_hf_weights(hf_dir: str) -> dict[str, np.ndarray]:
   index = root / "model.safetensors.index.json"
   torch_bin = root / "pytorch_model.bin"
   if single.is_file() or index.is_file():
+    # Deferred on purpose: each weight format's reader is an optional,
+    # heavy dependency, needed only when the directory holds that format.
     from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
     if single.is_file():
       files = [single]
@@ -113,11 +127,13 @@ def _output_layer(config: Mapping[str, Any]) -> tuple[bool, bool]:
   return tied, bool(scaled)
 
 
-def network_config(config: Mapping[str, Any]) -> dict[str, Any]:
+def network_config(config: Mapping[str, Any],
+                   source: str = "config.json") -> dict[str, Any]:
   """`pad_jax.network.T5Config` fields for a Hugging Face T5 config.
 
   Args:
     config: the parsed `config.json`.
+    source: the file it was read from (for error messages).
 
   Returns:
     A dict of T5Config keyword arguments (`logits_via_embedding` is set for
@@ -128,19 +144,19 @@ def network_config(config: Mapping[str, Any]) -> dict[str, Any]:
   """
   def require(key):
     if key not in config:
-      raise ConversionError(f"config.json: field '{key}' missing")
+      raise ConversionError(f"{source}: field '{key}': missing")
     return config[key]
 
   model_type = config.get("model_type", "t5")
   if model_type not in ("t5", "codet5"):
-    raise ConversionError(f"config.json: field 'model_type': {model_type!r} is "
+    raise ConversionError(f"{source}: field 'model_type': {model_type!r} is "
                           "not a T5 encoder-decoder")
   if config.get("is_encoder_decoder", True) is not True:
-    raise ConversionError("config.json: field 'is_encoder_decoder': only "
+    raise ConversionError(f"{source}: field 'is_encoder_decoder': only "
                           "encoder-decoder T5 models are supported")
   eps = config.get("layer_norm_epsilon", LAYER_NORM_EPSILON)
   if eps != LAYER_NORM_EPSILON:
-    raise ConversionError(f"config.json: field 'layer_norm_epsilon': {eps} "
+    raise ConversionError(f"{source}: field 'layer_norm_epsilon': {eps} "
                           f"unsupported (t5x's LayerNorm uses {LAYER_NORM_EPSILON})")
   proj = config.get("feed_forward_proj", "relu")
   parts = proj.split("-")
@@ -149,7 +165,7 @@ def network_config(config: Mapping[str, Any]) -> dict[str, Any]:
   act = "gelu_new" if proj == "gated-gelu" else parts[-1]
   if act not in _ACTIVATIONS:
     raise ConversionError(
-        f"config.json: field 'feed_forward_proj': activation {act!r} "
+        f"{source}: field 'feed_forward_proj': activation {act!r} "
         f"unsupported (supported: {sorted(_ACTIVATIONS)}; exact-erf 'gelu' "
         "has no flax string name in t5x's MlpBlock)")
   flax_act = _ACTIVATIONS[act]
@@ -220,6 +236,70 @@ def _scale(w: _Weights, name: str, d: int) -> dict:
   return {"scale": w.pop(name, (d,))}
 
 
+def _relpos(w: _Weights, stack: str, cfg: Mapping[str, Any]) -> dict:
+  return {"rel_embedding": w.pop(
+      f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+      (cfg["relative_attention_num_buckets"], cfg["num_heads"])).T}
+
+
+def _encoder(w: _Weights, cfg: Mapping[str, Any]) -> dict:
+  d, ff, inner = cfg["emb_dim"], cfg["mlp_dim"], cfg["num_heads"] * cfg["head_dim"]
+  gated = len(cfg["mlp_activations"]) == 2
+  encoder = {"relpos_bias": _relpos(w, "encoder", cfg)}
+  for i in range(cfg["num_encoder_layers"]):
+    p = f"encoder.block.{i}.layer"
+    encoder[f"layers_{i}"] = {
+        "pre_attention_layer_norm": _scale(w, f"{p}.0.layer_norm.weight", d),
+        "attention": _attention(w, f"{p}.0.SelfAttention", d, inner),
+        "pre_mlp_layer_norm": _scale(w, f"{p}.1.layer_norm.weight", d),
+        "mlp": _mlp(w, f"{p}.1.DenseReluDense", d, ff, gated),
+    }
+  encoder["encoder_norm"] = _scale(w, "encoder.final_layer_norm.weight", d)
+  return encoder
+
+
+def _decoder(w: _Weights, cfg: Mapping[str, Any]) -> dict:
+  d, ff, inner = cfg["emb_dim"], cfg["mlp_dim"], cfg["num_heads"] * cfg["head_dim"]
+  gated = len(cfg["mlp_activations"]) == 2
+  decoder = {"relpos_bias": _relpos(w, "decoder", cfg)}
+  for i in range(cfg["num_decoder_layers"]):
+    p = f"decoder.block.{i}.layer"
+    decoder[f"layers_{i}"] = {
+        "pre_self_attention_layer_norm": _scale(
+            w, f"{p}.0.layer_norm.weight", d),
+        "self_attention": _attention(w, f"{p}.0.SelfAttention", d, inner),
+        "pre_cross_attention_layer_norm": _scale(
+            w, f"{p}.1.layer_norm.weight", d),
+        "encoder_decoder_attention": _attention(w, f"{p}.1.EncDecAttention", d,
+                                                inner),
+        "pre_mlp_layer_norm": _scale(w, f"{p}.2.layer_norm.weight", d),
+        "mlp": _mlp(w, f"{p}.2.DenseReluDense", d, ff, gated),
+    }
+  decoder["decoder_norm"] = _scale(w, "decoder.final_layer_norm.weight", d)
+  return decoder
+
+
+def _logits_dense(w: _Weights, config: Mapping[str, Any],
+                  shared: np.ndarray) -> Optional[dict]:
+  """The explicit output layer, or None for v1.0's tied and scaled one."""
+  tied, scaled = _output_layer(config)
+  head = w.maybe_pop("lm_head.weight")
+  if head is not None and head.shape != shared.shape:
+    raise ConversionError(f"weights: tensor 'lm_head.weight' has shape "
+                          f"{head.shape}, expected {shared.shape}")
+  if tied and head is not None and not np.array_equal(head, shared):
+    raise ConversionError("weights: 'lm_head.weight' differs from "
+                          "'shared.weight' but config.json ties them")
+  if not tied and head is None:
+    raise ConversionError("weights: tensor 'lm_head.weight' missing "
+                          "(config.json: tie_word_embeddings is false)")
+  if tied and scaled:
+    return None
+  d = shared.shape[1]
+  kernel = (shared if tied else head).T * (d**-0.5 if scaled else 1.0)
+  return {"kernel": kernel.astype(np.float32)}
+
+
 def convert_params(config: Mapping[str, Any],
                    state: Mapping[str, np.ndarray]) -> dict[str, Any]:
   """Maps HF tensors to the t5x parameter tree (`params` collection).
@@ -236,64 +316,17 @@ def convert_params(config: Mapping[str, Any],
     ConversionError: a tensor is missing, misshaped, or left unused.
   """
   cfg = network_config(config)
-  d, heads, kv, ff = (cfg["emb_dim"], cfg["num_heads"], cfg["head_dim"],
-                      cfg["mlp_dim"])
-  inner, buckets = heads * kv, cfg["relative_attention_num_buckets"]
-  gated = len(cfg["mlp_activations"]) == 2
   w = _Weights(state)
-  shared = w.pop("shared.weight", (cfg["vocab_size"], d))
+  shared = w.pop("shared.weight", (cfg["vocab_size"], cfg["emb_dim"]))
   for name in _EMBED_DUPLICATES:
     copy = w.maybe_pop(name)
     if copy is not None and not np.array_equal(copy, shared):
       raise ConversionError(f"weights: tensor '{name}' differs from "
                             "'shared.weight' (untied input embeddings)")
-
-  encoder = {"relpos_bias": {"rel_embedding": w.pop(
-      "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-      (buckets, heads)).T}}
-  for i in range(cfg["num_encoder_layers"]):
-    p = f"encoder.block.{i}.layer"
-    encoder[f"layers_{i}"] = {
-        "pre_attention_layer_norm": _scale(w, f"{p}.0.layer_norm.weight", d),
-        "attention": _attention(w, f"{p}.0.SelfAttention", d, inner),
-        "pre_mlp_layer_norm": _scale(w, f"{p}.1.layer_norm.weight", d),
-        "mlp": _mlp(w, f"{p}.1.DenseReluDense", d, ff, gated),
-    }
-  encoder["encoder_norm"] = _scale(w, "encoder.final_layer_norm.weight", d)
-
-  decoder = {"relpos_bias": {"rel_embedding": w.pop(
-      "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-      (buckets, heads)).T}}
-  for i in range(cfg["num_decoder_layers"]):
-    p = f"decoder.block.{i}.layer"
-    decoder[f"layers_{i}"] = {
-        "pre_self_attention_layer_norm": _scale(
-            w, f"{p}.0.layer_norm.weight", d),
-        "self_attention": _attention(w, f"{p}.0.SelfAttention", d, inner),
-        "pre_cross_attention_layer_norm": _scale(
-            w, f"{p}.1.layer_norm.weight", d),
-        "encoder_decoder_attention": _attention(w, f"{p}.1.EncDecAttention", d,
-                                                inner),
-        "pre_mlp_layer_norm": _scale(w, f"{p}.2.layer_norm.weight", d),
-        "mlp": _mlp(w, f"{p}.2.DenseReluDense", d, ff, gated),
-    }
-  decoder["decoder_norm"] = _scale(w, "decoder.final_layer_norm.weight", d)
-
-  tied, scaled = _output_layer(config)
-  head = w.maybe_pop("lm_head.weight")
-  if head is not None and head.shape != shared.shape:
-    raise ConversionError(f"weights: tensor 'lm_head.weight' has shape "
-                          f"{head.shape}, expected {shared.shape}")
-  if tied and head is not None and not np.array_equal(head, shared):
-    raise ConversionError("weights: 'lm_head.weight' differs from "
-                          "'shared.weight' but config.json ties them")
-  if not tied and head is None:
-    raise ConversionError("weights: tensor 'lm_head.weight' missing "
-                          "(config.json: tie_word_embeddings is false)")
-  if not (tied and scaled):
-    kernel = (shared if tied else head).T * (d**-0.5 if scaled else 1.0)
-    decoder["logits_dense"] = {"kernel": kernel.astype(np.float32)}
-
+  encoder, decoder = _encoder(w, cfg), _decoder(w, cfg)
+  logits_dense = _logits_dense(w, config, shared)
+  if logits_dense is not None:
+    decoder["logits_dense"] = logits_dense
   leftovers = w.leftovers()
   if leftovers:
     raise ConversionError(f"weights: {len(leftovers)} tensor(s) not mapped, "
@@ -345,13 +378,6 @@ def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
   Returns:
     The checkpoint directory.
   """
-  import flax  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from t5x import checkpoints  # pylint: disable=import-outside-toplevel
-  from t5x import partitioning  # pylint: disable=import-outside-toplevel
-  from t5x import train_state as train_state_lib  # pylint: disable=import-outside-toplevel
-  from t5x import utils  # pylint: disable=import-outside-toplevel
 
   shapes = {"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}
   types = {k: jnp.int32 for k in shapes}
@@ -393,27 +419,85 @@ def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
 GIN_CONFIGS_DIR = str(pathlib.Path(__file__).resolve().parents[1] / "gin_configs")
 
 
+class _IgnoreValues(config_parser.ParserDelegate):
+  """Parses gin values without resolving references (for scanning a file)."""
+
+  def configurable_reference(self, scoped_name, evaluate):
+    return None
+
+  def macro(self, name):
+    return None
+
+
+def script_selectors(gin_file: str) -> list[str]:
+  """Selectors a saved t5x config binds on the program that wrote it.
+
+  The `config.gin` that `t5x.train` writes into MODEL_DIR imports the program
+  (`import __main__ as train_script`) and binds `train_script.train.*`. Those
+  bindings configure that program, not the model; another program that reads
+  the file skips them (gin's `skip_unknown`).
+
+  Args:
+    gin_file: a gin file path; a name only found on the gin search path (a
+      project model file such as `models/tiny.gin`) binds none.
+
+  Returns:
+    Selectors such as `train_script.train`.
+  """
+  if not os.path.isfile(gin_file):
+    return []
+  text = pathlib.Path(gin_file).read_text(encoding="utf-8")
+  aliases, selectors = set(), set()
+  for statement in config_parser.ConfigParser(text, _IgnoreValues()):
+    if isinstance(statement, config_parser.ImportStatement):
+      if statement.module == "__main__":
+        aliases.add(statement.bound_name())
+    elif isinstance(statement, (config_parser.BindingStatement,
+                                config_parser.BlockDeclaration)):
+      if statement.selector.split(".")[0] in aliases:
+        selectors.add(statement.selector)
+  return sorted(selectors)
+
+
 def load_model_from_gin(gin_files: Sequence[str],
                         bindings: Sequence[str] = (),
-                        search_paths: Optional[Sequence[str]] = None) -> Any:
+                        search_paths: Optional[Sequence[str]] = None,
+                        with_optimizer: bool = True) -> Any:
   """Parses t5x-style gin model file(s) and returns the configured `MODEL`.
+
+  A file may also be the `config.gin` that `t5x.train` writes into its
+  MODEL_DIR (the run's whole operative config); its bindings of the training
+  program are skipped (`script_selectors`).
 
   Args:
     gin_files: gin files, as `--gin_file` takes them.
     bindings: extra gin bindings (`KEY=VALUE`).
     search_paths: gin search paths; default the current directory and the
       project's `gin_configs/` (so `models/codet5_small.gin` resolves).
+    with_optimizer: False: the model's `optimizer_def` is None. Decoding needs
+      no optimizer, and building a run's optimizer may evaluate its schedule
+      (`TRAIN_STEPS = @train_hooks.steps_for_epochs()` counts the data).
 
   Returns:
     The `%MODEL` object (e.g. a `t5x.models.EncoderDecoderModel`).
+
+  Raises:
+    ValueError: a gin file cannot be parsed or has no `MODEL`.
   """
-  import gin  # pylint: disable=import-outside-toplevel
-  from t5x import gin_utils  # pylint: disable=import-outside-toplevel
+  skip = [s for f in gin_files for s in script_selectors(f)]
   gin.clear_config(clear_constants=True)
-  gin_utils.parse_gin_flags(
-      gin_search_paths=list(search_paths or [".", GIN_CONFIGS_DIR]),
-      gin_files=list(gin_files), gin_bindings=list(bindings))
-  return gin.query_parameter("%MODEL").scoped_configurable_fn()
+  try:
+    gin_utils.parse_gin_flags(
+        gin_search_paths=list(search_paths or [".", GIN_CONFIGS_DIR]),
+        gin_files=list(gin_files), gin_bindings=list(bindings),
+        skip_unknown=skip, finalize_config=False)
+  except (ImportError, AttributeError, NameError) as e:
+    # What gin raises for a module or name it cannot resolve.
+    raise ValueError(f"{', '.join(gin_files)}: {e}") from e
+  model = gin.query_parameter("%MODEL")
+  if not with_optimizer:
+    gin.bind_parameter(f"{model.scoped_selector}.optimizer_def", None)
+  return model.scoped_configurable_fn()
 
 
 def convert(hf_dir: str, out_dir: str) -> str:
@@ -421,14 +505,15 @@ def convert(hf_dir: str, out_dir: str) -> str:
 
   Returns:
     The checkpoint directory.
+
+  Raises:
+    ConversionError: naming the file (and field) that cannot be converted.
   """
   config = read_hf_config(hf_dir)
-  cfg = network_config(config)
+  cfg = network_config(config, source=str(pathlib.Path(hf_dir) / "config.json"))
   params = convert_params(config, read_hf_weights(hf_dir))
-  os.makedirs(out_dir, exist_ok=True)
   gin_path = os.path.join(out_dir, "model.gin")
-  with open(gin_path, "w", encoding="utf-8") as f:
-    f.write(model_gin_text(cfg, hf_dir))
+  atomic.write_text(gin_path, model_gin_text(cfg, hf_dir))
   model = load_model_from_gin([gin_path])
   return write_checkpoint(model, params, out_dir)
 
@@ -442,8 +527,9 @@ def main(argv: list[str]) -> int:
   try:
     path = convert(_HF_DIR.value, _OUT_DIR.value)
   except ConversionError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    # Input the converter cannot take: one line, status 2.
+    print("error: " + str(e).replace("\n", " "), file=sys.stderr)
+    return 2
   print(f"wrote {path} and {os.path.join(_OUT_DIR.value, 'model.gin')}")
   return 0
 

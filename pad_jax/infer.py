@@ -26,15 +26,19 @@ Decoding modes: `greedy` (argmax; K must be 1), `beam` (beam search of width
 `--beam_size`, length penalty `--alpha`; K <= beam size returns the K best
 beams), `sample` (temperature sampling, optionally top-k).
 
-Rows are appended and flushed per batch; rerunning the same command skips the
-ids already in `--output` (resume). A malformed input line stops the run with
-`file:line: field: message`.
+Rows are appended (fsync'd) per batch; rerunning the same command skips the
+ids already in `--output` (resume, `pad_jax.jsonl`'s rule: a torn last line
+is redone, a malformed line elsewhere is an error). Bad input (a malformed
+input line, a bad option, a missing checkpoint or model file) stops the run
+with exit status 2 and one line `error: file:line: field 'f': message`.
 
 `--checkpoint_dir` is a `checkpoint_<step>` directory or a model directory
 (its latest checkpoint). The model is defined by `--gin_file` (t5x-style,
 looked up in `--gin_search_paths`, which always include `.` and the
-project's `gin_configs/`); default the `model.gin` that
-`python -m pad_jax.convert_hf` or a pad-jax run wrote next to the checkpoint.
+project's `gin_configs/`); by default it comes from next to the checkpoint:
+the `model.gin` that `python -m pad_jax.convert_hf` writes, else the
+`config.gin` that `t5x.train` writes into its MODEL_DIR (the run's whole
+operative config, from which `MODEL` is built).
 """
 
 from __future__ import annotations
@@ -43,20 +47,28 @@ import dataclasses
 import functools
 import json
 import os
-import pathlib
-import re
 import sys
 import time
 from typing import Any, Iterator, Optional, Sequence
 
 from absl import app
 from absl import flags
+import jax
+import jax.numpy as jnp
 import numpy as np
+from t5x import decoding
+from t5x import models
+from t5x import partitioning
+from t5x import utils
+import tqdm
 
+from pad_jax import checkpoints
+from pad_jax import convert_hf
+from pad_jax import jsonl
+from pad_jax import vocab as vocab_lib
 from pad_jax.errors import DataError
 
 DECODE_MODES = ("greedy", "beam", "sample")
-_CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,78 +136,60 @@ def read_inputs(path: str) -> list[dict[str, Any]]:
   Raises:
     DataError: naming the file, line and field.
   """
-  if not os.path.isfile(path):
-    raise DataError(path, None, None, "input file not found")
   rows, seen = [], {}
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(path, number, None, f"invalid JSON: {e.msg}") from e
-      if not isinstance(row, dict):
-        raise DataError(path, number, None, "expected a JSON object")
-      if "id" not in row:
-        raise DataError(path, number, "id", "missing")
-      if not isinstance(row["id"], (str, int)) or isinstance(row["id"], bool):
-        raise DataError(path, number, "id", "must be a string or an integer")
-      if row["id"] in seen:
-        raise DataError(path, number, "id", f"duplicate of line {seen[row['id']]}")
-      if not isinstance(row.get("question"), str):
-        raise DataError(path, number, "question",
-                        "missing" if "question" not in row else "must be a string")
-      seen[row["id"]] = number
-      rows.append(row)
+  for number, row in jsonl.iter_rows(path):
+    if "id" not in row:
+      raise DataError(path, number, "id", "missing field")
+    if not isinstance(row["id"], (str, int)) or isinstance(row["id"], bool):
+      raise DataError(path, number, "id", "must be a string or an integer, "
+                      f"got a JSON {jsonl.json_type(row['id'])}")
+    if row["id"] in seen:
+      raise DataError(path, number, "id", f"duplicate of line {seen[row['id']]}")
+    jsonl.get_text(row, "question", path, number)
+    seen[row["id"]] = number
+    rows.append(row)
   return rows
 
 
 def read_done_ids(path: str) -> set[Any]:
-  """Ids already decoded in `path`; drops a torn (unterminated) last line."""
-  if not os.path.exists(path):
-    return set()
-  with open(path, "rb") as f:
-    data = f.read()
-  complete = data[:data.rfind(b"\n") + 1]
-  if len(complete) != len(data):  # Interrupted mid-write: keep whole rows.
-    with open(path, "r+b") as f:
-      f.truncate(len(complete))
+  """Ids already decoded in `path` (none if it does not exist yet).
+
+  The resume rule of `pad_jax.jsonl`: a torn last line counts as not written
+  (the `Appender` that writes the next rows cuts it off); a malformed line
+  elsewhere, or a row without `id`, is an error. Nothing is changed here.
+
+  Raises:
+    DataError: naming the file and line.
+  """
   done = set()
-  for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      done.add(json.loads(line)["id"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-      raise DataError(path, number, "id", "not an infer output row; remove "
-                      "the file or choose another --output") from e
+  for number, row in jsonl.iter_rows(path, resume=True, missing_ok=True):
+    if "id" not in row:
+      raise DataError(path, number, "id", "missing: not an infer output row; "
+                      "remove the file or choose another --output")
+    done.add(row["id"])
   return done
 
 
-def resolve_checkpoint(path: str) -> str:
-  """A `checkpoint_<step>` directory, or the latest one inside `path`."""
-  p = pathlib.Path(path)
-  if not p.is_dir():
-    raise FileNotFoundError(f"{path}: checkpoint directory not found")
-  if _CHECKPOINT_RE.match(p.name):
-    return str(p)
-  steps = [(int(m.group(1)), c) for c in p.iterdir()
-           if c.is_dir() and (m := _CHECKPOINT_RE.match(c.name))]
-  if not steps:
-    raise FileNotFoundError(f"{path}: no checkpoint_<step> directory in it")
-  return str(max(steps)[1])
+def model_gin_files(checkpoint: str) -> list[str]:
+  """The gin file that defines the model of `checkpoint`.
 
+  `model.gin` next to (or in) the checkpoint (`python -m pad_jax.convert_hf`
+  writes it), else the `config.gin` that `t5x.train` writes into the model
+  directory holding the checkpoint.
 
-def default_gin_files(checkpoint: str) -> list[str]:
-  """`model.gin` next to (or in) the checkpoint, else an error."""
-  for candidate in (pathlib.Path(checkpoint).parent / "model.gin",
-                    pathlib.Path(checkpoint) / "model.gin"):
-    if candidate.is_file():
-      return [str(candidate)]
+  Raises:
+    FileNotFoundError: neither exists.
+  """
+  parent = os.path.dirname(os.path.normpath(checkpoint))
+  for candidate in (os.path.join(parent, "model.gin"),
+                    os.path.join(checkpoint, "model.gin"),
+                    os.path.join(parent, "config.gin")):
+    if os.path.isfile(candidate):
+      return [candidate]
   raise FileNotFoundError(
-      f"{checkpoint}: no model.gin next to the checkpoint; pass the model "
-      "file, e.g. --gin_file=models/codet5_small.gin")
+      f"{checkpoint}: no model.gin next to the checkpoint and no t5x "
+      f"config.gin in {parent}; pass the model file, e.g. "
+      "--gin_file=models/codet5_small.gin")
 
 
 # ------------------------------------------------------------------------------
@@ -222,16 +216,14 @@ class Decoder:
                gin_search_paths: Optional[Sequence[str]] = None,
                gin_bindings: Sequence[str] = (),
                vocab_dir: Optional[str] = None):
-    import jax  # pylint: disable=import-outside-toplevel
-    from t5x import models  # pylint: disable=import-outside-toplevel
-    from pad_jax import convert_hf  # pylint: disable=import-outside-toplevel
-
     options.validate()
     self.options = options
-    self.checkpoint = resolve_checkpoint(checkpoint_dir)
-    gin_files = list(gin_files) or default_gin_files(self.checkpoint)
+    self.checkpoint = checkpoints.resolve_checkpoint(checkpoint_dir)
+    gin_files = list(gin_files) or model_gin_files(self.checkpoint)
     search = [".", convert_hf.GIN_CONFIGS_DIR] + list(gin_search_paths or [])
-    model = convert_hf.load_model_from_gin(gin_files, gin_bindings, search)
+    # Decoding needs no optimizer (building a run's may count its data).
+    model = convert_hf.load_model_from_gin(gin_files, gin_bindings, search,
+                                           with_optimizer=False)
     if not isinstance(model, models.EncoderDecoderModel):
       raise ValueError(f"{gin_files}: MODEL is a {type(model).__name__}; "
                        "pad_jax.infer decodes EncoderDecoderModel students")
@@ -247,7 +239,6 @@ class Decoder:
   def _vocabulary(model, vocab_dir):
     if not vocab_dir:
       return model.output_vocabulary
-    from pad_jax import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
     vocabulary = vocab_lib.CodeT5Vocabulary(
         vocab_dir, extra_ids=model.output_vocabulary.extra_ids)
     if vocabulary.vocab_size != model.output_vocabulary.vocab_size:
@@ -257,7 +248,6 @@ class Decoder:
     return vocabulary
 
   def _decode_fn(self):
-    from t5x import decoding  # pylint: disable=import-outside-toplevel
     o = self.options
     if o.decode == "beam":
       return functools.partial(decoding.beam_search, alpha=o.alpha)
@@ -267,9 +257,6 @@ class Decoder:
 
   def _restore_and_compile(self):
     """Restores params as t5x.infer does; partitions the decode step."""
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    from t5x import partitioning  # pylint: disable=import-outside-toplevel
-    from t5x import utils  # pylint: disable=import-outside-toplevel
     o = self.options
     shapes = {"encoder_input_tokens": (o.batch_size, o.max_input_length),
               "decoder_input_tokens": (o.batch_size, o.max_decode_length)}
@@ -299,7 +286,6 @@ class Decoder:
 
   def encode(self, question: str) -> list[int]:
     """`<s> question </s>` ids, truncated to `max_input_length` (EOS kept)."""
-    from pad_jax import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
     ids = vocab_lib.format_input(question, self.vocabulary)
     limit = self.options.max_input_length
     return ids if len(ids) <= limit else ids[:limit - 1] + [ids[-1]]
@@ -307,7 +293,6 @@ class Decoder:
   def decode_batch(self, questions: Sequence[str],
                    batch_number: int = 0) -> list[dict[str, Any]]:
     """Decodes up to `batch_size` questions into output fields."""
-    import jax  # pylint: disable=import-outside-toplevel
     o = self.options
     encoded = [self.encode(q) for q in questions]
     length = _bucket(max(len(e) for e in encoded), o.max_input_length)
@@ -357,19 +342,12 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
 
   Args:
     checkpoint_dir: a `checkpoint_<step>` dir or a model dir (latest step).
-    gin_files: the model gin file(s); empty: `model.gin` by the checkpoint.
+    gin_files: the model gin file(s); empty: `model_gin_files(checkpoint)`.
     input_path: JSONL rows with `id` and `question`.
     output_path: JSONL output, appended per batch.
-    decode: `greedy`, `beam` or `sample`.
-    num_decodes: K decodes per question (K > 1: `predictions` etc.).
-    beam_size: beam width (`beam`).
-    alpha: beam-search length penalty.
-    temperature: sampling temperature (`sample`).
-    top_k: top-k sampling (0: off).
-    max_decode_length: the most tokens decoded.
-    max_input_length: input truncation length (EOS kept).
-    batch_size: questions per batch.
-    seed: sampling seed.
+    decode, num_decodes, beam_size, alpha, temperature, top_k,
+      max_decode_length, max_input_length, batch_size, seed: the
+      `DecodeOptions`.
     gin_search_paths: more gin search paths.
     gin_bindings: more gin bindings (`KEY=VALUE`).
     vocab_dir: vocabulary directory overriding the model file's.
@@ -380,10 +358,9 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
     `{"decoded", "skipped", "total", "seconds", "checkpoint", "output"}`.
 
   Raises:
-    DataError: a malformed input line (file:line: field).
+    DataError: a malformed input or output line (file:line: field).
     ValueError, FileNotFoundError: bad options, checkpoint or model file.
   """
-  import tqdm  # pylint: disable=import-outside-toplevel
   options = DecodeOptions(decode=decode, num_decodes=num_decodes,
                           beam_size=beam_size, alpha=alpha,
                           temperature=temperature, top_k=top_k,
@@ -396,28 +373,31 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
     os.remove(output_path)
   done = read_done_ids(output_path)
   todo = [(i, r) for i, r in enumerate(rows) if r["id"] not in done]
-  summary = {"decoded": 0, "skipped": len(rows) - len(todo),
+  summary = {"decoded": len(todo), "skipped": len(rows) - len(todo),
              "total": len(rows), "output": output_path}
-  start = time.time()
   if not todo:
     return {**summary, "seconds": 0.0, "checkpoint": None}
+  start = time.time()
   decoder = Decoder(checkpoint_dir, gin_files, options, gin_search_paths,
                     gin_bindings, vocab_dir)
-  os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-  with open(output_path, "a", encoding="utf-8") as out, tqdm.tqdm(
-      total=len(todo), unit="q", desc="decode", file=sys.stderr,
-      disable=not progress) as bar:
-    for batch in _batches(todo, batch_size):
-      results = decoder.decode_batch([r["question"] for _, r in batch],
-                                     batch_number=batch[0][0] // batch_size)
-      for (_, row), fields in zip(batch, results):
-        out.write(json.dumps({**row, **fields}, ensure_ascii=False) + "\n")
-      out.flush()
-      os.fsync(out.fileno())
-      summary["decoded"] += len(batch)
-      bar.update(len(batch))
+  _decode_into(decoder, todo, output_path, progress)
   return {**summary, "seconds": round(time.time() - start, 3),
           "checkpoint": decoder.checkpoint}
+
+
+def _decode_into(decoder: Decoder, todo: Sequence[tuple[int, dict[str, Any]]],
+                 output_path: str, progress: bool) -> None:
+  """Decodes `(input index, row)` pairs, appending each batch durably."""
+  size = decoder.options.batch_size
+  with jsonl.Appender(output_path) as out, tqdm.tqdm(
+      total=len(todo), unit="q", desc="decode", file=sys.stderr,
+      disable=not progress) as bar:
+    for batch in _batches(todo, size):
+      results = decoder.decode_batch([r["question"] for _, r in batch],
+                                     batch_number=batch[0][0] // size)
+      out.append_many({**row, **fields}
+                      for (_, row), fields in zip(batch, results))
+      bar.update(len(batch))
 
 
 # ------------------------------------------------------------------------------
@@ -445,8 +425,9 @@ def main(argv: list[str]) -> int:
         gin_bindings=_GIN_BINDINGS.value, vocab_dir=_VOCAB_DIR.value,
         resume=_RESUME.value)
   except (DataError, ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    # Bad input, options, checkpoint or model file: one line, status 2.
+    print("error: " + str(e).replace("\n", " "), file=sys.stderr)
+    return 2
   print(json.dumps(summary))
   return 0
 
@@ -458,7 +439,8 @@ if __name__ == "__main__":
       "checkpoint_dir", None, "A t5x checkpoint_<step> directory, or a model "
       "directory (its latest checkpoint).")
   _GIN_FILE = flags.DEFINE_multi_string(
-      "gin_file", [], "Model gin file(s); default model.gin by the checkpoint.")
+      "gin_file", [], "Model gin file(s); default the model.gin next to the checkpoint, else "
+      "the t5x config.gin of its model directory.")
   _GIN_SEARCH_PATHS = flags.DEFINE_list(
       "gin_search_paths", [], "More gin search paths ('.' and the project's "
       "gin_configs/ are always searched).")

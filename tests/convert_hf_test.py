@@ -217,7 +217,8 @@ def test_unsupported_configs_fail_clearly(tmp_path):
     convert_hf.network_config({**base, "feed_forward_proj": "gelu"})
   with pytest.raises(convert_hf.ConversionError, match="model_type"):
     convert_hf.network_config({**base, "model_type": "bart"})
-  with pytest.raises(convert_hf.ConversionError, match="'d_model' missing"):
+  with pytest.raises(convert_hf.ConversionError,
+                     match="config.json: field 'd_model': missing"):
     convert_hf.network_config({k: v for k, v in base.items() if k != "d_model"})
   _, hf_dir = _hf_model(tmp_path, "v10")
   config = convert_hf.read_hf_config(hf_dir)
@@ -230,13 +231,59 @@ def test_unsupported_configs_fail_clearly(tmp_path):
   state["extra.weight"] = np.zeros(3, np.float32)
   with pytest.raises(convert_hf.ConversionError, match="extra.weight"):
     convert_hf.convert_params(config, state)
-  # The CLI: one-line error naming the field, non-zero exit.
+  # The CLI: one-line error naming the file and field, exit status 2.
   bad = tmp_path / "bad"
   bad.mkdir()
   (bad / "config.json").write_text(json.dumps({**base, "feed_forward_proj": "gelu"}))
-  proc = subprocess.run(
-      [sys.executable, "-m", "pad_jax.convert_hf", f"--hf_dir={bad}",
-       f"--out_dir={tmp_path / 'never'}"], capture_output=True, text=True,
-      timeout=120, check=False)
-  assert proc.returncode == 1
-  assert "feed_forward_proj" in proc.stderr.strip().splitlines()[-1]
+  proc = _convert_cli(f"--hf_dir={bad}", f"--out_dir={tmp_path / 'never'}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      f"error: {bad / 'config.json'}: field 'feed_forward_proj': activation")
+  assert "Traceback" not in proc.stderr
+  (bad / "config.json").write_text('{"model_type": "t5",\n  oops}')
+  proc = _convert_cli(f"--hf_dir={bad}", f"--out_dir={tmp_path / 'never'}")
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      f"error: {bad / 'config.json'}:2: invalid JSON")
+  assert not (tmp_path / "never").exists()
+
+
+def _convert_cli(*flags):
+  return subprocess.run([sys.executable, "-m", "pad_jax.convert_hf", *flags],
+                        capture_output=True, text=True, timeout=300,
+                        check=False)
+
+
+def test_help_lists_the_flags():
+  proc = _convert_cli("--help")
+  # absl prints the usage and exits with status 1 (its convention).
+  assert proc.returncode in (0, 1), proc.stderr[-2000:]
+  assert "--hf_dir" in proc.stdout and "--out_dir" in proc.stdout
+
+
+def test_model_from_a_saved_t5x_config(tmp_path):
+  """A MODEL_DIR/config.gin: the training program's bindings are skipped and
+  the optimizer (whose schedule may count the data) is not built."""
+  config = tmp_path / "config.gin"
+  config.write_text(
+      "from __gin__ import dynamic_registration\n"
+      "import __main__ as train_script\n"
+      "from pad_jax import train_hooks\n"
+      "from t5x import adafactor\n"
+      "include 'models/tiny.gin'\n"
+      "TRAIN_STEPS = @train_hooks.steps_for_epochs()\n"
+      "train_hooks.steps_for_epochs.mixture_or_task_name = 'pad_no_such'\n"
+      "train_hooks.steps_for_epochs.epochs = 1\n"
+      "train_hooks.steps_for_epochs.batch_size = 8\n"
+      "adafactor.Adafactor.step_offset = %TRAIN_STEPS\n"
+      "train_script.train.model = %MODEL\n"
+      "train_script.train:\n"
+      "  total_steps = %TRAIN_STEPS\n")
+  assert convert_hf.script_selectors(str(config)) == ["train_script.train"]
+  assert convert_hf.script_selectors("models/tiny.gin") == []
+  model = convert_hf.load_model_from_gin([str(config)], with_optimizer=False)
+  assert isinstance(model, models.EncoderDecoderModel)
+  assert model.optimizer_def is None
+  assert model.output_vocabulary.vocab_size == 1024
+  with pytest.raises(ValueError, match="no seqio task"):
+    convert_hf.load_model_from_gin([str(config)])  # builds the optimizer

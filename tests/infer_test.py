@@ -3,6 +3,7 @@
 A small random CodeT5-vocabulary T5 is built with transformers, imported
 with `pad_jax.convert_hf`, and decoded by `pad_jax.infer` from questions;
 greedy token ids must equal `generate` on the HF CodeT5 tokenizer's ids.
+A tiny `t5x.train` MODEL_DIR is decoded from its own config.gin.
 """
 
 import json
@@ -14,6 +15,7 @@ import pytest
 from pad_jax import convert_hf
 from pad_jax import infer
 from pad_jax.errors import DataError
+import train_testlib as tl
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -113,35 +115,110 @@ def test_sample_and_beam_write_k_decodes(student, tmp_path):
 def test_bad_inputs_name_the_line(tmp_path):
   path = tmp_path / "bad.jsonl"
   path.write_text('{"id": 1, "question": "ok"}\n\n{"id": 2}\n')
-  with pytest.raises(DataError, match=r"bad.jsonl:3: field 'question'"):
+  with pytest.raises(DataError, match=r"bad.jsonl:3: field 'question': "
+                     "missing"):
     infer.read_inputs(str(path))
   path.write_text('{"id": 1, "question": "a"}\n{"id": 1, "question": "b"}\n')
   with pytest.raises(DataError, match=r":2: field 'id': duplicate of line 1"):
     infer.read_inputs(str(path))
+  path.write_text('{"id": true, "question": "a"}\n')
+  with pytest.raises(DataError, match=r":1: field 'id': must be a string"):
+    infer.read_inputs(str(path))
   path.write_text('{"id": 1, "question": "a"}\nnot json\n')
   with pytest.raises(DataError, match=r":2: invalid JSON"):
     infer.read_inputs(str(path))
+  with pytest.raises(DataError, match="missing.jsonl: file not found"):
+    infer.read_inputs(str(tmp_path / "missing.jsonl"))
   with pytest.raises(ValueError, match="--num_decodes"):
     infer.DecodeOptions(decode="greedy", num_decodes=2).validate()
   with pytest.raises(ValueError, match="--num_decodes"):
     infer.DecodeOptions(decode="beam", beam_size=2, num_decodes=3).validate()
-  # The CLI: a one-line error naming file and line, non-zero exit.
-  proc = subprocess.run(
-      [sys.executable, "-m", "pad_jax.infer", f"--checkpoint_dir={tmp_path}",
-       f"--input={path}", f"--output={tmp_path / 'out.jsonl'}"],
-      capture_output=True, text=True, timeout=120, check=False)
-  assert proc.returncode == 1
+  # The CLI: a one-line error naming file, line (and field), exit status 2.
+  proc = _infer_cli(f"--checkpoint_dir={tmp_path}", f"--input={path}",
+                    f"--output={tmp_path / 'out.jsonl'}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines()[-1] == (
-      f"error: {path}:2: invalid JSON: Expecting value")
+      f"error: {path}:2: invalid JSON (Expecting value at column 1)")
+  path.write_text('{"id": 1}\n')
+  proc = _infer_cli(f"--checkpoint_dir={tmp_path}", f"--input={path}",
+                    f"--output={tmp_path / 'out.jsonl'}")
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"error: {path}:1: field 'question': missing field")
+  assert "Traceback" not in proc.stderr
 
 
-def test_checkpoint_resolution(tmp_path):
-  for step in (0, 10, 2):
-    (tmp_path / f"checkpoint_{step}").mkdir()
-  assert infer.resolve_checkpoint(str(tmp_path)).endswith("checkpoint_10")
-  (tmp_path / "model.gin").write_text("")
-  assert infer.default_gin_files(str(tmp_path / "checkpoint_2")) == [
+def _infer_cli(*flags, env=None):
+  return subprocess.run([sys.executable, "-m", "pad_jax.infer", *flags],
+                        capture_output=True, text=True, timeout=300,
+                        check=False, env=env, cwd=tl.REPO)
+
+
+def test_help_lists_the_flags():
+  proc = _infer_cli("--help")
+  # absl prints the usage and exits with status 1 (its convention).
+  assert proc.returncode in (0, 1), proc.stderr[-2000:]
+  assert "--checkpoint_dir" in proc.stdout and "--num_decodes" in proc.stdout
+  assert "Traceback" not in proc.stderr
+
+
+def test_resume_reads_without_changing_the_output(tmp_path):
+  out = tmp_path / "out.jsonl"
+  assert infer.read_done_ids(str(out)) == set()
+  text = '{"id": "q0", "prediction": "x"}\n{"id": 7}\n{"id": "q2", "pred'
+  out.write_text(text)
+  assert infer.read_done_ids(str(out)) == {"q0", 7}
+  assert out.read_text() == text  # the torn tail is cut by the appender only
+  out.write_text('{"id": "q0"}\nnot json\n{"id": "q2"}\n')
+  with pytest.raises(DataError, match=r"out.jsonl:2: invalid JSON"):
+    infer.read_done_ids(str(out))
+  out.write_text('{"id": "q0"}\n{"question": "?"}\n')
+  with pytest.raises(DataError, match=r"out.jsonl:2: field 'id': missing: "
+                     "not an infer output row"):
+    infer.read_done_ids(str(out))
+
+
+def test_model_gin_files_next_to_the_checkpoint(tmp_path):
+  ckpt = tmp_path / "checkpoint_2"
+  ckpt.mkdir()
+  with pytest.raises(FileNotFoundError, match="no model.gin next to the "
+                     "checkpoint and no t5x config.gin"):
+    infer.model_gin_files(str(ckpt))
+  (tmp_path / "config.gin").write_text("")   # a t5x MODEL_DIR
+  assert infer.model_gin_files(str(ckpt)) == [str(tmp_path / "config.gin")]
+  (tmp_path / "model.gin").write_text("")    # pad_jax.convert_hf's output
+  assert infer.model_gin_files(str(ckpt) + "/") == [
       str(tmp_path / "model.gin")]
-  (tmp_path / "empty").mkdir()
-  with pytest.raises(FileNotFoundError, match="no checkpoint_<step>"):
-    infer.resolve_checkpoint(str(tmp_path / "empty"))
+
+
+@pytest.fixture(scope="module")
+def t5x_model_dir(tmp_path_factory):
+  """(MODEL_DIR, env) of a 2-step `python -m t5x.train` run of models/tiny.gin."""
+  tmp = tmp_path_factory.mktemp("t5x_run")
+  env = tl.subprocess_env(tl.write_program_dataset(tmp / "programs.jsonl",
+                                                   n=40))
+  model_dir = tmp / "run"
+  result = tl.run(tl.train_argv(model_dir, 2, 2, extra=[
+      "--gin.EVAL_STEPS=1", "--gin.EVALUATOR_NUM_EXAMPLES=2"]), env)
+  assert result.returncode == 0, result.stderr[-4000:]
+  return model_dir, env
+
+
+def test_decodes_a_t5x_model_dir_from_its_config_gin(t5x_model_dir, tmp_path):
+  """Only --checkpoint_dir: the model comes from MODEL_DIR/config.gin."""
+  model_dir, env = t5x_model_dir
+  assert (model_dir / "config.gin").is_file()
+  assert not (model_dir / "model.gin").exists()
+  inputs = _write_inputs(tmp_path / "in.jsonl", QUESTIONS[:2])
+  out = tmp_path / "out.jsonl"
+  proc = _infer_cli(f"--checkpoint_dir={model_dir}", f"--input={inputs}",
+                    f"--output={out}", "--max_decode_length=8",
+                    "--batch_size=2", env=env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert summary["checkpoint"] == str(model_dir / "checkpoint_2")
+  assert summary["decoded"] == 2
+  rows = _read(out)
+  assert [r["id"] for r in rows] == ["q0", "q1"]
+  # models/tiny.gin's 1024-id demo vocabulary, as config.gin says.
+  assert all(0 <= t < 1024 for r in rows for t in r["tokens"])
