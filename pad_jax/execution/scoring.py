@@ -138,6 +138,15 @@ def _groups(predictions: Iterable[Prediction]) -> list[list[Optional[str]]]:
   return [list(p) if isinstance(p, (list, tuple)) else [p] for p in predictions]
 
 
+def _paired_groups(targets: Sequence[Any],
+                   predictions: Sequence[Prediction]) -> list[list[Optional[str]]]:
+  """The predictions as K-lists, one per target (ValueError when they do not pair up)."""
+  groups = _groups(predictions)
+  if len(groups) != len(targets):
+    raise ValueError(f"{len(targets)} targets but {len(groups)} predictions")
+  return groups
+
+
 def score_results(executor: Executor, targets: Sequence[Any], predictions: Sequence[Prediction],
                   limits: ExecLimits,
                   on_program: Optional[Callable[[], None]] = None) -> Iterator[dict[str, Any]]:
@@ -151,9 +160,7 @@ def score_results(executor: Executor, targets: Sequence[Any], predictions: Seque
     limits: the answer and execution modes.
     on_program: called after each executed program (progress bars).
   """
-  groups = _groups(predictions)
-  if len(groups) != len(targets):
-    raise ValueError(f"{len(targets)} targets but {len(groups)} predictions")
+  groups = _paired_groups(targets, predictions)
   flat = (program_to_run(p, limits.exec_mode) for group in groups for p in group)
   results = executor.imap(flat)
   for target, group in zip(targets, groups):
@@ -168,9 +175,7 @@ def score_results(executor: Executor, targets: Sequence[Any], predictions: Seque
 def score(targets: Sequence[Any], predictions: Sequence[Prediction],
           limits: ExecLimits = ExecLimits()) -> list[dict[str, Any]]:
   """Scores predictions in a fresh executor pool; one row per example."""
-  groups = _groups(predictions)
-  if len(groups) != len(targets):
-    raise ValueError(f"{len(targets)} targets but {len(groups)} predictions")
+  groups = _paired_groups(targets, predictions)
   if not any(isinstance(p, str) and p.strip() for group in groups for p in group):
     nothing = ExecResult("no_solution", None, "no program", 0.0)  # no pool to start
     return [combine([nothing] * len(group), target, limits.answer_mode)
