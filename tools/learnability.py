@@ -19,14 +19,26 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import subprocess
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from absl import app
 from absl import flags
+import jax
+import numpy as np
+import seqio
+import t5x
+from t5x import partitioning
+from t5x import utils
+
+import tasks  # pylint: disable=unused-import  (registers pad_demo_synthetic)
+from pad_jax import atomic
+from pad_jax import checkpoints
+from pad_jax import convert_hf
+from pad_jax import metrics
+from tasks import postprocessors
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 GIN_DIR = REPO_ROOT / "gin_configs"
@@ -78,11 +90,11 @@ def train(model_dir: pathlib.Path, gin_files: Sequence[str],
                                env=env, cwd=REPO_ROOT)
     while process.poll() is None:
       time.sleep(1.0)
-      for step in _checkpoint_steps(model_dir):
+      for step in checkpoints.checkpoint_steps(model_dir):
         if step not in times:
           times[step] = round(time.time() - start, 1)
           cpu[step] = _cpu_seconds(process.pid)
-  for step in _checkpoint_steps(model_dir):
+  for step in checkpoints.checkpoint_steps(model_dir):
     times.setdefault(step, round(time.time() - start, 1))
   if process.returncode:
     raise RuntimeError(f"t5x.train failed ({process.returncode}); see "
@@ -101,64 +113,57 @@ def _cpu_seconds(pid: int) -> float:
   return round((int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK"), 1)
 
 
-def _checkpoint_steps(model_dir: pathlib.Path) -> list[int]:
-  steps = []
-  for path in model_dir.glob("checkpoint_*"):
-    match = re.fullmatch(r"checkpoint_(\d+)", path.name)
-    if match and not path.name.endswith(".tmp"):
-      steps.append(int(match.group(1)))
-  return sorted(steps)
-
-
 def _model_from_gin(gin_files: Sequence[str], bindings: Sequence[str]):
-  """Parses the gin files and returns their `MODEL`."""
-  import gin  # pylint: disable=g-import-not-at-top
-  import t5x  # pylint: disable=g-import-not-at-top
-
-  gin.add_config_file_search_path(str(GIN_DIR))
-  gin.add_config_file_search_path(
-      os.path.dirname(os.path.dirname(t5x.__file__)))
+  """The `MODEL` of the model gin files (no optimizer: only decoding)."""
   model_files = [f for f in gin_files if f.startswith("models/")]
-  gin.parse_config_files_and_bindings(model_files, list(bindings),
-                                      finalize_config=False)
-  configurable = gin.external_configurable(_identity, "learnability_model")
-  gin.parse_config("learnability_model.value = %MODEL")
-  gin.finalize()
-  return configurable()
+  search = [str(GIN_DIR), os.path.dirname(os.path.dirname(t5x.__file__))]
+  return convert_hf.load_model_from_gin(model_files, bindings, search,
+                                        with_optimizer=False)
 
 
-def _identity(value: Any = None) -> Any:
-  return value
+def _feature_lengths(bindings: Sequence[str]) -> dict[str, int]:
+  lengths = {"inputs": 64, "targets": 128}
+  for binding in bindings:
+    if binding.startswith("TASK_FEATURE_LENGTHS"):
+      lengths = eval(binding.split("=", 1)[1])  # pylint: disable=eval-used
+  return lengths
+
+
+def _examples_and_batch(model, task: seqio.Task, split: str,
+                        num_examples: int, lengths: dict[str, int]):
+  """The first `num_examples` examples of `split` and them as one batch."""
+  dataset = task.get_dataset(lengths, split=split, shuffle=False)
+  examples = list(dataset.take(num_examples).as_numpy_iterator())
+  converter = model.FEATURE_CONVERTER_CLS(pack=False)
+  batch = next(converter(dataset.take(num_examples), lengths)
+               .batch(len(examples)).as_numpy_iterator())
+  return examples, {k: np.asarray(v) for k, v in batch.items()}
+
+
+def _score(texts: Sequence[str], examples: Sequence[dict[str, Any]]
+          ) -> dict[str, float]:
+  """Execution accuracy, runnable rate and exact match of decoded programs."""
+  targets = [postprocessors.postprocess(e["targets_pretokenized"],
+                                       example=e, is_target=True)
+             for e in examples]
+  programs = [postprocessors.postprocess(t, example=e)
+              for t, e in zip(texts, examples)]
+  scores = metrics.execution_metrics(targets, programs)
+  exact = np.mean([t == e["targets_pretokenized"].decode()
+                   for t, e in zip(texts, examples)])
+  return {"accuracy": scores["accuracy"],
+          "runnable_rate": scores["runnable_rate"], "exact_match": float(exact)}
 
 
 def evaluate(model_dir: pathlib.Path, gin_files: Sequence[str],
              bindings: Sequence[str], task_name: str, split: str,
              num_examples: int) -> list[dict[str, Any]]:
   """Decodes `split` with every checkpoint; returns accuracy rows."""
-  import gin  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import seqio  # pylint: disable=g-import-not-at-top
-  from t5x import partitioning  # pylint: disable=g-import-not-at-top
-  from t5x import utils  # pylint: disable=g-import-not-at-top
-
-  import tasks  # pylint: disable=g-import-not-at-top,unused-import
-  from pad_jax import metrics  # pylint: disable=g-import-not-at-top
-  from tasks import postprocessors  # pylint: disable=g-import-not-at-top
-
   model = _model_from_gin(gin_files, [b for b in bindings
                                       if not b.startswith("TRAIN_STEPS")])
-  lengths = {"inputs": 64, "targets": 128}
-  for binding in bindings:
-    if binding.startswith("TASK_FEATURE_LENGTHS"):
-      lengths = eval(binding.split("=", 1)[1])  # pylint: disable=eval-used
   task = seqio.get_mixture_or_task(task_name)
-  dataset = task.get_dataset(lengths, split=split, shuffle=False)
-  examples = list(dataset.take(num_examples).as_numpy_iterator())
-  converter = model.FEATURE_CONVERTER_CLS(pack=False)
-  batch = next(converter(dataset.take(num_examples), lengths)
-               .batch(len(examples)).as_numpy_iterator())
-  batch = {k: np.asarray(v) for k, v in batch.items()}
+  examples, batch = _examples_and_batch(model, task, split, num_examples,
+                                        _feature_lengths(bindings))
   partitioner = partitioning.PjitPartitioner(num_partitions=1)
   initializer = utils.TrainStateInitializer(
       optimizer_def=None, init_fn=model.get_initial_variables,
@@ -167,12 +172,9 @@ def evaluate(model_dir: pathlib.Path, gin_files: Sequence[str],
       partitioner=partitioner)
   predict = jax.jit(model.predict_batch)
   vocabulary = task.output_features["targets"].vocabulary
-  targets = [postprocessors.extract_program(e["targets_pretokenized"],
-                                            example=e, is_target=True)
-             for e in examples]
   rows = []
-  for step in _checkpoint_steps(model_dir):
-    path = str(model_dir / f"checkpoint_{step}")
+  for step in checkpoints.checkpoint_steps(model_dir):
+    path = checkpoints.checkpoint_dir(model_dir, step)
     state, _ = utils.create_checkpoint_manager_and_restore(
         initializer, partitioner,
         utils.RestoreCheckpointConfig(path=path, mode="specific",
@@ -181,19 +183,12 @@ def evaluate(model_dir: pathlib.Path, gin_files: Sequence[str],
     started = time.time()
     tokens = np.asarray(predict(state.params, batch))
     texts = [vocabulary.decode(list(t)) for t in tokens]
-    programs = [postprocessors.extract_program(t, example=e)
-                for t, e in zip(texts, examples)]
-    scores = metrics.execution_metrics(targets, programs)
-    exact = np.mean([t == e["targets_pretokenized"].decode()
-                     for t, e in zip(texts, examples)])
-    rows.append({"step": step, "accuracy": scores["accuracy"],
-                 "runnable_rate": scores["runnable_rate"],
-                 "exact_match": float(exact),
+    rows.append({"step": step, **_score(texts, examples),
                  "decode_seconds": round(time.time() - started, 1)})
     print(json.dumps(rows[-1]), flush=True)
     wrong = [(e["inputs_pretokenized"].decode(), t) for t, e in
              zip(texts, examples) if t != e["targets_pretokenized"].decode()]
-    (model_dir / f"wrong_{step}.json").write_text(json.dumps(wrong, indent=1))
+    atomic.write_json(model_dir / f"wrong_{step}.json", wrong, indent=1)
   return rows
 
 
@@ -210,7 +205,7 @@ def main(argv: Sequence[str]) -> None:
     report = {"gin_files": _GIN_FILES.value,
               "bindings": _GIN_BINDINGS.value,
               "checkpoint_seconds": wall, "checkpoint_cpu_seconds": cpu}
-    report_path.write_text(json.dumps(report, indent=2))
+    atomic.write_json(report_path, report)
   rows = evaluate(model_dir, _GIN_FILES.value, _GIN_BINDINGS.value,
                   _TASK.value, _SPLIT.value, _NUM_EXAMPLES.value)
   seconds = {int(k): v for k, v in report.get("checkpoint_seconds", {}).items()
@@ -221,7 +216,7 @@ def main(argv: Sequence[str]) -> None:
     row["wall_seconds"] = seconds.get(row["step"])
     row["cpu_seconds"] = cpu.get(row["step"])
   report["curve"] = rows
-  report_path.write_text(json.dumps(report, indent=2))
+  atomic.write_json(report_path, report)
   print(f"{'step':>6} {'wall_s':>7} {'cpu_s':>7} {'accuracy':>8} "
         f"{'runnable':>8} {'exact':>6}")
   for row in rows:
@@ -232,5 +227,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, str(REPO_ROOT))
   app.run(main)
