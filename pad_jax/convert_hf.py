@@ -16,7 +16,8 @@ reads `DIR/config.json` and `DIR/model.safetensors` (or a sharded
 
 Every tensor is mapped and shape-checked, unused or missing tensors are
 errors, and configurations the network cannot express exactly (another
-layer-norm epsilon, exact-erf GELU, ...) are refused with a one-line reason.
+layer-norm epsilon, exact-erf GELU, ...) are refused with a one-line reason
+(`error: <file>: field '<f>': <why>`, exit status 2).
 
 Output layer: T5 v1.0 / CodeT5 tie it to the embedding and scale the decoder
 output by `d_model**-0.5` (`logits_via_embedding = True`). Any other
