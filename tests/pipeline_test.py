@@ -102,7 +102,7 @@ def test_end_to_end_toy_run_resumes_after_kill(tmp_path):
   assert "verify: complete, skipped" in second.stderr
   assert {s: run.marker(s)["finished_at"] for s in before} == before
   t5x_log = (run_dir / "train" / "t5x_train.log").read_text()
-  resumed_from = int(killed_at.name.split("_")[1])
+  resumed_from = checkpoints.checkpoint_step(killed_at)
   assert f"Starting main loop over steps {resumed_from}-30" in t5x_log
   _check_outputs(run_dir)
   # The terminal summary table names every stage and the headline numbers.
