@@ -37,18 +37,16 @@ from typing import Any, Mapping, Optional, Sequence
 from absl import app
 from absl import flags
 import flax
-import gin
-from gin import config_parser
 import jax
 import jax.numpy as jnp
 import numpy as np
 from t5x import checkpoints
-from t5x import gin_utils
 from t5x import partitioning
 from t5x import train_state as train_state_lib
 from t5x import utils
 
 from pad_jax import atomic
+from pad_jax.t5x_hooks import model_gin
 
 LAYER_NORM_EPSILON = 1e-6  # t5x's LayerNorm has it fixed.
 # Hugging Face activation names -> flax names with the same function.
@@ -417,90 +415,6 @@ def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
   return os.path.join(out_dir, f"checkpoint_{step}")
 
 
-GIN_CONFIGS_DIR = str(pathlib.Path(__file__).resolve().parents[1] / "gin_configs")
-
-
-class _IgnoreValues(config_parser.ParserDelegate):
-  """Parses gin values without resolving references (for scanning a file)."""
-
-  def configurable_reference(self, scoped_name, evaluate):
-    return None
-
-  def macro(self, name):
-    return None
-
-
-def script_selectors(gin_file: str) -> list[str]:
-  """Selectors a saved t5x config binds on the program that wrote it.
-
-  The `config.gin` that `t5x.train` writes into MODEL_DIR imports the program
-  (`import __main__ as train_script`) and binds `train_script.train.*`. Those
-  bindings configure that program, not the model; another program that reads
-  the file skips them (gin's `skip_unknown`).
-
-  Args:
-    gin_file: a gin file path; a name only found on the gin search path (a
-      project model file such as `models/tiny.gin`) binds none.
-
-  Returns:
-    Selectors such as `train_script.train`.
-  """
-  if not os.path.isfile(gin_file):
-    return []
-  text = pathlib.Path(gin_file).read_text(encoding="utf-8")
-  aliases, selectors = set(), set()
-  for statement in config_parser.ConfigParser(text, _IgnoreValues()):
-    if isinstance(statement, config_parser.ImportStatement):
-      if statement.module == "__main__":
-        aliases.add(statement.bound_name())
-    elif isinstance(statement, (config_parser.BindingStatement,
-                                config_parser.BlockDeclaration)):
-      if statement.selector.split(".")[0] in aliases:
-        selectors.add(statement.selector)
-  return sorted(selectors)
-
-
-def load_model_from_gin(gin_files: Sequence[str],
-                        bindings: Sequence[str] = (),
-                        search_paths: Optional[Sequence[str]] = None,
-                        with_optimizer: bool = True) -> Any:
-  """Parses t5x-style gin model file(s) and returns the configured `MODEL`.
-
-  A file may also be the `config.gin` that `t5x.train` writes into its
-  MODEL_DIR (the run's whole operative config); its bindings of the training
-  program are skipped (`script_selectors`).
-
-  Args:
-    gin_files: gin files, as `--gin_file` takes them.
-    bindings: extra gin bindings (`KEY=VALUE`).
-    search_paths: gin search paths; default the current directory and the
-      project's `gin_configs/` (so `models/codet5_small.gin` resolves).
-    with_optimizer: False: the model's `optimizer_def` is None. Decoding needs
-      no optimizer, and building a run's optimizer may evaluate its schedule
-      (`TRAIN_STEPS = @train_hooks.steps_for_epochs()` counts the data).
-
-  Returns:
-    The `%MODEL` object (e.g. a `t5x.models.EncoderDecoderModel`).
-
-  Raises:
-    ValueError: a gin file cannot be parsed or has no `MODEL`.
-  """
-  skip = [s for f in gin_files for s in script_selectors(f)]
-  gin.clear_config(clear_constants=True)
-  try:
-    gin_utils.parse_gin_flags(
-        gin_search_paths=list(search_paths or [".", GIN_CONFIGS_DIR]),
-        gin_files=list(gin_files), gin_bindings=list(bindings),
-        skip_unknown=skip, finalize_config=False)
-  except (ImportError, AttributeError, NameError) as e:
-    # What gin raises for a module or name it cannot resolve.
-    raise ValueError(f"{', '.join(gin_files)}: {e}") from e
-  model = gin.query_parameter("%MODEL")
-  if not with_optimizer:
-    gin.bind_parameter(f"{model.scoped_selector}.optimizer_def", None)
-  return model.scoped_configurable_fn()
-
-
 def convert(hf_dir: str, out_dir: str) -> str:
   """Converts `hf_dir` into `out_dir/checkpoint_0` + `out_dir/model.gin`.
 
@@ -515,7 +429,7 @@ def convert(hf_dir: str, out_dir: str) -> str:
   params = convert_params(config, read_hf_weights(hf_dir))
   gin_path = os.path.join(out_dir, "model.gin")
   atomic.write_text(gin_path, model_gin_text(cfg, hf_dir))
-  model = load_model_from_gin([gin_path])
+  model = model_gin.load_model_from_gin([gin_path])
   return write_checkpoint(model, params, out_dir)
 
 

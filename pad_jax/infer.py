@@ -63,10 +63,10 @@ from t5x import utils
 import tqdm
 
 from pad_jax import checkpoints
-from pad_jax import convert_hf
 from pad_jax import jsonl
 from pad_jax import vocab as vocab_lib
 from pad_jax.errors import DataError
+from pad_jax.t5x_hooks import model_gin
 
 DECODE_MODES = ("greedy", "beam", "sample")
 
@@ -220,9 +220,9 @@ class Decoder:
     self.options = options
     self.checkpoint = checkpoints.resolve_checkpoint(checkpoint_dir)
     gin_files = list(gin_files) or model_gin_files(self.checkpoint)
-    search = [".", convert_hf.GIN_CONFIGS_DIR] + list(gin_search_paths or [])
+    search = [".", model_gin.GIN_CONFIGS_DIR] + list(gin_search_paths or [])
     # Decoding needs no optimizer (building a run's may count its data).
-    model = convert_hf.load_model_from_gin(gin_files, gin_bindings, search,
+    model = model_gin.load_model_from_gin(gin_files, gin_bindings, search,
                                            with_optimizer=False)
     if not isinstance(model, models.EncoderDecoderModel):
       raise ValueError(f"{gin_files}: MODEL is a {type(model).__name__}; "

@@ -13,6 +13,7 @@ import pytest
 from pad_jax import convert_hf
 from pad_jax import network as pad_network
 from pad_jax import vocab as vocab_lib
+from pad_jax.t5x_hooks import model_gin
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -32,7 +33,7 @@ TYPES = {k: jnp.int32 for k in SHAPES}
 
 
 def _param_shapes(gin_file):
-  model = convert_hf.load_model_from_gin([gin_file])
+  model = model_gin.load_model_from_gin([gin_file])
   variables = jax.eval_shape(
       lambda: model.get_initial_variables(jax.random.PRNGKey(0), SHAPES, TYPES))
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]))

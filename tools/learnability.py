@@ -36,8 +36,8 @@ from t5x import utils
 import tasks  # pylint: disable=unused-import  (registers pad_demo_synthetic)
 from pad_jax import atomic
 from pad_jax import checkpoints
-from pad_jax import convert_hf
 from pad_jax import metrics
+from pad_jax.t5x_hooks import model_gin
 from tasks import postprocessors
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def _model_from_gin(gin_files: Sequence[str], bindings: Sequence[str]):
   """The `MODEL` of the model gin files (no optimizer: only decoding)."""
   model_files = [f for f in gin_files if f.startswith("models/")]
   search = [str(GIN_DIR), os.path.dirname(os.path.dirname(t5x.__file__))]
-  return convert_hf.load_model_from_gin(model_files, bindings, search,
+  return model_gin.load_model_from_gin(model_files, bindings, search,
                                         with_optimizer=False)
 
 

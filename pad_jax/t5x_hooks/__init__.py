@@ -1,4 +1,4 @@
-"""Hooks that plug PaD's training recipe into an unmodified `t5x.train`.
+"""Hooks that plug PaD's recipe into an unmodified `t5x.train` (and t5x models).
 
 Every hook is a function or class that `t5x.train.train` / `t5x.eval.evaluate`
 already accept as an argument; the run gin files wire them in (through the
@@ -15,6 +15,8 @@ code stays untouched. One module per concern:
 * `checkpoint_init`: the checkpoint-vs-model shape check before t5x restores,
   and the data iterator that is not restored from an initial checkpoint.
 * `early_stopping`: the `EarlyStopping` action and its persisted state.
+* `model_gin`: the t5x `MODEL` of gin files (a model file, or the
+  `config.gin` a run saved), for the commands that only need the model.
 
 Importing this package has no side effects; its modules import t5x.
 """
