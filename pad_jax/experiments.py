@@ -1,7 +1,7 @@
 r"""Experiment sweeps: `python -m pad_jax.experiments --name=NAME`.
 
   python -m pad_jax.experiments --name=data_efficiency_tiny \
-      [--gin.RUN_DIR="'runs/experiments/data_efficiency_tiny'"] [--gin.X=Y ...] [--rerun=train]
+      [--gin.RUN_DIR="'outputs/experiments/data_efficiency_tiny'"] [--gin.X=Y ...] [--rerun=train]
 
 Runs the pipeline once per point of `gin_configs/experiments/<NAME>.gin`'s
 `SweepConfig` (see `pad_jax.pipeline.experiments`), then writes

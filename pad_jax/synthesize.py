@@ -1,10 +1,10 @@
 r"""Program synthesis CLI: a teacher writes programs, the executor keeps the right ones.
 
   python -m pad_jax.synthesize --teacher=gold --benchmark=gsm8k --split=train \
-      --out_dir=runs/teacher_gold
+      --out_dir=outputs/teacher_gold
   python -m pad_jax.synthesize --teacher=openai --base_url=http://localhost:8000/v1 \
       --model=NAME --benchmark=gsm8k --split=train --limit=100 --samples=4 \
-      --concurrency=16 --out_dir=runs/teacher_openai
+      --concurrency=16 --out_dir=outputs/teacher_openai
 
 Writes OUT_DIR/completions.jsonl (the durable cache: re-running resumes),
 failed.jsonl, programs.jsonl (the program dataset), report.json, report.png

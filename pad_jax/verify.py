@@ -1,6 +1,6 @@
 r"""Re-verify a synthesis output directory from its completions.jsonl alone.
 
-  python -m pad_jax.verify --in_dir=runs/teacher_gold [--mode=strict] \
+  python -m pad_jax.verify --in_dir=outputs/teacher_gold [--mode=strict] \
       [--workers=N --timeout_s=S --memory_mb=M]
 
 Extracts, executes (sandboxed) and checks every completion again and rewrites

@@ -170,7 +170,7 @@ def test_every_experiment_config_parses_and_validates(name):
   import gin
   gin.clear_config()
   user = [] if name.endswith("_tiny") else [
-      "RUN_DIR = 'runs/x'", "TEACHER_MODEL = 'm'", "INITIAL_CHECKPOINT_PATH = '/ckpt'"]
+      "RUN_DIR = 'outputs/x'", "TEACHER_MODEL = 'm'", "INITIAL_CHECKPOINT_PATH = '/ckpt'"]
   runner.parse_gin([str(experiments.experiment_gin_file(name))], user,
                    [".", str(REPO / "gin_configs")])
   stage_configs = runner.validated_configs(configs.PipelineConfig())  # gin files exist, etc.

@@ -3,7 +3,7 @@ r"""The end-to-end PaD pipeline: teacher -> verify -> t5x train -> decode -> sco
 Usage (from the repository root):
 
   python -m pad_jax.pipeline --gin_file=gin_configs/pipelines/demo.gin \
-      [--gin.RUN_DIR="'runs/my_run'"] [--gin.TrainConfig.train_steps=200] \
+      [--gin.RUN_DIR="'outputs/my_run'"] [--gin.TrainConfig.train_steps=200] \
       [--rerun=train]
 
 Every stage's config is checked before the first stage runs: a bad gin file

@@ -68,7 +68,7 @@ class PipelineConfig:
       after training).
   """
 
-  run_dir: str = "runs/demo"
+  run_dir: str = "outputs/demo"
   title: str = "pad-jax run"
   stages: Sequence[str] = STAGES
 

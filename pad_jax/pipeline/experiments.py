@@ -59,7 +59,7 @@ class SweepConfig:
       `value` (the swept value).
   """
 
-  out_dir: str = "runs/experiments/sweep"
+  out_dir: str = "outputs/experiments/sweep"
   title: str = "pad-jax sweep"
   parameter: Optional[str] = None
   values: Sequence[Any] = ()
