@@ -206,10 +206,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], cfg:
   ax.set_title(cfg.title, fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path.name
+  return report.save(plt, fig, path)
 
 
 def experiment_gin_file(name: str) -> pathlib.Path:

@@ -131,6 +131,14 @@ def pyplot():
   return plt
 
 
+def save(plt, fig, path: pathlib.Path, **savefig_args: Any) -> str:
+  """Writes a finished figure to `path` (PNG, 100 dpi), closes it, returns the file name."""
+  fig.tight_layout()
+  fig.savefig(path, dpi=100, **savefig_args)
+  plt.close(fig)
+  return path.name
+
+
 def _select(curves: Mapping[str, Sequence], metric: str) -> dict[str, Sequence]:
   """Curves whose tag ends with `/metric` (e.g. loss), by collection."""
   return {tag[:-len(metric) - 1]: points for tag, points in curves.items()
@@ -176,10 +184,7 @@ def plot_curves(curves: Mapping[str, Sequence], metrics: Sequence[str], ylabel: 
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path.name
+  return save(plt, fig, path)
 
 
 def plot_status(counts: Mapping[str, Mapping[str, int]], title: str,
@@ -201,10 +206,7 @@ def plot_status(counts: Mapping[str, Mapping[str, int]], title: str,
   ax.set_xlabel("share of programs")
   ax.set_title(title, fontsize=10)
   ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, bbox_inches="tight")
-  plt.close(fig)
-  return path.name
+  return save(plt, fig, path, bbox_inches="tight")
 
 
 def plot_pass_rate(by_source: Mapping[str, Mapping[str, float]], path: pathlib.Path) -> Optional[str]:
@@ -222,10 +224,7 @@ def plot_pass_rate(by_source: Mapping[str, Mapping[str, float]], path: pathlib.P
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("pass rate")
     ax.set_title(f"{source}: pass rate per prompt variant", fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path.name
+  return save(plt, fig, path)
 
 
 # ---------------------------------------------------------------------------
