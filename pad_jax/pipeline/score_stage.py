@@ -44,7 +44,7 @@ def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, An
         rows, ctx.path(f"{name}.jsonl"), limits,
         results=_parsed_answers(limits) if cfg.answer_format == "text" else None,
         make_bar=lambda total, name=name: ctx.bar(total=total, unit="prog", desc_suffix=name))
-    summary[name] = {k: v for k, v in scoring.summarize(scored).items()}
+    summary[name] = scoring.summarize(scored)
     summary[name]["status_counts"] = {k: v for k, v in summary[name]["status_counts"].items() if v}
   atomic.write_json(ctx.path("summary.json"), summary)
   return summary
