@@ -64,6 +64,7 @@ import tqdm
 
 from pad_jax import checkpoints
 from pad_jax import jsonl
+from pad_jax import tf_devices
 from pad_jax import vocab as vocab_lib
 from pad_jax.errors import DataError
 from pad_jax.t5x_hooks import model_gin
@@ -406,6 +407,7 @@ def _decode_into(decoder: Decoder, todo: Sequence[tuple[int, dict[str, Any]]],
 
 
 def main(argv: list[str]) -> int:
+  tf_devices.hide_accelerators_from_tf()  # before the tokenizer or data touch TF
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   for flag in (_CHECKPOINT_DIR, _INPUT, _OUTPUT):

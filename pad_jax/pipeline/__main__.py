@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 
 from pad_jax import cli
+from pad_jax import tf_devices
 from pad_jax.errors import ConfigError
 from pad_jax.pipeline import child
 from pad_jax.pipeline import run_dir as run_dir_lib
@@ -45,6 +46,7 @@ def config_error_line(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
+  tf_devices.hide_accelerators_from_tf()  # stages in this process use TF on the host only
   logging.set_verbosity(logging.WARNING)  # progress bars, not INFO logs, in the terminal
   cli.no_arguments(argv)
   try:
