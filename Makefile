@@ -1,11 +1,18 @@
 # The two commands: `make demo` and `make test`. Each creates .venv and installs what it needs.
+# Accelerator hosts: `make setup-tpu` (Cloud TPU VM worker) or `make setup-gpu`
+# (NVIDIA, CUDA 12): pad-jax with jax[tpu]/jax[cuda12]==0.10.2 and t5x, airio,
+# jestimator pinned from GitHub, no test dependencies (docs/tpu_vm.md).
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 T5X_WHEELS ?= $(or $(PAD_T5X_WHEELS),../shared/wheels)
 STAMP := $(VENV)/.pad_jax_installed
+# The commits the wheel directory was built from (README, "Installing t5x").
+T5X_GIT_PINS := 'git+https://github.com/google-research/t5x.git@cc342d41' \
+  'git+https://github.com/google/airio.git@69897df7' \
+  'git+https://github.com/google-research/jestimator.git@326824a4'
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean setup-tpu setup-gpu
 
 setup: $(STAMP)
 
@@ -22,6 +29,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 tests
+
+setup-tpu:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[tpu]'
+	$(PY) -m pip install --quiet --no-deps $(T5X_GIT_PINS)
+	$(PY) -c 'import t5x, t5x.train, pad_jax, tasks'
+
+setup-gpu:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[gpu]'
+	$(PY) -m pip install --quiet --no-deps $(T5X_GIT_PINS)
+	$(PY) -c 'import t5x, t5x.train, pad_jax, tasks'
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -32,6 +32,13 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
+    # Accelerator hosts: `make setup-tpu` / `make setup-gpu`, docs/tpu_vm.md.
+    # No test dependencies (torch, transformers) on workers.
+    # jax 0.10.2's `tpu` extra pins libtpu 0.0.42.* (on the registry: no -f index).
+    "tpu": ["jax[tpu]==0.10.2"],
+    # CUDA 12 wheels from pip (jax-cuda12-plugin[with-cuda]); for CUDA 13
+    # install "jax[cuda13]==0.10.2" instead.
+    "gpu": ["jax[cuda12]==0.10.2"],
     "test": [
         "pytest",
         "pytest-timeout",
