@@ -15,8 +15,8 @@ training, builds what t5x builds first and checks
 * the processes: more than one without a `jax.distributed` client (t5x.train
   starts one only with `--multiprocess_gpu`) fails at Orbax's first
   checkpoint;
-* the mesh t5x's partitioner builds (`default_mesh`: no default for some TPU
-  kinds, e.g. v5e/v5p/v6e, which need `model_parallel_submesh`);
+* the mesh t5x's partitioner builds (`default_mesh` has no default for some
+  TPU kinds, e.g. v5e/v5p/v6e: `--gin_file=runs/mesh_submesh.gin`);
 * that BATCH_SIZE divides over the data axis (t5x's `get_data_layout`);
 * that every network dimension the logical axis rules shard (vocabulary,
   heads, mlp, ...) divides by its mesh axis (pjit refuses uneven shardings:
@@ -141,9 +141,9 @@ def build_mesh(partitioner: Any) -> jax.sharding.Mesh:
   except (ValueError, AssertionError) as e:
     raise ConfigError(
         f"mesh: t5x cannot build it: {_first_line(e) or 'assertion failed'} "
-        f"({jax.device_count()} {jax.devices()[-1].device_kind} devices; set "
-        "partitioning.PjitPartitioner.num_partitions=None and "
-        "model_parallel_submesh=(x, y, z, c) for TPU kinds t5x has no default for)"
+        f"({jax.device_count()} {jax.devices()[-1].device_kind} devices; for TPU "
+        "kinds t5x has no default tile for, e.g. v5e/v5p/v6e, add "
+        "--gin_file=runs/mesh_submesh.gin after the run file)"
     ) from None
 
 

@@ -6,7 +6,7 @@ that sees a GPU reserves most of its memory the first time TF touches a
 device, and JAX then runs out of memory or falls back to slow allocation.
 `t5x.train` hides GPUs from TF itself; `t5x.eval` and `t5x.infer` do not, so
 `gin_configs/runs/pad_eval.gin` and `pad_infer.gin` import this module, and
-`python -m pad_jax.infer` and `python -m pad_jax.pipeline` call
+`python -m pad_jax.infer`, `pad_jax.pipeline` and `pad_jax.preflight` call
 `hide_accelerators_from_tf()` first thing in `main`.
 
 The setting only takes effect before TF initialises its runtime (its first

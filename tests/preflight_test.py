@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, subprocess_env
 from pad_jax import preflight
+from pad_jax.errors import ConfigError
 
 PREFIX = "pad_jax.preflight: "
 
@@ -75,6 +76,28 @@ def test_heads_not_divisible_by_the_model_axis():
   line = _error_line(_run(_argv("models/t5_1_1_small.gin"), devices=4))
   assert line.startswith("heads: size 6 does not divide by the model mesh axis (4)")
   assert "vocab" not in line
+
+
+def test_batch_not_divisible_by_the_data_axis_of_a_submesh():
+  # runs/mesh_submesh.gin with a (1, 2, 1, 1) tile: data 4 x model 2.
+  argv = _argv("models/tiny.gin", "--gin_file=runs/mesh_submesh.gin",
+               "--gin.MODEL_PARALLEL_SUBMESH=(1, 2, 1, 1)", "--gin.BATCH_SIZE=6")
+  line = _error_line(_run(argv, devices=8))
+  assert line == ("BATCH_SIZE: Batch size (6) must be divisible by corresponding data "
+                  "mesh size (4). Use a multiple of 4.")
+
+
+def test_no_default_mesh_is_one_line():
+  class NoMesh:  # t5x's default_mesh on a TPU kind it has no tile for (v5e)
+    @property
+    def mesh(self):
+      raise ValueError("No default mesh for this configuration: specify "
+                       "config.model_parallel_submesh explicitly. \nPlatform: tpu")
+  with pytest.raises(ConfigError) as error:
+    preflight.build_mesh(NoMesh())
+  message = str(error.value)
+  assert "\n" not in message and message.startswith("mesh: t5x cannot build it: No default mesh")
+  assert "runs/mesh_submesh.gin" in message
 
 
 def test_unregistered_task():

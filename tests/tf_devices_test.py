@@ -76,6 +76,7 @@ def test_t5x_eval_and_infer_run_files_hide_accelerators(run_file, program):
 @pytest.mark.parametrize("module,argv", [
     ("pad_jax.infer", []),  # no --checkpoint_dir: exit 2 after start-up
     ("pad_jax.pipeline", ["--gin_file=/nonexistent.gin"]),
+    ("pad_jax.preflight", ["--gin_file=/nonexistent.gin"]),
 ])
 def test_entry_points_hide_accelerators_at_start_up(module, argv):
   report = _probe(f"""
