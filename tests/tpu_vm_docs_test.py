@@ -4,11 +4,12 @@ The commands are read from the page's code blocks (the remote command of a
 `gcloud ... ssh --command='...'` is split the way the two shells would), not
 copied here. Without a TPU or GPU:
 
-* the TPU slice train and eval commands and the v5e command run for real on
-  8 forced CPU devices, with `models/tiny.gin` for the CodeT5 model, a small
-  program dataset, `TRAIN_STEPS=1` and a 1-process `jax.distributed`
-  coordinator on localhost for what Cloud TPU would detect itself
-  (`--multiprocess_gpu`, `runs/multihost_eval.gin`);
+* the TPU slice train command and the v5e command run for real on 8 forced
+  CPU devices, with `models/tiny.gin` for the CodeT5 model, a small program
+  dataset, `TRAIN_STEPS=1` and a 1-process `jax.distributed` coordinator on
+  localhost for what Cloud TPU would give `--multiprocess_gpu` itself;
+* the several-hosts `t5x.eval` command (`runs/multihost_eval.gin`) runs for
+  real as two CPU processes on the TPU command's checkpoint;
 * every other `t5x.train` / `t5x.eval` command is parsed against the absl
   flags t5x defines and by gin (a harness runs t5x's `__main__` with its
   `config_utils.run` replaced by the parse);
@@ -122,6 +123,26 @@ def jsonl(tmp_path_factory):
       tmp_path_factory.mktemp("tpu_vm_docs") / "programs.jsonl", n=40)
 
 
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory):
+  return tmp_path_factory.mktemp("bucket")
+
+
+def _local_dir(args: list[str], name: str, bucket: pathlib.Path) -> pathlib.Path:
+  return pathlib.Path(_localize([_gin_value(args, name)], bucket)[0].strip("\"'"))
+
+
+@pytest.fixture(scope="module")
+def tpu_train(bucket, jsonl):
+  """The TPU slice train command, run; its args and result."""
+  args = _one("t5x.train", "codet5_base.gin", "--multiprocess_gpu")
+  result = tl.run([sys.executable, "-m", "t5x.train",
+                   *_localize(args, bucket), *_single_process_coordinator(),
+                   *_train_overrides(jsonl)],
+                  tl.subprocess_env(jsonl, devices=8))
+  return args, result
+
+
 def test_the_page_has_the_commands_this_test_checks():
   train = _commands("t5x.train")
   evals = _commands("t5x.eval")
@@ -145,54 +166,76 @@ def test_preflight_lines_carry_the_gin_flags_of_a_train_line():
     assert gin_flags(args) == args, "preflight takes the gin flags only"
 
 
-def test_tpu_slice_train_and_eval_and_v5e_commands_run_on_cpu(tmp_path, jsonl):
-  bucket = tmp_path / "bucket"
-  env = tl.subprocess_env(jsonl, devices=8)
-  train = _one("t5x.train", "codet5_base.gin", "--multiprocess_gpu")
-  assert "--gin.ACTIVATION_DTYPE=\"bfloat16\"" in train
-  v5e = _one("t5x.train", "runs/mesh_submesh.gin")
-  evaluate = _one("t5x.eval", "runs/multihost_eval.gin", "gs://<bucket>")
-  for args in (train, v5e):
-    assert "--multiprocess_gpu" in args  # slices: t5x then initializes JAX
-    assert not any(a.startswith("--coordinator_address") for a in args)
-
-  # Train as documented for a TPU slice; t5x's CPU mesh: data 1 x model 8.
-  result = tl.run([sys.executable, "-m", "t5x.train",
-                   *_localize(train, bucket), *_single_process_coordinator(),
-                   *_train_overrides(jsonl)], env)
+def test_tpu_slice_train_command_runs_on_cpu(tpu_train, bucket):
+  args, result = tpu_train
+  # Slices: --multiprocess_gpu alone; Cloud TPU gives the coordinator.
+  assert "--multiprocess_gpu" in args
+  assert not any(a.startswith("--coordinator_address") for a in args)
+  assert '--gin.ACTIVATION_DTYPE="bfloat16"' in args
   assert result.returncode == 0, result.stderr[-4000:]
   assert "Connecting to JAX distributed service" in result.stderr
-  model_dir = pathlib.Path(_localize([_gin_value(train, "MODEL_DIR")], bucket)[0]
-                           .strip("\"'"))
+  # t5x's CPU mesh on 8 forced devices: data 1 x model 8.
+  model_dir = _local_dir(args, "MODEL_DIR", bucket)
   assert _mesh_shapes(model_dir / "checkpoint_1") == {(1, 8)}
 
-  # Evaluate the documented checkpoint path on all "workers" (one process).
-  port = _free_port()
-  result = tl.run([
-      sys.executable, "-m", "t5x.eval", *_localize(evaluate, bucket),
-      f"--gin_file={tl.TESTDATA / 'train_test_tasks.gin'}",
-      f"--gin.jax.distributed.initialize.coordinator_address='localhost:{port}'",
-      "--gin.jax.distributed.initialize.num_processes=1",
-      "--gin.jax.distributed.initialize.process_id=0",
-      f"--gin.MIXTURE_OR_TASK_NAME='{tl.EVAL_TASK}'",  # the tiny vocabulary
-      "--gin.EVALUATOR_NUM_EXAMPLES=8", "--gin.BATCH_SIZE=8",
-      f"--gin.TASK_FEATURE_LENGTHS={tl.FEATURE_LENGTHS}"], env)
-  assert result.returncode == 0, result.stderr[-4000:]
-  assert "Connecting to JAX distributed service" in result.stderr
-  eval_dir = pathlib.Path(_localize([_gin_value(evaluate, "EVAL_OUTPUT_DIR")],
-                                    bucket)[0].strip("\"'"))
-  assert (eval_dir / "inference_eval" / f"{tl.EVAL_TASK}-metrics.jsonl").exists()
 
-  # v5e/v5p/v6e: runs/mesh_submesh.gin's model tile; on 8 CPU devices
-  # MODEL_PARALLEL_SUBMESH = (1, 2, 1, 1) gives data 4 x model 2.
-  assert _gin_value(v5e, "MODEL_PARALLEL_SUBMESH") == "(1, 2, 1, 1)"
+def test_v5e_command_builds_the_documented_submesh(bucket, jsonl):
+  args = _one("t5x.train", "runs/mesh_submesh.gin")
+  assert "--multiprocess_gpu" in args
+  assert _gin_value(args, "MODEL_PARALLEL_SUBMESH") == "(1, 2, 1, 1)"
   result = tl.run([sys.executable, "-m", "t5x.train",
-                   *_localize(v5e, bucket), *_single_process_coordinator(),
-                   *_train_overrides(jsonl)], env)
+                   *_localize(args, bucket), *_single_process_coordinator(),
+                   *_train_overrides(jsonl)],
+                  tl.subprocess_env(jsonl, devices=8))
   assert result.returncode == 0, result.stderr[-4000:]
-  model_dir = pathlib.Path(_localize([_gin_value(v5e, "MODEL_DIR")], bucket)[0]
-                           .strip("\"'"))
+  # model_parallel_submesh instead of num_partitions: a model tile of 2
+  # devices, the other factor on data (t5x's get_mesh, not default_mesh's
+  # per-TPU-kind table).
+  model_dir = _local_dir(args, "MODEL_DIR", bucket)
   assert _mesh_shapes(model_dir / "checkpoint_1") == {(4, 2)}
+
+
+def test_multihost_eval_command_runs_as_two_processes(tpu_train, bucket, jsonl,
+                                                      tmp_path):
+  """The several-hosts `t5x.eval` line, two CPU processes on localhost.
+
+  `runs/multihost_eval.gin` starts `jax.distributed` before t5x.eval's first
+  JAX computation; both processes restore the TPU run's checkpoint (saved
+  on a data 1 x model 8 mesh) onto data 2 x model 1 and decode their half.
+  """
+  train_args, train_result = tpu_train
+  assert train_result.returncode == 0, train_result.stderr[-4000:]
+  args = _one("t5x.eval", "runs/multihost_eval.gin", "<shared directory>")
+  shared = _local_dir(train_args, "MODEL_DIR", bucket)
+  port = _free_port()
+  procs = []
+  for index in range(2):
+    argv = [a.replace("<shared directory>/pad_large", str(shared))
+            .replace("<best step>", "1").replace("<host0>:12346",
+                                                 f"localhost:{port}")
+            .replace("<N>", "2").replace("<i>", str(index)) for a in args]
+    argv = [sys.executable, "-m", "t5x.eval", *_localize(argv, bucket),
+            f"--gin_file={tl.TESTDATA / 'train_test_tasks.gin'}",
+            f"--gin.MIXTURE_OR_TASK_NAME='{tl.EVAL_TASK}'",  # tiny vocabulary
+            "--gin.EVALUATOR_NUM_EXAMPLES=8", "--gin.BATCH_SIZE=8",
+            f"--gin.TASK_FEATURE_LENGTHS={tl.FEATURE_LENGTHS}"]
+    log = open(tmp_path / f"eval_{index}.log", "w")
+    procs.append((subprocess.Popen(argv, cwd=tl.REPO, env=tl.subprocess_env(jsonl),
+                                   stdout=subprocess.DEVNULL, stderr=log), log))
+  try:
+    codes = [p.wait(timeout=600) for p, _ in procs]
+  finally:
+    for p, log in procs:
+      if p.poll() is None:
+        p.kill()
+      log.close()
+  logs = [(tmp_path / f"eval_{i}.log").read_text() for i in range(2)]
+  assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+  assert all("Connecting to JAX distributed service" in log for log in logs)
+  assert "sharded into 2 shards" in logs[0]
+  assert _gin_value(args, "EVAL_OUTPUT_DIR") == "'<shared directory>/pad_large/eval'"
+  eval_dir = shared / "eval"
+  assert (eval_dir / "inference_eval" / f"{tl.EVAL_TASK}-metrics.jsonl").exists()
 
 
 # Runs t5x.train / t5x.eval as `__main__` (their absl flags are defined
