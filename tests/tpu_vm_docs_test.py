@@ -13,7 +13,8 @@ copied here. Without a TPU or GPU:
 * every other `t5x.train` / `t5x.eval` command is parsed against the absl
   flags t5x defines and by gin (a harness runs t5x's `__main__` with its
   `config_utils.run` replaced by the parse);
-* each `pad_jax.preflight` line carries the gin flags of a `t5x.train` line.
+* each `pad_jax.preflight` line is a `t5x.train` line's flags and passes on
+  CPU the same way.
 """
 
 from __future__ import annotations
@@ -155,15 +156,20 @@ def test_the_page_has_the_commands_this_test_checks():
       assert not any(a.startswith("--coordinator_address") for a in args)
 
 
-def test_preflight_lines_carry_the_gin_flags_of_a_train_line():
-  def gin_flags(args):
-    return [a for a in args if a.startswith("--gin")]
-  train = [gin_flags(a) for a in _commands("t5x.train")]
+def test_preflight_lines_are_train_lines_and_pass_on_cpu(bucket, jsonl):
+  """`pad_jax.preflight` takes exactly a `t5x.train` line's flags, and passes."""
+  train = _commands("t5x.train")
   preflight = _commands("pad_jax.preflight")
   assert preflight
   for args in preflight:
-    assert gin_flags(args) in train, args
-    assert gin_flags(args) == args, "preflight takes the gin flags only"
+    assert args in train, args
+    result = tl.run([sys.executable, "-m", "pad_jax.preflight",
+                     *_localize(args, bucket), *_single_process_coordinator(),
+                     f"--gin.program_task.jsonl_path='{jsonl}'",
+                     "--gin.INITIAL_CHECKPOINT_PATH=None"],
+                    tl.subprocess_env(jsonl, devices=8))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "OK, t5x.train can start" in result.stdout
 
 
 def test_tpu_slice_train_command_runs_on_cpu(tpu_train, bucket):
