@@ -1,7 +1,8 @@
 """Packaging for pad-jax: Program-aided Distillation on JAX/t5x.
 
 t5x (and its airio / jestimator needs) are GitHub-only and are installed by
-`make setup` from a wheel directory, or from GitHub (see README).
+`make setup` from a wheel directory, or from GitHub (see README; on
+accelerator hosts `make setup-tpu` / `make setup-gpu`, docs/tpu_vm.md).
 """
 import setuptools
 
@@ -36,8 +37,8 @@ EXTRAS = {
     # No test dependencies (torch, transformers) on workers.
     # jax 0.10.2's `tpu` extra pins libtpu 0.0.42.* (on the registry: no -f index).
     "tpu": ["jax[tpu]==0.10.2"],
-    # CUDA 12 wheels from pip (jax-cuda12-plugin[with-cuda]); for CUDA 13
-    # install "jax[cuda13]==0.10.2" instead.
+    # CUDA 12 wheels from pip (jax-cuda12-plugin[with-cuda]); CUDA 13:
+    # swap in "jax[cuda13]==0.10.2" (docs/tpu_vm.md, "GPUs").
     "gpu": ["jax[cuda12]==0.10.2"],
     "test": [
         "pytest",
