@@ -233,7 +233,7 @@ def summary_table(config: TrainConfig, mesh: jax.sharding.Mesh) -> str:
   devices = jax.devices()
   kinds = sorted({d.device_kind for d in devices})
   dims = sharded_dims(config.network_config)
-  axes = mesh_axis_of(config.partitioner._logical_axis_rules)  # pylint: disable=protected-access
+  axes = mesh_axis_of(config.partitioner.logical_axis_rules)
   sharded = ", ".join(f"{n} {s}/{axes[n]}" for n, s in dims.items() if axes.get(n))
   rows = [
       ("devices", f"{len(devices)} {devices[0].platform} ({', '.join(kinds)}), "
@@ -284,7 +284,7 @@ def main(argv: Sequence[str]) -> int:
       *task_problems(config),
       *batch_problems(config.partitioner, config.batch_size),
       *axis_problems(sharded_dims(config.network_config),
-                     config.partitioner._logical_axis_rules,  # pylint: disable=protected-access
+                     config.partitioner.logical_axis_rules,
                      mesh.shape),
   ]
   if problems:
@@ -312,4 +312,9 @@ if __name__ == "__main__":
   _PROCESS_INDEX = flags.DEFINE_integer("process_index", None, "Index of this process.")
   _INITIALIZATION_TIMEOUT = flags.DEFINE_integer(
       "initialization_timeout", None, "Timeout (s) of jax.distributed.initialize.")
-  cli.run(main, prefix="pad_jax.preflight", argv=list(gin_utils.rewrite_gin_args(sys.argv)))
+  try:
+    _ARGV = list(gin_utils.rewrite_gin_args(sys.argv))
+  except ValueError as e:  # `--gin.NAME` without `=value`
+    print(f"pad_jax.preflight: {e}", file=sys.stderr)
+    sys.exit(2)
+  cli.run(main, prefix="pad_jax.preflight", argv=_ARGV)

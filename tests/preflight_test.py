@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 
-from orbax.checkpoint import multihost
 import jax
+from orbax.checkpoint import multihost
 import pytest
 
 from conftest import REPO, subprocess_env
