@@ -30,17 +30,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 tests
 
-setup-tpu:
+# setup-tpu / setup-gpu: the `tpu` / `gpu` extra of setup.py.
+setup-tpu setup-gpu: setup-%:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tpu]'
-	$(PY) -m pip install --quiet --no-deps $(T5X_GIT_PINS)
-	$(PY) -c 'import t5x, t5x.train, pad_jax, tasks'
-
-setup-gpu:
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[gpu]'
+	$(PY) -m pip install --quiet -e '.[$*]'
 	$(PY) -m pip install --quiet --no-deps $(T5X_GIT_PINS)
 	$(PY) -c 'import t5x, t5x.train, pad_jax, tasks'
 
