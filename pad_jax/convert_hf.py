@@ -342,6 +342,9 @@ MODEL_GIN_TEMPLATE = """\
 # The project's CodeT5 model file with this checkpoint's dimensions. The
 # include resolves with the project's gin_configs/ on the gin search path
 # (`--gin_search_paths=gin_configs`; pad-jax commands add it themselves).
+from __gin__ import dynamic_registration
+from pad_jax import network  # this file's `network.` is pad-jax's, whatever else is loaded
+
 include 'models/codet5_small.gin'
 
 network.T5Config:

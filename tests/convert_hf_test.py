@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import flax
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -290,3 +291,17 @@ def test_model_from_a_saved_t5x_config(tmp_path):
   assert model.output_vocabulary.vocab_size == 32100
   with pytest.raises(ValueError, match="no seqio task"):
     model_gin.load_model_from_gin([str(config)])  # builds the optimizer
+
+
+def test_written_model_gin_parses_after_another_network_was_registered(tmp_path):
+  """A model.gin names pad-jax's network itself: no ambiguous `network.T5Config`
+  when a model file using t5x's example network was parsed first."""
+  gin.clear_config()
+  model_gin.load_model_from_gin(["models/tiny.gin"], with_optimizer=False)  # t5x's network
+  path = tmp_path / "model.gin"
+  path.write_text(convert_hf.MODEL_GIN_TEMPLATE.format(hf_dir="hf", fields="  num_heads = 8"))
+  gin.clear_config()
+  model = model_gin.load_model_from_gin([str(path)], with_optimizer=False)
+  assert isinstance(model.module, pad_network.Transformer)
+  assert model.module.config.num_heads == 8
+  gin.clear_config()
