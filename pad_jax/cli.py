@@ -13,8 +13,10 @@ lost: the commands resume from what they already wrote.
 
 from __future__ import annotations
 
+import contextlib
+import logging as std_logging
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from absl import app
 
@@ -32,6 +34,29 @@ def no_arguments(argv: Sequence[str]) -> None:
   """Raises ConfigError when positional arguments were given (flags are --name=value)."""
   if len(argv) > 1:
     raise ConfigError(f"unexpected arguments {list(argv[1:])} (flags are --name=value)")
+
+
+def first_line(error: BaseException) -> str:
+  """The first line of an error's message (gin appends its context below it)."""
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def quiet_gin_search() -> Iterator[None]:
+  """Silences the root logger while gin parses files.
+
+  gin logs an error for every search path a file or include is not in before
+  it finds it in the next one (or raises); the terminal is kept for real
+  errors.
+  """
+  root = std_logging.getLogger()
+  level = root.level
+  root.setLevel(std_logging.CRITICAL)
+  try:
+    yield
+  finally:
+    root.setLevel(level)
 
 
 def exit_status(main: Callable[[list[str]], Optional[int]], argv: list[str],

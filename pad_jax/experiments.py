@@ -22,11 +22,11 @@ import gin
 
 from pad_jax import cli
 from pad_jax.errors import ConfigError
+from pad_jax.pipeline import __main__ as pipeline_cli  # pylint: disable=unused-import  # defines --gin_file, --gin_bindings, --gin_search_paths, --rerun: a sweep takes the pipeline's flags
 from pad_jax.pipeline import child
 from pad_jax.pipeline import experiments
 from pad_jax.pipeline import run_dir as run_dir_lib
 from pad_jax.pipeline import runner
-from pad_jax.pipeline.__main__ import config_error_line
 from pad_jax.pipeline.stage import StageError
 
 _NAME = flags.DEFINE_string("name", None, "Experiment: gin_configs/experiments/<name>.gin.")
@@ -43,7 +43,7 @@ def main(argv: Sequence[str]) -> int:
     try:
       runner.parse_gin(files, list(flags.FLAGS.gin_bindings) + list(extra), search_paths)
     except (ValueError, OSError, SyntaxError, TypeError) as e:  # gin's parse errors
-      raise ConfigError(f"bad config: {config_error_line(e)}") from None
+      raise ConfigError(f"bad config: {cli.first_line(e)}") from None
 
   files = [str(experiments.experiment_gin_file(_NAME.value))] + list(flags.FLAGS.gin_file)
   configure([])

@@ -32,7 +32,6 @@ problem found, exit status 2.
 from __future__ import annotations
 
 import dataclasses
-import logging as std_logging
 import math
 import os
 import sys
@@ -95,18 +94,12 @@ def parse_train_gin(search_paths: Sequence[str], gin_files: Sequence[str],
     if not any(os.path.isfile(os.path.join(p, gin_file)) for p in ["", *search_paths]):
       raise ConfigError(f"--gin_file={gin_file}: no such file in the current directory "
                         f"or the gin search paths {search_paths}")
-  # gin logs an error for every search path a file is not in before it finds
-  # it in the next one: keep the terminal for the table and real errors.
-  root = std_logging.getLogger()
-  level = root.level
-  root.setLevel(std_logging.CRITICAL)
   try:
-    gin_utils.parse_gin_flags(search_paths, gin_files, bindings, finalize_config=False)
+    with cli.quiet_gin_search():
+      gin_utils.parse_gin_flags(search_paths, gin_files, bindings, finalize_config=False)
   except (ValueError, ImportError, AttributeError, NameError, SyntaxError, TypeError,
           OSError) as e:
-    raise ConfigError(f"gin config: {_first_line(e)}") from None
-  finally:
-    root.setLevel(level)
+    raise ConfigError(f"gin config: {cli.first_line(e)}") from None
 
 
 def read_train_config() -> TrainConfig:
@@ -123,7 +116,7 @@ def read_train_config() -> TrainConfig:
     gin.bind_parameter(f"{model_ref.scoped_selector}.optimizer_def", None)
     model = model_ref.scoped_configurable_fn()
   except (ValueError, ImportError, AttributeError, NameError, TypeError, OSError) as e:
-    raise ConfigError(f"gin config: {_first_line(e)}") from None
+    raise ConfigError(f"gin config: {cli.first_line(e)}") from None
   if isinstance(model_dir, gin.config.ConfigurableReference):
     model_dir = model_dir.scoped_configurable_fn()
   return TrainConfig(
@@ -140,7 +133,7 @@ def build_mesh(partitioner: Any) -> jax.sharding.Mesh:
     return partitioner.mesh
   except (ValueError, AssertionError) as e:
     raise ConfigError(
-        f"mesh: t5x cannot build it: {_first_line(e) or 'assertion failed'} "
+        f"mesh: t5x cannot build it: {cli.first_line(e) or 'assertion failed'} "
         f"({jax.device_count()} {jax.devices()[-1].device_kind} devices; for TPU "
         "kinds t5x has no default tile for, e.g. v5e/v5p/v6e, add "
         "--gin_file=runs/mesh_submesh.gin after the run file)"
@@ -169,7 +162,7 @@ def task_problems(config: TrainConfig) -> list[str]:
     try:
       task_lookup.get_task(config.task)
     except ValueError as e:
-      problems.append(_first_line(e))
+      problems.append(cli.first_line(e))
   return problems
 
 
@@ -253,11 +246,6 @@ def summary_table(config: TrainConfig, mesh: jax.sharding.Mesh) -> str:
   return "\n".join(f"  {name:<13} {value}" for name, value in rows)
 
 
-def _first_line(error: BaseException) -> str:
-  text = str(error).strip()
-  return text.splitlines()[0] if text else type(error).__name__
-
-
 def start_distributed(coordinator_address: Optional[str], process_count: Optional[int],
                       process_index: Optional[int], timeout: Optional[int]) -> None:
   """`jax.distributed.initialize` as t5x.train calls it with --multiprocess_gpu."""
@@ -266,7 +254,7 @@ def start_distributed(coordinator_address: Optional[str], process_count: Optiona
     jax.distributed.initialize(coordinator_address, process_count, process_index, **kwargs)
   except (RuntimeError, ValueError) as e:
     raise ConfigError(f"--multiprocess_gpu: jax.distributed.initialize failed: "
-                      f"{_first_line(e)}") from None
+                      f"{cli.first_line(e)}") from None
 
 
 def main(argv: Sequence[str]) -> int:

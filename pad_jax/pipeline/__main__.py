@@ -39,12 +39,6 @@ _RERUN = flags.DEFINE_list(
     "rerun", [], f"Stages to run again even if complete (and every later one); any of {STAGES}.")
 
 
-def config_error_line(error: BaseException) -> str:
-  """The first line of a gin or config error (gin appends its context below it)."""
-  text = str(error).strip()
-  return text.splitlines()[0] if text else type(error).__name__
-
-
 def main(argv: Sequence[str]) -> int:
   tf_devices.hide_accelerators_from_tf()  # stages in this process use TF on the host only
   logging.set_verbosity(logging.WARNING)  # progress bars, not INFO logs, in the terminal
@@ -54,7 +48,7 @@ def main(argv: Sequence[str]) -> int:
     config = PipelineConfig()
     configs = runner.validated_configs(config, _RERUN.value)
   except (ValueError, OSError, SyntaxError, TypeError) as e:  # gin's errors and ConfigError
-    raise ConfigError(f"bad config: {config_error_line(e)}") from None
+    raise ConfigError(f"bad config: {cli.first_line(e)}") from None
   try:
     runner.run_pipeline(config, rerun=_RERUN.value, configs=configs)
   except (StageError, child.ChildError, run_dir_lib.RunDirError) as e:

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging as std_logging
 import sys
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
 import tqdm
 
+from pad_jax import cli
 from pad_jax.errors import ConfigError
 from pad_jax.pipeline import configs as configs_lib
 from pad_jax.pipeline import decode_stage
@@ -208,12 +208,5 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
   """Parses gin files and bindings (the configurables are imported above)."""
   for path in search_paths:
     gin.add_config_file_search_path(path)
-  # gin logs an error for every search path an include is not in, before it
-  # finds it there or raises; keep the terminal for real errors.
-  root = std_logging.getLogger()
-  level = root.level
-  root.setLevel(std_logging.CRITICAL)
-  try:
+  with cli.quiet_gin_search():
     gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
-  finally:
-    root.setLevel(level)
