@@ -7,6 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 T5X_WHEELS ?= $(or $(PAD_T5X_WHEELS),../shared/wheels)
 STAMP := $(VENV)/.pad_jax_installed
+# apache-beam (the `beam` extra) pins protobuf<7; TensorFlow's and sentencepiece's
+# generated code needs the protobuf 7 runtime, on which Beam runs (setup.py).
+PROTOBUF := 'protobuf>=7.36.1,<8'
 # The commits the wheel directory was built from (README, "Installing t5x").
 T5X_GIT_PINS := 'git+https://github.com/google-research/t5x.git@cc342d41' \
   'git+https://github.com/google/airio.git@69897df7' \
@@ -19,9 +22,10 @@ setup: $(STAMP)
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,beam]'
+	$(PY) -m pip install --quiet --no-deps $(PROTOBUF)
 	$(PY) -m pip install --quiet --no-deps --force-reinstall $(T5X_WHEELS)/*.whl
-	$(PY) -c 'import t5x, t5x.train, pad_jax, tasks'
+	$(PY) -c 'import t5x, t5x.train, pad_jax, tasks, apache_beam'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -40,6 +40,13 @@ EXTRAS = {
     # CUDA 12 wheels from pip (jax-cuda12-plugin[with-cuda]); CUDA 13:
     # swap in "jax[cuda13]==0.10.2" (docs/tpu_vm.md, "GPUs").
     "gpu": ["jax[cuda12]==0.10.2"],
+    # Apache Beam: verification on Beam (`python -m pad_jax.verify --runner=...`) and
+    # seqio's cache_tasks_main (docs/scaling.md). Its pins clash with the stack:
+    # apache-beam 2.77 wants protobuf<7, while TensorFlow 2.21's and
+    # sentencepiece's generated code needs the protobuf 7 runtime (import fails
+    # on 6.x). Beam runs on protobuf 7, so install it as `make setup` does:
+    #   pip install -e '.[beam]' && pip install --no-deps 'protobuf>=7.36.1,<8'
+    "beam": ["apache-beam==2.77.0"],
     "test": [
         "pytest",
         "pytest-timeout",

@@ -229,7 +229,8 @@ def select_programs(verdicts: list[Verdict], mode: str) -> tuple[list[Any], int]
 
 def write_outputs(out_dir: PathLike, verdicts: list[Verdict], answer_mode: str,
                   failed_rows: Iterable[dict[str, Any]] = (), manifest: Optional[dict] = None,
-                  seconds: float = 0.0) -> dict[str, Any]:
+                  seconds: float = 0.0, budget: Optional[report_lib.TargetBudget] = None
+                  ) -> dict[str, Any]:
   """Writes programs.jsonl, report.json and report.png; returns the report.
 
   Args:
@@ -239,19 +240,39 @@ def write_outputs(out_dir: PathLike, verdicts: list[Verdict], answer_mode: str,
     failed_rows: rows of failed.jsonl (those with no completion are counted).
     manifest: run.json's contents (provenance for the report).
     seconds: verification wall time.
+    budget: the student's target budget (`report_lib.apply_budget`).
   """
   out_dir = pathlib.Path(out_dir)
   records, duplicates = select_programs(verdicts, answer_mode)
+  records, budget_counts = report_lib.apply_budget(records, budget)
   write_programs(out_dir / PROGRAMS_FILE, records)
+  return write_report(out_dir, verdicts, records, duplicates, answer_mode, failed_rows, manifest,
+                      seconds, target_budget=budget_counts)
+
+
+def write_report(out_dir: PathLike, verdicts: list[Verdict], records: list[Any],
+                 duplicates: int, answer_mode: str, failed_rows: Iterable[dict[str, Any]] = (),
+                 manifest: Optional[dict] = None, seconds: float = 0.0,
+                 target_budget: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+  """Writes report.json and report.png for verdicts and kept records; returns the report.
+
+  The one report of both verifiers (`verify_dir`, `beam_verify.verify_beam`).
+  `failed_rows` whose key has a completion are not counted as failed.
+  """
   completion_keys = {v.row.get("key") for v in verdicts}
   unresolved = {}
   for row in failed_rows:
     if row.get("key") not in completion_keys:
       unresolved[row.get("key")] = row
   report = report_lib.build_report(verdicts, records, duplicates, list(unresolved.values()),
-                                   manifest or {}, answer_mode, seconds)
+                                   manifest or {}, answer_mode, seconds, target_budget)
   report_lib.write_verify_report(out_dir, report)
   return report
+
+
+def read_report(out_dir: PathLike) -> dict[str, Any]:
+  """The report.json that `write_report` wrote into `out_dir`."""
+  return json.loads(jsonl.read_text(pathlib.Path(out_dir) / report_lib.REPORT_FILE))
 
 
 def read_manifest(out_dir: PathLike) -> dict[str, Any]:
