@@ -14,6 +14,12 @@ never written anywhere. The executor flags (--workers, --timeout_s,
 (`pad_jax.execution.flags`). Bad input or flags exit with status 2 and one
 `error: ...` line (naming file:line:field for bad data). See
 pad_jax/teacher/synthesize.py for the Python API.
+
+--program_style (gold teacher): `concise` (default; steps only, fits a
+256-token student) or `verbose` (question docstring, rationale comments).
+--max_target_tokens: report.json's `target_budget` counts kept programs
+longer than this many CodeT5 target tokens; --drop_over_budget removes them
+from programs.jsonl.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from pad_jax import cli
 from pad_jax.errors import ConfigError
 from pad_jax.execution import flags as exec_flags
 from pad_jax.teacher import client as client_lib
+from pad_jax.teacher import gold
 from pad_jax.teacher import prompts
+from pad_jax.teacher import report as report_lib
 from pad_jax.teacher import synthesize as synth
 
 
@@ -57,7 +65,10 @@ def _run() -> dict:
   return synth.synthesize(_TEACHER.value, _BENCHMARK.value, _SPLIT.value, _OUT_DIR.value,
                           limit=_LIMIT.value, data_dir=_DATA_DIR.value,
                           openai_config=openai_config, limits=limits, api_key=api_key,
-                          verify=_VERIFY.value, progress=_PROGRESS.value)
+                          verify=_VERIFY.value, progress=_PROGRESS.value,
+                          program_style=_STYLE.value,
+                          budget=report_lib.TargetBudget(_MAX_TARGET_TOKENS.value,
+                                                         drop=_DROP_OVER_BUDGET.value))
 
 
 def _print_summary(report: dict) -> None:
@@ -66,6 +77,9 @@ def _print_summary(report: dict) -> None:
           f"{report['questions']} questions (coverage {report['coverage']:.2%}, pass rate "
           f"{report['pass_rate']:.2%}, {report['failed_requests']} failed, "
           f"${report['cost_usd']:.4f}); report: {_OUT_DIR.value}/report.json")
+    budget = report["target_budget"]
+    print(f"{budget['over_budget']} kept programs over {budget['max_target_tokens']} target "
+          f"tokens ({budget['dropped']} dropped)")
   else:
     print(f"{report['completions']} completions in {_OUT_DIR.value}/completions.jsonl")
   if report.get("stopped"):
@@ -124,6 +138,16 @@ if __name__ == "__main__":
   _VERIFY = flags.DEFINE_boolean("verify", True, "Verify while synthesizing and write "
                                  "programs.jsonl/report.json.")
   _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+  _STYLE = flags.DEFINE_enum("program_style", gold.DEFAULT_STYLE, list(gold.STYLES),
+                             "Gold teacher: concise (steps only) or verbose (question "
+                             "docstring and rationale comments).")
+  _MAX_TARGET_TOKENS = flags.DEFINE_integer(
+      "max_target_tokens", report_lib.DEFAULT_MAX_TARGET_TOKENS,
+      "The student's target budget in CodeT5 tokens (incl. EOS): report.json counts kept "
+      "programs over it.", lower_bound=2)
+  _DROP_OVER_BUDGET = flags.DEFINE_boolean("drop_over_budget", False,
+                                           "Drop kept programs over --max_target_tokens "
+                                           "(counted in report.json).")
   exec_flags.define()
   flags.adopt_module_key_flags(exec_flags)  # List the executor flags in --help.
   cli.run(main)

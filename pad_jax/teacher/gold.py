@@ -10,8 +10,11 @@ every such equation into one program step, in the rationale's order:
 * each step is `name = expression`, where a number that an earlier step
   computed is written as that step's variable and a number from the question
   as the question variable, never retyped; other numbers stay literals;
-* the rationale sentence (without the calculator marks) is the step's
-  comment; the docstring restates the question;
+* in the `verbose` style, the rationale sentence (without the calculator
+  marks) is the step's comment and the docstring restates the question; the
+  default `concise` style has neither, so that programs fit a student's
+  256-token target budget (median 88 CodeT5 tokens on GSM8K train against
+  231, and about 0.1% over 256 against 38.7%);
 * `result` is the step whose value is the gold answer (normally the last);
   steps it does not depend on are dropped.
 
@@ -34,6 +37,8 @@ from pad_jax.teacher.rationale_text import Token
 from pad_jax.teacher.rationale_text import close
 
 TEACHER_NAME = "gold"
+STYLES = ("concise", "verbose")
+DEFAULT_STYLE = "concise"
 
 
 @dataclasses.dataclass
@@ -50,19 +55,24 @@ class _Quantity:
   name: str = ""
 
 
-def gold_program(example: Any, include_docstring: bool = True) -> Optional[str]:
+def gold_program(example: Any, style: str = DEFAULT_STYLE) -> Optional[str]:
   """Converts a GSM8K example's rationale into a `def solution()` program.
 
   Args:
     example: anything with `question`, `rationale` (GSM8K's text with
       `<<expr=result>>` marks; a trailing `#### N` line is ignored) and
       `answer` (the gold number), e.g. `pad_jax.data.benchmarks.Example`.
-    include_docstring: restate the question as the function's docstring.
+    style: `concise` (steps only) or `verbose` (the question as the
+      docstring and each rationale sentence as a comment).
 
   Returns:
     The program source, or None when the rationale has no arithmetic that
     reaches the gold answer.
+
+  Raises:
+    ValueError: an unknown `style`.
   """
+  check_style(style)
   rationale = getattr(example, "rationale", None)
   if not rationale:
     return None
@@ -71,12 +81,18 @@ def gold_program(example: Any, include_docstring: bool = True) -> Optional[str]:
     if line.strip().startswith("####"):
       continue
     builder.add_line(line)
-  return builder.program(include_docstring)
+  return builder.program(verbose=style == "verbose")
 
 
-def gold_programs(examples: Sequence[Any]) -> list[Optional[str]]:
+def gold_programs(examples: Sequence[Any], style: str = DEFAULT_STYLE) -> list[Optional[str]]:
   """`gold_program` for each example (None where there is none)."""
-  return [gold_program(e) for e in examples]
+  return [gold_program(e, style) for e in examples]
+
+
+def check_style(style: str) -> None:
+  """Raises ValueError unless `style` is one of `STYLES`."""
+  if style not in STYLES:
+    raise ValueError(f"program style must be one of {STYLES}, got {style!r}")
 
 
 class _Builder:
@@ -275,7 +291,7 @@ class _Builder:
 
   # -- output --------------------------------------------------------------
 
-  def program(self, include_docstring: bool) -> Optional[str]:
+  def program(self, verbose: bool) -> Optional[str]:
     answer = self._answer_quantity()
     if answer is None:
       return None
@@ -286,7 +302,7 @@ class _Builder:
     self._assign_names(inputs, steps)
     names = {id(q): q.name for q in inputs + steps}
     lines = ["def solution():"]
-    if include_docstring:
+    if verbose:
       lines.append(f"    {_docstring(self.question)}")
     for quantity in inputs:
       lines.append(f"    {quantity.name} = {_literal(quantity.value)}")
@@ -295,7 +311,7 @@ class _Builder:
       pending_comment = step.comment or pending_comment
       if id(step) not in needed:
         continue
-      if pending_comment:
+      if pending_comment and verbose:
         lines.append(f"    # {pending_comment}")
         pending_comment = ""
       expression = re.sub("\x01(\\d+)\x01", lambda m: names[int(m.group(1))], step.expression)

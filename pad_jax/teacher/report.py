@@ -17,26 +17,90 @@ report.json keys:
   questions_with_program, coverage: questions with >= 1 kept program, and
     that over `questions`;
   tokens: {prompt_tokens, completion_tokens, total_tokens}; cost_usd;
-  verify_seconds: wall time of verification.
+  verify_seconds: wall time of verification;
+  target_budget: {max_target_tokens, over_budget, dropped, longest, vocab}:
+    kept programs longer than the student's target budget (CodeT5 tokens
+    including the EOS a seqio task appends, what t5x's truncation check
+    counts); with `TargetBudget.drop` they are removed from programs.jsonl
+    (`dropped`; `kept` is then the count after dropping).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import pathlib
-from typing import Any
+from typing import Any, Optional, Sequence
 
 from pad_jax import atomic
+from pad_jax.errors import ConfigError
 from pad_jax.teacher import cache as cache_lib
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "report.png"
+DEFAULT_MAX_TARGET_TOKENS = 256  # PaD's target length for CodeT5 students.
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetBudget:
+  """The target budget of the student the programs are for.
+
+  Attributes:
+    max_target_tokens: the student's target feature length (t5x's
+      TASK_FEATURE_LENGTHS['targets']).
+    drop: remove kept programs over the budget from programs.jsonl.
+    vocab_dir: the student's vocabulary (None: CodeT5's).
+  """
+  max_target_tokens: int = DEFAULT_MAX_TARGET_TOKENS
+  drop: bool = False
+  vocab_dir: Optional[str] = None
+
+  def __post_init__(self):
+    if not isinstance(self.max_target_tokens, int) or self.max_target_tokens < 2:
+      raise ConfigError(f"TargetBudget.max_target_tokens: must be an integer >= 2, got "
+                        f"{self.max_target_tokens!r}")
+
+
+def target_lengths(programs: Sequence[str], vocab_dir: Optional[str] = None) -> list[int]:
+  """Target tokens of each program as a seqio task makes them (ids + EOS)."""
+  # Deferred on purpose: pad_jax.vocab pulls in TensorFlow and seqio (seconds),
+  # which the rest of the teacher never needs.
+  from pad_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  vocabulary = vocab_lib.CodeT5Vocabulary(vocab_dir)
+  return [len(ids) + 1 for ids in vocabulary.encode_batch(list(programs))] if programs else []
+
+
+def apply_budget(records: Sequence[Any], budget: Optional[TargetBudget] = None
+                 ) -> tuple[list[Any], dict[str, Any]]:
+  """Counts (and with `budget.drop` removes) records whose program is over budget.
+
+  Args:
+    records: `ProgramRecord`s (anything with `.program`).
+    budget: the student's budget (None: `TargetBudget()`, count only).
+
+  Returns:
+    (records to write, the report's `target_budget` entry).
+  """
+  budget = budget or TargetBudget()
+  lengths = target_lengths([r.program for r in records], budget.vocab_dir)
+  over = [n > budget.max_target_tokens for n in lengths]
+  counts = {"max_target_tokens": budget.max_target_tokens, "over_budget": sum(over),
+            "dropped": sum(over) if budget.drop else 0, "longest": max(lengths, default=0),
+            "vocab": budget.vocab_dir or "codet5"}
+  if budget.drop:
+    records = [r for r, o in zip(records, over) if not o]
+  return list(records), counts
 
 
 def build_report(verdicts, records, duplicates: int, failed_rows: list[dict[str, Any]],
-                 manifest: dict[str, Any], mode: str, seconds: float) -> dict[str, Any]:
-  """Assembles the report dict (see the module docstring)."""
+                 manifest: dict[str, Any], mode: str, seconds: float,
+                 target_budget: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+  """Assembles the report dict (see the module docstring).
+
+  `target_budget` is `apply_budget`'s count (None: counted here against
+  `TargetBudget()`, nothing dropped).
+  """
   status_counts = collections.Counter(v.status for v in verdicts)
   correct = {m: sum(1 for v in verdicts if v.match.get(m)) for m in ("pad", "strict")}
   wrong = sum(1 for v in verdicts if v.status == "ok" and not v.match.get(mode))
@@ -78,6 +142,7 @@ def build_report(verdicts, records, duplicates: int, failed_rows: list[dict[str,
       "tokens": cache_lib.usage_totals(rows),
       "cost_usd": round(sum(float(r.get("cost_usd") or 0.0) for r in rows), 6),
       "verify_seconds": round(seconds, 3),
+      "target_budget": target_budget or apply_budget(records)[1],
   }
 
 

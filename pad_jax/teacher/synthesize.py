@@ -15,7 +15,12 @@ Python API (what the pipeline calls):
 
   synthesize(teacher, benchmark, split, out_dir, limit=None, data_dir=None,
              openai_config=OpenAIConfig(...), limits=ExecLimits(),
-             api_key=None, verify=True) -> dict   # the report (+ "stopped")
+             api_key=None, verify=True, program_style="concise",
+             budget=TargetBudget(256)) -> dict   # the report (+ "stopped")
+
+`program_style` is the gold teacher's (`pad_jax.teacher.gold.STYLES`);
+`budget` is the student's target budget the report counts kept programs
+against (`report.TargetBudget`; `drop=True` removes the longer ones).
 
 `OpenAIConfig` lives in `pad_jax.teacher.planning` (shared with the Batch API
 mode) and is re-exported here.
@@ -47,6 +52,7 @@ from pad_jax.teacher import client as client_lib
 from pad_jax.teacher import cost as cost_lib
 from pad_jax.teacher import gold as gold_lib
 from pad_jax.teacher import prompts
+from pad_jax.teacher import report as report_lib
 from pad_jax.teacher import verify as verify_lib
 from pad_jax.teacher.planning import OpenAIConfig
 from pad_jax.teacher.planning import Request
@@ -54,7 +60,7 @@ from pad_jax.teacher.planning import completion_rows
 from pad_jax.teacher.planning import plan_requests
 
 TEACHERS = ("openai", "gold")
-GOLD_VERSION = "gold-v1"
+GOLD_VERSION = "gold-v1"  # The verbose style's; other styles add their name (cache keys).
 PathLike = Union[str, os.PathLike]
 
 
@@ -67,12 +73,15 @@ def synthesize(teacher: str, benchmark: str, split: str, out_dir: PathLike, *,
                openai_config: Optional[OpenAIConfig] = None,
                limits: ExecLimits = ExecLimits(),
                api_key: Optional[str] = None, verify: bool = True,
-               progress: bool = False) -> dict[str, Any]:
+               progress: bool = False, program_style: str = gold_lib.DEFAULT_STYLE,
+               budget: Optional[report_lib.TargetBudget] = None) -> dict[str, Any]:
   """Loads `benchmark`/`split` (first `limit` questions) and runs `teacher`.
 
   `limits` are the executor's limits and answer mode for verification.
   `progress` shows the gold teacher's verification bar (the openai teacher's
-  bar follows `openai_config.progress`).
+  bar follows `openai_config.progress`). `program_style` is the gold
+  teacher's program style; `budget` the student's target-token budget that
+  the report counts (and, with `budget.drop`, enforces) on kept programs.
 
   Returns:
     The verification report (see `report.py`), plus `stopped` (None, or why
@@ -80,6 +89,8 @@ def synthesize(teacher: str, benchmark: str, split: str, out_dir: PathLike, *,
   """
   if teacher not in TEACHERS:
     raise ConfigError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
+  if program_style not in gold_lib.STYLES:
+    raise ConfigError(f"program_style must be one of {gold_lib.STYLES}, got {program_style!r}")
   examples = benchmarks.load(benchmark, split, data_dir)
   if limit is not None:
     if limit < 1:
@@ -88,9 +99,9 @@ def synthesize(teacher: str, benchmark: str, split: str, out_dir: PathLike, *,
   source = {"benchmark": benchmark, "split": split, "limit": limit}
   if teacher == "gold":
     return synthesize_gold(examples, out_dir, limits, verify=verify, source=source,
-                           progress=progress)
+                           progress=progress, style=program_style, budget=budget)
   return synthesize_openai(examples, out_dir, openai_config or OpenAIConfig(), api_key=api_key,
-                           limits=limits, verify=verify, source=source)
+                           limits=limits, verify=verify, source=source, budget=budget)
 
 
 def _write_manifest(out_dir: pathlib.Path, manifest: dict[str, Any]) -> None:
@@ -99,14 +110,15 @@ def _write_manifest(out_dir: pathlib.Path, manifest: dict[str, Any]) -> None:
 
 def _finish(out_dir: pathlib.Path, store: cache_lib.CompletionCache,
             verifier: Optional[verify_lib.StreamingVerifier], limits: ExecLimits,
-            manifest: dict[str, Any], started: float, stopped: Optional[str]) -> dict[str, Any]:
+            manifest: dict[str, Any], started: float, stopped: Optional[str],
+            budget: Optional[report_lib.TargetBudget] = None) -> dict[str, Any]:
   failed = jsonl.read_resumable(store.failed_path)
   store.close()
   if verifier is None:
     return {"stopped": stopped, "completions": len(store.rows)}
   verdicts = verifier.finish()
   report = verify_lib.write_outputs(out_dir, verdicts, limits.answer_mode, failed, manifest,
-                                    time.monotonic() - started)
+                                    time.monotonic() - started, budget=budget)
   report["stopped"] = stopped
   return report
 
@@ -118,7 +130,8 @@ def _finish(out_dir: pathlib.Path, store: cache_lib.CompletionCache,
 def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
                     limits: ExecLimits = ExecLimits(), *,
                     verify: bool = True, source: Optional[dict] = None,
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False, style: str = gold_lib.DEFAULT_STYLE,
+                    budget: Optional[report_lib.TargetBudget] = None) -> dict[str, Any]:
   """Converts each example's rationale to a program, then verifies them all.
 
   Args:
@@ -129,23 +142,27 @@ def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
     verify: run verification (else only completions are written).
     source: benchmark/split/limit, recorded in run.json.
     progress: show a progress bar of the verification.
+    style: the program style (`gold.STYLES`).
+    budget: the target budget counted in the report (None: 256 CodeT5 tokens).
 
   Returns:
     The report dict.
   """
   out_dir = pathlib.Path(out_dir)
-  manifest = dict(source or {}, teacher="gold", model=GOLD_VERSION, questions=len(examples))
+  version = gold_version(style)
+  manifest = dict(source or {}, teacher="gold", model=version, program_style=style,
+                  questions=len(examples))
   _write_manifest(out_dir, manifest)
   started = time.monotonic()
   store = cache_lib.CompletionCache(out_dir)
   rows, failures = [], []
   for example in examples:
-    key = hashlib.sha256(f"{GOLD_VERSION}\0{example.id}\0{example.question}".encode()).hexdigest()
+    key = hashlib.sha256(f"{version}\0{example.id}\0{example.question}".encode()).hexdigest()
     if key in store:
       continue
-    program = gold_lib.gold_program(example)
+    program = gold_lib.gold_program(example, style)
     base = {"key": key, "id": example.id, "sample": 0, "prompt_variant": "gold",
-            "question": example.question, "answer": example.answer, "model": GOLD_VERSION,
+            "question": example.question, "answer": example.answer, "model": version,
             "teacher": "gold"}
     if program is None:
       failures.append(dict(base, error="no-arithmetic: the rationale's equations do not reach "
@@ -163,7 +180,12 @@ def synthesize_gold(examples: Sequence[Any], out_dir: PathLike,
     verifier.submit_many(store.rows.values())
   logging.info("gold teacher: %d programs, %d rationales without one (%.1f s)", len(rows),
                len(failures), time.monotonic() - started)
-  return _finish(out_dir, store, verifier, limits, manifest, started, None)
+  return _finish(out_dir, store, verifier, limits, manifest, started, None, budget)
+
+
+def gold_version(style: str) -> str:
+  """The gold teacher's `model` name for `style` (part of its cache keys)."""
+  return GOLD_VERSION if style == "verbose" else f"{GOLD_VERSION}-{style}"
 
 
 # ---------------------------------------------------------------------------
@@ -200,7 +222,8 @@ def resolve_api_key(base_url: str, api_key: Optional[str] = None,
 def synthesize_openai(examples: Sequence[Any], out_dir: PathLike, config: OpenAIConfig, *,
                       api_key: Optional[str] = None,
                       limits: ExecLimits = ExecLimits(),
-                      verify: bool = True, source: Optional[dict] = None) -> dict[str, Any]:
+                      verify: bool = True, source: Optional[dict] = None,
+                      budget: Optional[report_lib.TargetBudget] = None) -> dict[str, Any]:
   """Samples programs for `examples` from an OpenAI-compatible server.
 
   Args:
@@ -211,6 +234,8 @@ def synthesize_openai(examples: Sequence[Any], out_dir: PathLike, config: OpenAI
     limits: the executor's limits and answer mode for verification.
     verify: verify while completions arrive and write programs/report.
     source: benchmark/split/limit, recorded in run.json.
+    budget: the student's target budget counted in the report (None: 256
+      CodeT5 tokens, counted, not dropped).
 
   Returns:
     The report dict, with `stopped` set when the budget cap ended the run.
@@ -253,7 +278,7 @@ def synthesize_openai(examples: Sequence[Any], out_dir: PathLike, config: OpenAI
     stopped = asyncio.run(runner.run(requests))
   if stopped:
     logging.warning("stopped early (%s); re-run the same command to continue", stopped)
-  return _finish(out_dir, store, verifier, limits, manifest, started, stopped)
+  return _finish(out_dir, store, verifier, limits, manifest, started, stopped, budget)
 
 
 class _OnlineRunner:
