@@ -37,7 +37,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 GIN_CONFIGS = REPO_ROOT / "gin_configs"
 STAGES = ("synthesize", "verify", "train", "decode", "score", "report")
 TEACHERS = ("gold", "openai", "none")
-DECODE_MODES = ("greedy", "beam", "sample")
+DECODE_MODES = ("greedy", "beam", "sample", "stepwise_beam")
 TASK_FORMATS = ("program", "cot")
 ANSWER_FORMATS = ("program", "text")
 
@@ -117,6 +117,7 @@ class SynthesizeConfig:
   synthetic_test: int = 0
   synthetic_seed: int = 0
   synthetic_templates: Optional[Sequence[str]] = None
+  program_style: str = "concise"  # gold teacher: pad_jax.teacher.gold.STYLES
 
   def validate(self) -> None:
     sizes = (self.synthetic_train, self.synthetic_validation, self.synthetic_test)
@@ -231,11 +232,21 @@ class DecodeConfig:
     split: their split.
     synthetic: also decode the synthetic held-out problems.
     limit: at most N examples per eval set (None: all).
-    decode: `greedy`, `beam` or `sample`.
+    decode: `greedy`, `beam`, `sample` or `stepwise_beam` (PaD's stage IV:
+      one line at a time, failing prefixes pruned; docs/stepwise.md).
     num_decodes: decodes per question (K > 1: self-consistency).
-    beam_size: beam width (decode `beam`).
-    temperature: sampling temperature (decode `sample`).
-    top_k: top-k sampling (decode `sample`; None: off).
+    beam_size: beam width (decode `beam`; `stepwise_beam`: partial programs
+      kept per question).
+    temperature: sampling temperature (decode `sample`; `stepwise_beam`:
+      of the step candidates after the first).
+    top_k: top-k sampling (decode `sample`, `stepwise_beam`; None: off).
+    step_candidates: candidate next lines per partial program
+      (`stepwise_beam`).
+    step_verifier: a trained step verifier's checkpoint as the reasoning
+      scorer (`stepwise_beam`; None: the student's log-probability).
+    time_each_set: decode each eval set in its own infer child, so that the
+      score stage reports seconds per question per set (each child's time
+      includes restoring the checkpoint and compiling).
     batch_size: decode batch size (None: infer's default).
     max_decode_length: longest program in tokens.
   """
@@ -251,6 +262,9 @@ class DecodeConfig:
   top_k: Optional[int] = None
   batch_size: Optional[int] = None
   max_decode_length: int = 256
+  step_candidates: int = 4
+  step_verifier: Optional[str] = None
+  time_each_set: bool = False
 
   def validate(self) -> None:
     unknown = [b for b in self.benchmarks if b not in benchmarks.BENCHMARKS]
@@ -268,14 +282,25 @@ class DecodeConfig:
         ("top_k", self.top_k is None or self.top_k >= 1, "must be None or >= 1"),
         ("batch_size", self.batch_size is None or self.batch_size >= 1, "must be None or >= 1"),
         ("max_decode_length", self.max_decode_length >= 1, "must be >= 1"),
+        ("step_candidates", self.step_candidates >= 1, "must be >= 1"),
+        ("num_decodes", self.decode != "stepwise_beam" or self.num_decodes == 1,
+         "must be 1 with decode 'stepwise_beam' (it writes one program)"),
+        ("step_verifier", self.step_verifier is None or self.decode == "stepwise_beam",
+         "is only for decode 'stepwise_beam'"),
     ], self)
+    if self.step_verifier is not None and not pathlib.Path(self.step_verifier).exists():
+      raise ConfigError(f"DecodeConfig.step_verifier: {self.step_verifier!r} does not exist")
 
   def infer_flags(self) -> list[str]:
     """The decoding flags of `python -m pad_jax.infer`."""
     flags = [f"--decode={self.decode}", f"--max_decode_length={self.max_decode_length}"]
-    if self.decode == "beam":
+    if self.decode in ("beam", "stepwise_beam"):
       flags.append(f"--beam_size={self.beam_size}")
-    if self.decode == "sample":
+    if self.decode == "stepwise_beam":
+      flags.append(f"--step_candidates={self.step_candidates}")
+      if self.step_verifier:
+        flags.append(f"--step_verifier={self.step_verifier}")
+    if self.decode in ("sample", "stepwise_beam"):
       flags.append(f"--temperature={self.temperature}")
       if self.top_k:
         flags.append(f"--top_k={self.top_k}")
