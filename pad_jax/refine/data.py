@@ -1,0 +1,200 @@
+"""Refinement training data: (question, faulty program, feedback) -> verified program.
+
+Two sources, each executed in the real sandbox (`pad_jax.execution`):
+
+* `mutation:<operator>`: the operators of `pad_jax.refine.mutations` applied
+  to every verified program; a mutant that still returns the right answer is
+  discarded (counted), every other one keeps its real feedback;
+* `student`: the student's own wrong programs (`pad_jax.refine.student`),
+  paired with a verified program of the same question.
+
+Rows of the refinement file (`refine.jsonl`):
+
+  id           `<question id>/<source>/<n>` (unique, stable across reruns)
+  question_id  the question's id (train/validation are carved by it)
+  question, program (the faulty one), feedback, status (the executor's)
+  target       the verified program the student should write
+  answer       the gold answer (for the validation metric; never in the input)
+  source       `mutation:<operator>` or `student`
+
+`build` appends rows durably as it goes and records each finished source
+program in `progress.jsonl`; a rerun after a kill skips finished programs and
+never writes a row id twice (mutants are drawn from a seeded generator, so a
+redone program yields the same rows).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import pathlib
+import random
+import sys
+from typing import Any, Iterator, Sequence
+
+from tqdm import tqdm
+
+from pad_jax import jsonl
+from pad_jax.data.programs import ProgramRecord
+from pad_jax.errors import DataError
+from pad_jax.execution.executor import ExecResult
+from pad_jax.execution.limits import ExecLimits
+from pad_jax.refine import feedback as feedback_lib
+from pad_jax.refine import mutations
+
+ROWS_FILE = "refine.jsonl"
+PROGRESS_FILE = "progress.jsonl"
+REPORT_FILE = "report.json"
+FIELDS = ("id", "question_id", "question", "program", "feedback", "target", "answer")
+_CHUNK = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """A faulty program to execute, and what it becomes if it is wrong."""
+  row_id: str
+  record: str           # The progress key of the source program.
+  question_id: str
+  question: str
+  program: str
+  target: str
+  answer: float
+  source: str
+
+
+def record_key(record: ProgramRecord) -> str:
+  return f"{record.id}:{record.prompt_variant}:{record.sample}"
+
+
+def _rng(seed: int, *parts: Any) -> random.Random:
+  digest = hashlib.sha256(":".join(map(str, (seed,) + parts)).encode()).digest()
+  return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def mutation_candidates(record: ProgramRecord, operators: Sequence[str] = mutations.OPERATORS,
+                        per_operator: int = 1, seed: int = 0) -> list[Candidate]:
+  """The distinct mutants of one verified program (not yet executed)."""
+  key = record_key(record)
+  seen = {record.program}
+  out = []
+  for operator in operators:
+    for n in range(per_operator):
+      mutant = mutations.mutate(record.program, operator, _rng(seed, key, operator, n))
+      if mutant is None or mutant in seen:
+        continue
+      seen.add(mutant)
+      out.append(Candidate(
+          row_id=f"{record.id}/mutation:{operator}/{record.prompt_variant}.{record.sample}.{n}",
+          record=key, question_id=record.id, question=record.question, program=mutant,
+          target=record.program, answer=record.answer, source=f"mutation:{operator}"))
+  return out
+
+
+def judge(candidates: Sequence[Candidate], results: Sequence[ExecResult],
+          limits: ExecLimits) -> tuple[list[dict[str, Any]], collections.Counter]:
+  """Rows for the wrong candidates; counts of kept and discarded per source."""
+  rows, counts = [], collections.Counter()
+  for candidate, result in zip(candidates, results):
+    if result.ok and limits.matches(result.value, candidate.answer):
+      counts[f"{candidate.source}:still_correct"] += 1
+      continue
+    counts[f"{candidate.source}:kept"] += 1
+    rows.append({"id": candidate.row_id, "question_id": candidate.question_id,
+                 "question": candidate.question, "program": candidate.program,
+                 "feedback": feedback_lib.feedback(result), "status": result.status,
+                 "target": candidate.target, "answer": candidate.answer,
+                 "source": candidate.source})
+  return rows, counts
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+  for start in range(0, len(items), size):
+    yield items[start:start + size]
+
+
+def read_progress(out_dir: pathlib.Path) -> dict[str, dict[str, Any]]:
+  """Finished source programs: key -> their progress row."""
+  return {row["record"]: row for row in jsonl.read_resumable(out_dir / PROGRESS_FILE)}
+
+
+def run_candidates(groups: Sequence[tuple[str, list[Candidate]]], out_dir: pathlib.Path,
+                   limits: ExecLimits, progress: bool = True, desc: str = "refine") -> None:
+  """Executes each group's candidates; appends wrong ones and marks groups done.
+
+  Args:
+    groups: (progress key, its candidates); keys already in progress.jsonl
+      are skipped.
+    out_dir: the output directory.
+    limits: executor limits and answer mode.
+    progress: tqdm bar on stderr.
+    desc: the bar's label.
+  """
+  done = read_progress(out_dir)
+  written = {row["id"] for row in jsonl.read_resumable(out_dir / ROWS_FILE)}
+  todo = [(key, c) for key, c in groups if key not in done]
+  with jsonl.Appender(out_dir / ROWS_FILE) as rows_out, \
+       jsonl.Appender(out_dir / PROGRESS_FILE) as progress_out, \
+       limits.executor() as executor, \
+       tqdm(total=len(groups), initial=len(groups) - len(todo), desc=desc, unit="prog",
+            file=sys.stderr, disable=not progress, dynamic_ncols=True) as bar:
+    for chunk in _chunks(todo, _CHUNK):
+      candidates = [c for _, group in chunk for c in group]
+      results = executor.run([c.program for c in candidates]) if candidates else []
+      by_key: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+      for candidate, result in zip(candidates, results):
+        rows, counts = judge([candidate], [result], limits)
+        by_key[candidate.record].update(counts)
+        rows_out.append_many(r for r in rows if r["id"] not in written)
+        written.update(r["id"] for r in rows)
+      progress_out.append_many({"record": key, "counts": dict(by_key[key])} for key, _ in chunk)
+      bar.update(len(chunk))
+
+
+def build_mutations(records: Sequence[ProgramRecord], out_dir: pathlib.Path,
+                    limits: ExecLimits = ExecLimits(),
+                    operators: Sequence[str] = mutations.OPERATORS, per_operator: int = 1,
+                    seed: int = 0, progress: bool = True) -> None:
+  """Error-injection rows for every verified program (source (a))."""
+  for operator in operators:
+    if operator not in mutations.MUTATORS:
+      raise ValueError(f"unknown mutation operator {operator!r}; known: {mutations.OPERATORS}")
+  groups = [(record_key(r), mutation_candidates(r, operators, per_operator, seed))
+            for r in records]
+  run_candidates(groups, out_dir, limits, progress, desc="mutate")
+
+
+def summarize(out_dir: pathlib.Path) -> dict[str, Any]:
+  """The report: rows per source, discarded mutants, inputs, programs done."""
+  progress_rows = read_progress(out_dir)
+  counts: collections.Counter = collections.Counter()
+  for row in progress_rows.values():
+    counts.update(row.get("counts", {}))
+  rows = jsonl.read_resumable(out_dir / ROWS_FILE)
+  by_source = collections.Counter(r["source"] for r in rows)
+  by_status = collections.Counter(r["status"] for r in rows)
+  sources = sorted({k.rsplit(":", 1)[0] for k in counts} | set(by_source))
+  return {
+      "rows": len(rows),
+      "source_programs": len(progress_rows),
+      "by_source": {s: {"kept": counts.get(f"{s}:kept", 0),
+                        "discarded_still_correct": counts.get(f"{s}:still_correct", 0),
+                        "rows": by_source.get(s, 0)} for s in sources},
+      "by_status": dict(sorted(by_status.items())),
+      "questions": len({r["question_id"] for r in rows}),
+  }
+
+
+def read_rows(path: Any) -> list[dict[str, Any]]:
+  """Reads and validates a refinement file (DataError naming file:line:field)."""
+  rows = []
+  for number, row in jsonl.iter_rows(path):
+    for field in FIELDS:
+      if field not in row:
+        raise DataError(path, number, field, "missing field (is this a refine.jsonl?)")
+    for field in ("id", "question_id", "question", "program", "feedback", "target"):
+      jsonl.get_text(row, field, path, number)
+    jsonl.get_number(row, "answer", path, number)
+    rows.append(row)
+  return rows
+
