@@ -24,7 +24,11 @@ Output rows add
 
 Decoding modes: `greedy` (argmax; K must be 1), `beam` (beam search of width
 `--beam_size`, length penalty `--alpha`; K <= beam size returns the K best
-beams), `sample` (temperature sampling, optionally top-k).
+beams), `sample` (temperature sampling, optionally top-k), `stepwise_beam`
+(PaD's step-by-step verified decoding: one line at a time, `--beam_size`
+partial programs x `--step_candidates` next lines, prefixes executed and
+failing ones pruned, the rest ranked by the log-probability or a
+`--step_verifier`; rows add `steps` and `complete`; docs/stepwise.md).
 
 Rows are appended (fsync'd) per batch; rerunning the same command skips the
 ids already in `--output` (resume, `pad_jax.jsonl`'s rule: a torn last line
@@ -67,9 +71,13 @@ from pad_jax import jsonl
 from pad_jax import tf_devices
 from pad_jax import vocab as vocab_lib
 from pad_jax.errors import DataError
+from pad_jax.execution import limits as exec_limits
+from pad_jax.stepwise import proposer as stepwise_proposer
+from pad_jax.stepwise import scorers as stepwise_scorers
+from pad_jax.stepwise import search as stepwise_search
 from pad_jax.t5x_hooks import model_gin
 
-DECODE_MODES = ("greedy", "beam", "sample")
+DECODE_MODES = ("greedy", "beam", "sample", "stepwise_beam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +95,10 @@ class DecodeOptions:
     max_input_length: longer inputs are truncated (keeping the final EOS).
     batch_size: questions per batch.
     seed: sampling seed.
+    step_candidates: K candidate next lines per partial program
+      (`stepwise_beam`; docs/stepwise.md).
+    step_verifier: a trained step verifier's checkpoint scoring partial
+      programs (`stepwise_beam`; None: the log-probability scorer).
   """
 
   decode: str = "greedy"
@@ -99,13 +111,15 @@ class DecodeOptions:
   max_input_length: int = 512
   batch_size: int = 8
   seed: int = 0
+  step_candidates: int = 4
+  step_verifier: Optional[str] = None
 
   def validate(self) -> None:
     """Raises ValueError naming the option at fault."""
     if self.decode not in DECODE_MODES:
       raise ValueError(f"--decode: {self.decode!r} is not one of {DECODE_MODES}")
     for name in ("num_decodes", "beam_size", "max_decode_length",
-                 "max_input_length", "batch_size"):
+                 "max_input_length", "batch_size", "step_candidates"):
       if getattr(self, name) < 1:
         raise ValueError(f"--{name}: must be >= 1, got {getattr(self, name)}")
     if self.max_input_length < 2:
@@ -121,6 +135,11 @@ class DecodeOptions:
                        "--decode=greedy for argmax)")
     if self.top_k < 0:
       raise ValueError(f"--top_k: must be >= 0, got {self.top_k}")
+    if self.decode == "stepwise_beam" and self.num_decodes != 1:
+      raise ValueError("--num_decodes: stepwise_beam writes one program")
+    if (self.decode == "stepwise_beam" and self.step_candidates > 1
+        and self.temperature <= 0):
+      raise ValueError("--temperature: must be > 0 to sample step candidates")
 
   @property
   def width(self) -> int:
@@ -335,6 +354,7 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
                 temperature: float = 1.0, top_k: int = 0,
                 max_decode_length: int = 256, max_input_length: int = 512,
                 batch_size: int = 8, seed: int = 0,
+                step_candidates: int = 4, step_verifier: Optional[str] = None,
                 gin_search_paths: Optional[Sequence[str]] = None,
                 gin_bindings: Sequence[str] = (),
                 vocab_dir: Optional[str] = None, resume: bool = True,
@@ -347,8 +367,8 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
     input_path: JSONL rows with `id` and `question`.
     output_path: JSONL output, appended per batch.
     decode, num_decodes, beam_size, alpha, temperature, top_k,
-      max_decode_length, max_input_length, batch_size, seed: the
-      `DecodeOptions`.
+      max_decode_length, max_input_length, batch_size, seed,
+      step_candidates, step_verifier: the `DecodeOptions`.
     gin_search_paths: more gin search paths.
     gin_bindings: more gin bindings (`KEY=VALUE`).
     vocab_dir: vocabulary directory overriding the model file's.
@@ -367,7 +387,9 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
                           temperature=temperature, top_k=top_k,
                           max_decode_length=max_decode_length,
                           max_input_length=max_input_length,
-                          batch_size=batch_size, seed=seed)
+                          batch_size=batch_size, seed=seed,
+                          step_candidates=step_candidates,
+                          step_verifier=step_verifier)
   options.validate()
   rows = read_inputs(input_path)
   if not resume and os.path.exists(output_path):
@@ -389,6 +411,9 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
 def _decode_into(decoder: Decoder, todo: Sequence[tuple[int, dict[str, Any]]],
                  output_path: str, progress: bool) -> None:
   """Decodes `(input index, row)` pairs, appending each batch durably."""
+  if decoder.options.decode == "stepwise_beam":
+    _stepwise_into(decoder, todo, output_path, progress)
+    return
   size = decoder.options.batch_size
   with jsonl.Appender(output_path) as out, tqdm.tqdm(
       total=len(todo), unit="q", desc="decode", file=sys.stderr,
@@ -399,6 +424,29 @@ def _decode_into(decoder: Decoder, todo: Sequence[tuple[int, dict[str, Any]]],
       out.append_many({**row, **fields}
                       for (_, row), fields in zip(batch, results))
       bar.update(len(batch))
+
+
+def _stepwise_into(decoder: Decoder, todo: Sequence[tuple[int, dict[str, Any]]],
+                   output_path: str, progress: bool) -> None:
+  """`--decode=stepwise_beam`: `pad_jax.stepwise` over this student."""
+  o = decoder.options
+  scorer = stepwise_scorers.LogProbScorer()
+  if o.step_verifier:
+    verifier = Decoder(o.step_verifier, options=DecodeOptions(
+        max_decode_length=8, max_input_length=o.max_input_length))
+    scorer = stepwise_scorers.VerifierScorer(
+        verifier.model, verifier.params, verifier.vocabulary,
+        o.max_input_length)
+  with exec_limits.DEFAULT.executor() as executor:
+    search = stepwise_search.StepwiseSearch(
+        stepwise_proposer.Proposer(
+            decoder.model, decoder.params, decoder.vocabulary,
+            max_decode_length=o.max_decode_length, temperature=o.temperature,
+            top_k=o.top_k, seed=o.seed),
+        executor, scorer, beam_size=o.beam_size,
+        step_candidates=o.step_candidates)
+    stepwise_search.decode_into(search, decoder.encode, todo, output_path,
+                                o.batch_size, progress)
 
 
 # ------------------------------------------------------------------------------
@@ -423,6 +471,8 @@ def main(argv: list[str]) -> int:
         max_decode_length=_MAX_DECODE_LENGTH.value,
         max_input_length=_MAX_INPUT_LENGTH.value,
         batch_size=_BATCH_SIZE.value, seed=_SEED.value,
+        step_candidates=_STEP_CANDIDATES.value,
+        step_verifier=_STEP_VERIFIER.value,
         gin_search_paths=_GIN_SEARCH_PATHS.value,
         gin_bindings=_GIN_BINDINGS.value, vocab_dir=_VOCAB_DIR.value,
         resume=_RESUME.value)
@@ -455,7 +505,17 @@ if __name__ == "__main__":
   _OUTPUT = flags.DEFINE_string("output", None, "Output JSONL (appended; resumable).")
   _DECODE = flags.DEFINE_enum("decode", "greedy", list(DECODE_MODES),
                               "Decoding strategy.")
-  _BEAM_SIZE = flags.DEFINE_integer("beam_size", 4, "Beam width (--decode=beam).")
+  _BEAM_SIZE = flags.DEFINE_integer(
+      "beam_size", 4, "Beam width (--decode=beam; --decode=stepwise_beam: "
+      "partial programs kept per question).")
+  _STEP_CANDIDATES = flags.DEFINE_integer(
+      "step_candidates", 4, "--decode=stepwise_beam: candidate next lines per "
+      "partial program (the argmax line + K-1 samples at --temperature, "
+      "--top_k).")
+  _STEP_VERIFIER = flags.DEFINE_string(
+      "step_verifier", None, "--decode=stepwise_beam: a step verifier "
+      "checkpoint (runs/step_verifier.gin) as the reasoning scorer; default "
+      "the student's length-normalized log-probability.")
   _ALPHA = flags.DEFINE_float("alpha", 0.6, "Beam-search length penalty.")
   _NUM_DECODES = flags.DEFINE_integer(
       "num_decodes", 1, "Decodes per question (K > 1: all K written).")
