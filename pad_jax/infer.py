@@ -30,6 +30,13 @@ partial programs x `--step_candidates` next lines, prefixes executed and
 failing ones pruned, the rest ranked by the log-probability or a
 `--step_verifier`; rows add `steps` and `complete`; docs/stepwise.md).
 
+`--refine_rounds=R` (PaD's self-refinement, `pad_jax.refine.loop`): each
+prediction is executed, and one that does not run or returns no number is
+decoded again from the question, the program and the interpreter's feedback,
+up to R times; rows add `rounds` (every attempt) and `prediction` is the last
+one; `<output stem>.refine.json` / `.refine.md` report per round how many
+were fixed and broken (docs/refinement.md).
+
 Rows are appended (fsync'd) per batch; rerunning the same command skips the
 ids already in `--output` (resume, `pad_jax.jsonl`'s rule: a torn last line
 is redone, a malformed line elsewhere is an error). Bad input (a malformed
@@ -71,6 +78,7 @@ from pad_jax import jsonl
 from pad_jax import tf_devices
 from pad_jax import vocab as vocab_lib
 from pad_jax.errors import DataError
+from pad_jax.refine import loop as refine_loop
 from pad_jax.execution import limits as exec_limits
 from pad_jax.stepwise import proposer as stepwise_proposer
 from pad_jax.stepwise import scorers as stepwise_scorers
@@ -358,7 +366,7 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
                 gin_search_paths: Optional[Sequence[str]] = None,
                 gin_bindings: Sequence[str] = (),
                 vocab_dir: Optional[str] = None, resume: bool = True,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, refine_rounds: int = 0) -> dict[str, Any]:
   """Decodes every question of `input_path` into `output_path` (JSONL).
 
   Args:
@@ -374,9 +382,11 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
     vocab_dir: vocabulary directory overriding the model file's.
     resume: skip ids already in `output_path` (else it is overwritten).
     progress: show a tqdm progress bar on stderr.
+    refine_rounds: R self-refinement rounds (`pad_jax.refine.loop`; 0: none).
 
   Returns:
-    `{"decoded", "skipped", "total", "seconds", "checkpoint", "output"}`.
+    `{"decoded", "skipped", "total", "seconds", "checkpoint", "output"}`,
+    plus `refine` (the refinement report) when `refine_rounds` > 0.
 
   Raises:
     DataError: a malformed input or output line (file:line: field).
@@ -391,6 +401,9 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
                           step_candidates=step_candidates,
                           step_verifier=step_verifier)
   options.validate()
+  if refine_rounds < 0 or refine_rounds and (num_decodes != 1 or decode == "stepwise_beam"):
+    raise ValueError("--refine_rounds: must be >= 0, and refines one greedy, beam or sample "
+                     "decode (--num_decodes=1)")
   rows = read_inputs(input_path)
   if not resume and os.path.exists(output_path):
     os.remove(output_path)
@@ -403,7 +416,11 @@ def decode_file(checkpoint_dir: str, gin_files: Sequence[str],
   start = time.time()
   decoder = Decoder(checkpoint_dir, gin_files, options, gin_search_paths,
                     gin_bindings, vocab_dir)
-  _decode_into(decoder, todo, output_path, progress)
+  if refine_rounds:
+    summary["refine"] = refine_loop.refine_into(decoder, todo, output_path, refine_rounds,
+                                                progress=progress)
+  else:
+    _decode_into(decoder, todo, output_path, progress)
   return {**summary, "seconds": round(time.time() - start, 3),
           "checkpoint": decoder.checkpoint}
 
@@ -475,11 +492,13 @@ def main(argv: list[str]) -> int:
         step_verifier=_STEP_VERIFIER.value,
         gin_search_paths=_GIN_SEARCH_PATHS.value,
         gin_bindings=_GIN_BINDINGS.value, vocab_dir=_VOCAB_DIR.value,
-        resume=_RESUME.value)
+        resume=_RESUME.value, refine_rounds=_REFINE_ROUNDS.value)
   except (DataError, ValueError, FileNotFoundError) as e:
     # Bad input, options, checkpoint or model file: one line, status 2.
     print("error: " + str(e).replace("\n", " "), file=sys.stderr)
     return 2
+  if "refine" in summary:
+    print(refine_loop.table(summary["refine"]), file=sys.stderr)
   print(json.dumps(summary))
   return 0
 
@@ -528,6 +547,9 @@ if __name__ == "__main__":
       "max_input_length", 512, "Inputs are truncated to this many tokens.")
   _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Questions per batch.")
   _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  _REFINE_ROUNDS = flags.DEFINE_integer(
+      "refine_rounds", 0, "Self-refinement: re-decode a program that fails when run, with "
+      "its feedback, up to this many rounds (0: off).")
   _RESUME = flags.DEFINE_bool("resume", True, "Skip ids already in --output "
                               "(--noresume: overwrite it).")
   app.run(main)
