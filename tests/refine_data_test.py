@@ -1,0 +1,142 @@
+"""pad_jax.refine data: every mutation operator's feedback is the sandbox's, inputs fit.
+
+Mutants of real GSM8K gold programs are executed in the real executor; the
+refinement inputs are counted with the CodeT5 vocabulary.
+"""
+
+import json
+import random
+import types
+
+import pytest
+
+from conftest import run_module
+from pad_jax import jsonl
+from pad_jax import vocab
+from pad_jax.data import benchmarks
+from pad_jax.data.programs import ProgramRecord
+from pad_jax.data.programs import write_programs
+from pad_jax.execution.limits import ExecLimits
+from pad_jax.refine import data
+from pad_jax.refine import feedback
+from pad_jax.refine import formatting
+from pad_jax.refine import mutations
+from pad_jax.teacher import gold
+
+LIMITS = ExecLimits(workers=1)
+
+
+@pytest.fixture(scope="module")
+def records(shared_data):
+  train = benchmarks.load("gsm8k", "train", shared_data)[:60]
+  return [ProgramRecord(id=e.id, question=e.question, program=p, answer=float(e.answer),
+                        teacher="gold", prompt_variant="gold", sample=0)
+          for e in train if (p := gold.gold_program(e))]
+
+
+@pytest.fixture(scope="module")
+def built(records, tmp_path_factory):
+  out = tmp_path_factory.mktemp("refine")
+  data.build_mutations(records, out, LIMITS, progress=False)
+  return out
+
+
+@pytest.fixture(scope="module")
+def codet5():
+  return vocab.CodeT5Vocabulary()
+
+
+def test_every_operator_yields_wrong_programs_with_real_feedback(records, built):
+  rows = data.read_rows(built / data.ROWS_FILE)
+  by_operator = {op: [r for r in rows if r["source"] == f"mutation:{op}"]
+                 for op in mutations.OPERATORS}
+  assert all(len(by_operator[op]) >= 20 for op in mutations.OPERATORS), {
+      op: len(v) for op, v in by_operator.items()}
+  # Re-execute every kept mutant: its feedback is exactly what the sandbox says.
+  with LIMITS.executor() as executor:
+    results = executor.run([r["program"] for r in rows])
+  for row, result in zip(rows, results):
+    assert row["feedback"] == feedback.feedback(result)
+    assert row["status"] == result.status
+    assert not (result.ok and LIMITS.matches(result.value, row["answer"]))
+    assert row["program"] != row["target"]
+    gold_text = feedback.format_value(row["answer"])
+    assert f"returned {gold_text}," not in row["feedback"]  # Never the gold answer.
+  names = [r for r in by_operator["undefined_name"]]
+  assert all(r["feedback"].startswith("runtime_error: NameError: name '") and "(line " in
+             r["feedback"] for r in names)
+  assert all(r["feedback"].endswith(", expected a different answer")
+             for r in by_operator["wrong_operator"] if r["status"] == "ok")
+  report = data.summarize(built)
+  assert report["source_programs"] == len(records)
+  assert sum(s["rows"] for s in report["by_source"].values()) == len(rows)
+  assert report["by_source"]["mutation:off_by_one"]["discarded_still_correct"] > 0
+
+
+def test_a_mutant_that_still_returns_the_answer_is_discarded():
+  record = ProgramRecord(id="q", question="q", answer=4.0, teacher="t", prompt_variant=0,
+                         sample=0, program="def solution():\n    a = 2\n    b = a ** 2\n"
+                         "    return b")
+  candidates = data.mutation_candidates(record, ["wrong_operator"])
+  assert candidates[0].program.endswith("b = a * 2\n    return b")  # 2 * 2 is still 4.
+  with LIMITS.executor() as executor:
+    rows, counts = data.judge(candidates, executor.run([c.program for c in candidates]), LIMITS)
+  assert rows == [] and counts == {"mutation:wrong_operator:still_correct": 1}
+
+
+def test_mutations_are_deterministic_and_keep_other_lines(records):
+  program = records[0].program
+  for op in mutations.OPERATORS:
+    first = mutations.mutate(program, op, random.Random(3))
+    assert first == mutations.mutate(program, op, random.Random(3))
+    changed = [a for a, b in zip(program.splitlines(), first.splitlines()) if a != b]
+    assert op == "dropped_step" or len(changed) == 1
+  assert mutations.mutate("print(1)", "wrong_operator", random.Random(0)) is None
+  with pytest.raises(ValueError, match="unknown mutation operator"):
+    mutations.mutate(program, "typo", random.Random(0))
+
+
+def test_refinement_inputs_stay_within_the_budget(built, codet5):
+  rows = data.read_rows(built / data.ROWS_FILE)
+  for row in rows:
+    text = formatting.refinement_input(row["question"], row["program"], row["feedback"], codet5)
+    assert formatting.input_tokens(text, codet5) <= 512
+    assert text == formatting.render(row["question"], row["program"], row["feedback"])
+  # An oversized case: every piece is cut, in the documented order.
+  row = rows[0]
+  long_program = row["program"] + "\n" + "\n".join(f"    extra_{i} = {i} * 3" for i in range(300))
+  long_feedback = "runtime_error: NameError: " + "blah " * 400
+  long_question = row["question"] + " And more." * 200
+  for budget in (512, 256, 128):
+    text = formatting.refinement_input(long_question, long_program, long_feedback, codet5,
+                                       budget)
+    assert formatting.input_tokens(text, codet5) <= budget
+  text = formatting.refinement_input(long_question, long_program, long_feedback, codet5, 512)
+  feedback_part = text.split("\nFeedback: ")[1]
+  assert feedback_part.startswith("runtime_error: NameError:") and feedback_part.endswith(" ...")
+  assert len(codet5.encode(feedback_part)) <= formatting.FEEDBACK_TOKENS + 2
+  assert "\n    ...\nFeedback:" in text and text.split("Program:\n")[1].startswith("def solution")
+
+
+def test_cli_resumes_and_reports_bad_input(records, tmp_path):
+  programs = tmp_path / "programs.jsonl"
+  write_programs(programs, records[:12])
+  out = tmp_path / "out"
+  args = [f"--programs={programs}", f"--out={out}", "--workers=1", "--progress=false"]
+  first = run_module("pad_jax.refine", *args, "--limit=6", timeout=300)
+  assert first.returncode == 0, first.stderr[-3000:]
+  second = run_module("pad_jax.refine", *args, timeout=300)
+  assert second.returncode == 0, second.stderr[-3000:]
+  rows = jsonl.read_rows(out / data.ROWS_FILE)
+  assert len({r["id"] for r in rows}) == len(rows)  # Nothing written twice.
+  assert {r["question_id"] for r in rows} == {r.id for r in records[:12]}
+  report = json.loads((out / data.REPORT_FILE).read_text())
+  assert report["rows"] == len(rows) and report["source_programs"] == 12
+  programs.write_text(programs.read_text() + '{"id": "x", "question": 3}\n')
+  bad = run_module("pad_jax.refine", *args, timeout=300)
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1].startswith(f"error: {programs}:13: field ")
+  unknown = run_module("pad_jax.refine", *args, "--operators=typo", timeout=300)
+  assert unknown.returncode == 2 and "--operators: unknown 'typo'" in unknown.stderr
+  helped = run_module("pad_jax.refine", "--help", timeout=300)
+  assert helped.returncode in (0, 1) and "--checkpoint_dir" in helped.stdout  # absl: 1
