@@ -3,8 +3,11 @@
 * `tasks.eval_tasks`: `pad_eval_<benchmark>` for the eight benchmarks.
 * `tasks.program_tasks`: `register_program_task(...)` for program datasets.
 * `tasks.demo_tasks`: `pad_demo_synthetic`, the synthetic demo task.
+* `tasks.refine_tasks`: `refine_mixture(...)` / `register_refine_task(...)`
+  for self-refinement data (PaD stage III).
 """
 
 from tasks import eval_tasks
 from tasks import program_tasks
 from tasks import demo_tasks
+from tasks import refine_tasks

@@ -51,3 +51,19 @@ def register_once(name: str, owner: str, key: Hashable,
   task = seqio.TaskRegistry.add(name, **task_kwargs)
   _REGISTERED[name] = (owner, key, task)
   return task
+
+
+def register_mixture_once(name: str, members: list[tuple[seqio.Task, float]]) -> seqio.Mixture:
+  """Registers mixture `name` of (task, rate); an equal one is kept, another replaced."""
+  key = tuple((task.name, id(task), float(rate)) for task, rate in members)
+  if name in seqio.MixtureRegistry.names():
+    if _MIXTURES.get(name) == key:
+      return seqio.MixtureRegistry.get(name)
+    if name not in _MIXTURES:
+      raise ValueError(f"seqio mixture {name!r} is already registered by other code")
+    seqio.MixtureRegistry.remove(name)
+  _MIXTURES[name] = key
+  return seqio.MixtureRegistry.add(name, [(task.name, rate) for task, rate in members])
+
+
+_MIXTURES: dict[str, tuple] = {}
