@@ -46,7 +46,7 @@ EXTRAS = {
     # sentencepiece's generated code needs the protobuf 7 runtime (import fails
     # on 6.x). Beam runs on protobuf 7, so install it as `make setup` does:
     #   pip install -e '.[beam]' && pip install --no-deps 'protobuf>=7.36.1,<8'
-    "beam": ["apache-beam==2.77.0"],
+    "beam": ["apache-beam[tfrecord]==2.77.0"],
     "test": [
         "pytest",
         "pytest-timeout",

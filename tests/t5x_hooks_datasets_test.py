@@ -67,3 +67,22 @@ def test_trim_keeps_eos_last():
   assert datasets.trim(tokens, 3, 1).tolist() == [5, 6, 1]
   assert datasets.trim(tokens, 9, 1).tolist() == tokens.tolist()
   assert datasets.trim(tokens, 3, None).tolist() == [5, 6, 7]
+
+
+def test_batch_tokenization_gives_the_ids_of_seqio_and_the_vocabulary(task):
+  """tokenize_split's batch path == seqio's tokenize chain == one-at-a-time encode."""
+  t = tasks.program_tasks.seqio.TaskRegistry.get(task)
+  lengths = {"inputs": 64, "targets": 128}
+  assert datasets._batch_tokenizable(t, lengths)  # pylint: disable=protected-access
+  fast = datasets.tokenize_split(task, "train", lengths)
+  slow = list(t.get_dataset(sequence_length=None, split="train", shuffle=False,
+                            num_epochs=1).as_numpy_iterator())
+  vocabulary = synthetic.demo_vocabulary()
+  assert len(slow) == len(fast.features["inputs"]) == fast.report.examples == 81
+  for i, ex in enumerate(slow):
+    for f in lengths:
+      assert fast.features[f][i].tolist() == ex[f].tolist()
+    question = ex["inputs_pretokenized"].decode()
+    assert fast.features["inputs"][i].tolist() == [1] + list(vocabulary.encode(question)) + [2]
+    program = ex["targets_pretokenized"].decode()
+    assert fast.features["targets"][i].tolist() == list(vocabulary.encode(program)) + [2]

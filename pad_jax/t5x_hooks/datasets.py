@@ -4,7 +4,12 @@
   writes `truncation-<task>-<split>.json` and fails when more than the
   allowed fraction would be truncated; both dataset functions run it first.
 * `get_train_dataset` (t5x's `get_dataset_fn`) tokenizes the training split
-  once and serves it from memory, so its iterator can be checkpointed.
+  once and serves it from memory, so its iterator can be checkpointed; with
+  `use_cached=True` it reads seqio's pre-tokenized cache instead (no
+  tokenization at start-up; docs/scaling.md).
+* `tokenize_split` encodes whole batches with the `tokenizers` library when a
+  task's preprocessors are pad-jax's standard chain (the same ids as seqio's
+  one-example-at-a-time `tokenize`, tests/t5x_hooks_datasets_test.py).
 * `get_training_eval_datasets_checked` (t5x's `train_eval_get_dataset_fn`).
 """
 
@@ -22,7 +27,10 @@ from t5x import utils
 import tensorflow as tf
 
 from pad_jax import atomic
+from pad_jax import vocab as vocab_lib
 from pad_jax.t5x_hooks import task_lookup
+from tasks import cached_program_tasks
+from tasks import preprocessors as task_preprocessors
 
 TRUNCATION_REPORT_PREFIX = "truncation"
 
@@ -58,14 +66,19 @@ class TruncationReport:
   def count(self, example: Mapping[str, Any], tokens: Mapping[str, np.ndarray],
             max_ids: int) -> None:
     """Adds one example (its untrimmed `tokens` per feature)."""
+    self.count_lengths(example.get("id"), {f: len(tokens[f]) for f in self.feature_lengths},
+                       max_ids)
+
+  def count_lengths(self, example_id: Any, lengths: Mapping[str, int], max_ids: int) -> None:
+    """Adds one example given its untrimmed token count per feature."""
     self.examples += 1
     for f, limit in self.feature_lengths.items():
-      self.longest[f] = max(self.longest.get(f, 0), len(tokens[f]))
-      if len(tokens[f]) > limit:
+      self.longest[f] = max(self.longest.get(f, 0), int(lengths[f]))
+      if lengths[f] > limit:
         self.truncated[f] = self.truncated.get(f, 0) + 1
         ids = self.truncated_ids.setdefault(f, [])
         if len(ids) < max_ids:
-          ex_id = example.get("id", self.examples - 1)
+          ex_id = self.examples - 1 if example_id is None else example_id
           if isinstance(ex_id, bytes):
             ex_id = ex_id.decode("utf-8", "replace")
           ids.append(str(ex_id))
@@ -116,19 +129,63 @@ def tokenize_split(
       longest={f: 0 for f in feature_lengths},
       truncated_ids={f: [] for f in feature_lengths},
   )
-  features = {f: [] for f in feature_lengths}
-  ds = task.get_dataset(
-      sequence_length=None, split=split, shuffle=False, num_epochs=1,
-      use_cached=use_cached,
-  )
-  for ex in ds.as_numpy_iterator():
-    tokens = {f: np.asarray(ex[f], np.int32) for f in feature_lengths}
-    report.count(ex, tokens, max_ids)
-    for f, t in tokens.items():
-      features[f].append(t)
+  if not use_cached and _batch_tokenizable(task, feature_lengths):
+    example_ids, features = _tokenize_batched(task, split, feature_lengths)
+    for i, ex_id in enumerate(example_ids):
+      report.count_lengths(ex_id, {f: len(features[f][i]) for f in features}, max_ids)
+  else:
+    features = {f: [] for f in feature_lengths}
+    ds = task.get_dataset(
+        sequence_length=None, split=split, shuffle=False, num_epochs=1,
+        use_cached=use_cached,
+    )
+    for ex in ds.as_numpy_iterator():
+      tokens = {f: np.asarray(ex[f], np.int32) for f in feature_lengths}
+      report.count(ex, tokens, max_ids)
+      for f, t in tokens.items():
+        features[f].append(t)
   out = TokenizedSplit(features, report)
   _TOKENIZED_CACHE[key] = out
   return out
+
+
+def _batch_tokenizable(task: seqio.Task, feature_lengths: Mapping[str, int]) -> bool:
+  """Whether `task` tokenizes as pad-jax's chain does, with a batch encoder.
+
+  The chain: `tokenize` (or `cached_program_tasks.tokenize_batched`),
+  `add_bos`, an optional cache placeholder, `append_eos_after_trim`.
+  """
+  chain = [p for p in task.preprocessors if not isinstance(p, seqio.CacheDatasetPlaceholder)]
+  chain = [seqio.preprocessors.tokenize if p is cached_program_tasks.tokenize_batched else p
+           for p in chain]
+  return (chain == task_preprocessors.tokenize_preprocessors()
+          and set(feature_lengths) <= set(task.output_features)
+          and all(hasattr(task.output_features[f].vocabulary, "encode_batch")
+                  for f in feature_lengths))
+
+
+def _tokenize_batched(task: seqio.Task, split: str, feature_lengths: Mapping[str, int],
+                      batch_size: int = 8192) -> tuple[list[Any], dict[str, list[np.ndarray]]]:
+  """(example ids, tokens per feature) of a split, encoded a batch at a time.
+
+  The ids of `tokenize -> add_bos -> append_eos_after_trim` without a
+  sequence length: `[BOS] + ids + [EOS]` for inputs, `ids + [EOS]` for targets.
+  """
+  texts: dict[str, list[str]] = {f: [] for f in feature_lengths}
+  example_ids: list[Any] = []
+  ds = task.source.get_dataset(split=split, shuffle=False)
+  for batch in ds.batch(batch_size).as_numpy_iterator():
+    example_ids.extend(batch["id"] if "id" in batch else [None] * len(batch[next(iter(texts))]))
+    for f in texts:
+      texts[f].extend(t.decode("utf-8") for t in batch[f])
+  features = {}
+  for f, rows in texts.items():
+    feature = task.output_features[f]
+    prefix = [vocab_lib.BOS_ID] if f == "inputs" else []
+    suffix = [feature.vocabulary.eos_id] if feature.add_eos else []
+    features[f] = [np.asarray(prefix + ids + suffix, np.int32)
+                   for ids in feature.vocabulary.encode_batch(rows)]
+  return example_ids, features
 
 
 def count_truncated(
@@ -140,7 +197,8 @@ def count_truncated(
   """Counts the examples of a split that `feature_lengths` would truncate."""
   task = task_lookup.get_task(mixture_or_task_name)
   reports = [
-      tokenize_split(t, split, feature_lengths, use_cached).report
+      cached_truncation(t, split, feature_lengths) if use_cached
+      else tokenize_split(t, split, feature_lengths).report
       for t in task_lookup.sub_tasks(task) if split in t.splits
   ]
   total = TruncationReport(task.name, split, dict(feature_lengths))
@@ -150,6 +208,36 @@ def count_truncated(
     total.truncated_ids[f] = [i for r in reports for i in r.truncated_ids[f]]
   total.examples = sum(r.examples for r in reports)
   return total
+
+
+def cached_truncation(task: seqio.Task, split: str, feature_lengths: Mapping[str, int],
+                      max_ids: int = 5) -> TruncationReport:
+  """The truncation count of a task's seqio cache, without tokenizing.
+
+  When the cache's `stats.<split>.json` shows that no example is longer than
+  the feature lengths, that is the whole answer (no pass over the data);
+  otherwise the cached examples' lengths are counted with TF ops.
+  """
+  report = TruncationReport(task.name, split, dict(feature_lengths),
+                            truncated={f: 0 for f in feature_lengths},
+                            longest={f: 0 for f in feature_lengths},
+                            truncated_ids={f: [] for f in feature_lengths})
+  stats = task.get_cached_stats(split)
+  # The cache holds the tokens before `append_eos_after_trim`.
+  eos = {f: int(task.output_features[f].add_eos) for f in feature_lengths}
+  longest = {f: int(stats.get(f"{f}_max_tokens", -1)) + eos[f] for f in feature_lengths}
+  if all(0 <= longest[f] <= limit for f, limit in feature_lengths.items()):
+    report.examples = int(stats["examples"])
+    report.longest = longest
+    return report
+  ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1,
+                        use_cached=True, trim_output_features=False)
+  ds = ds.map(lambda ex: {"id": ex.get("id", tf.constant(b"")),
+                          **{f: tf.size(ex[f]) for f in feature_lengths}})
+  for batch in ds.batch(8192).as_numpy_iterator():
+    for i, ex_id in enumerate(batch["id"]):
+      report.count_lengths(ex_id, {f: batch[f][i] for f in feature_lengths}, max_ids)
+  return report
 
 
 def write_truncation_report(report: TruncationReport, report_dir: str) -> str:
@@ -285,7 +373,9 @@ def get_train_dataset(
 
   Args:
     cfg: the train dataset config; a Mixture falls back to
-      `t5x.utils.get_dataset` (no iterator checkpoint with Python tokenizers).
+      `t5x.utils.get_dataset` (no iterator checkpoint with Python tokenizers),
+      and so does `use_cached=True` (seqio's pre-tokenized cache: no
+      tokenization at start-up, the iterator is checkpointed).
     shard_id: this host's data shard.
     num_shards: number of data shards (hosts that read distinct data).
     feature_converter_cls: the model's feature converter.
@@ -299,7 +389,9 @@ def get_train_dataset(
   """
   check_truncation(cfg, max_truncated_fraction or {}, report_dir)
   task = task_lookup.get_task(cfg.mixture_or_task_name)
-  if isinstance(task, seqio.Mixture) or continue_from_last_checkpoint:
+  if isinstance(task, seqio.Mixture) or continue_from_last_checkpoint or cfg.use_cached:
+    # From seqio's cache the stream is TF ops only: t5x's own reader, whose
+    # iterator t5x checkpoints.
     return utils.get_dataset(
         cfg, shard_id, num_shards, feature_converter_cls,
         num_epochs=num_epochs,
