@@ -38,8 +38,13 @@ SEPARATOR = "\n# partial solution:\n"
 
 
 def verifier_input(question: str, prefix: str) -> str:
-  """The verifier's input text: the question, then the partial program."""
-  return question.strip() + SEPARATOR + prefix
+  """The verifier's input text: the question, then the partial program.
+
+  The program's trailing whitespace (a BPE newline id may carry the next
+  line's indentation) is dropped, so a prefix reads the same in the data and
+  in the search.
+  """
+  return question.strip() + SEPARATOR + prefix.rstrip() + "\n"
 
 
 def read_verifier_rows(path: str) -> list[dict[str, Any]]:

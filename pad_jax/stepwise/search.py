@@ -49,6 +49,7 @@ class _Question:
   encoded: list[int]
   beams: list[Beam]
   finished: list[Beam] = dataclasses.field(default_factory=list)
+  last: list[Beam] = dataclasses.field(default_factory=list)  # last beams
   log: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
@@ -140,10 +141,11 @@ class StepwiseSearch:
         "pruned": dict(pruned)})
     state.finished.extend(b for b in kept if b.complete)
     state.beams = [b for b in kept if not b.complete]
+    state.last = state.beams or state.last
 
   def _result(self, state: _Question) -> dict[str, Any]:
-    pool = state.finished or state.beams
-    best = max(pool, key=lambda b: b.score, default=Beam(score=float("-inf")))
+    pool = state.finished or state.beams or state.last
+    best = max(pool, key=lambda b: b.score, default=Beam())
     return {"prediction": best.text, "tokens": list(best.tokens),
             "score": best.score if pool else None,
             "complete": bool(state.finished), "steps": state.log}

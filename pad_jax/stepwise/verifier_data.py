@@ -135,7 +135,8 @@ class Labeller:
             result.value, rows[i]["answer"]))
         entry = {"completions": 0, "reached": int(ok)}
       out[i]["prefixes"].append({
-          "prefix": self._text(prefix), "source": source,
+          "prefix": steps_lib.complete_lines(self._text(prefix)),
+          "source": source,
           "label": verifier_tasks.CORRECT if ok else verifier_tasks.WRONG,
           **entry})
     return out
