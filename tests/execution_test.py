@@ -482,3 +482,12 @@ def test_a_worker_that_stops_reading_gets_its_batch_requeued():
       os.kill(pid, signal.SIGSTOP)
     results = ex.run(programs)
   assert [(r.status, r.value) for r in results] == [("ok", i) for i in range(4)]
+
+
+def test_bench_bare_fork_pool_is_the_executor_without_isolation():
+  """The ceiling `python -m pad_jax.bench execution` reports `vs_bare_fork` against."""
+  from pad_jax.bench import execution as bench  # pylint: disable=g-import-not-at-top
+  programs = [f"import math\ndef solution():\n    return math.sqrt({i * i})" for i in range(20)]
+  result = bench.bench_bare_fork(programs, workers=2)
+  assert result["values"] == [float(i) for i in range(20)]
+  assert result["programs_per_s"] > 0 and result["cpu_ms_per_program"] > 0

@@ -10,7 +10,13 @@ machine:
 * subprocess: PaD's method, each program written to a file and run with
   `python file.py` in a new process, one at a time (on `--subprocess_n`
   programs, as it is slow);
-* inprocess: `exec` + `solution()` in this process (unsafe upper bound).
+* inprocess: `exec` + `solution()` in this process (unsafe upper bound);
+* bare fork: the executor's design with none of its isolation, its ceiling:
+  the same number of lean `python -I -S` zygotes with the same modules
+  preloaded and the heap frozen (`gc.freeze`), forking one child per program that execs it, calls
+  `solution()` and pipes back the number, but no namespaces, uid change,
+  rlimits, seccomp, import guard, scratch directory or clean-up.
+  `vs_bare_fork` = executor programs/s over bare-fork programs/s.
 
 Also reported: CPU milliseconds per program (this process and its children,
 from getrusage) for the executor and the subprocess method, and with
@@ -33,6 +39,7 @@ from absl import logging
 
 from pad_jax import answers
 from pad_jax.execution import Executor
+from pad_jax.execution import executor as executor_lib
 
 _N = flags.DEFINE_integer("n", 1000, "Programs for the executor and in-process runs.")
 _SUBPROCESS_N = flags.DEFINE_integer("subprocess_n", 100,
@@ -111,6 +118,79 @@ def bench_inprocess(programs: list[str]) -> dict[str, Any]:
           "cpu_ms_per_program": 1000 * cpu / len(programs)}
 
 
+_BARE_ZYGOTE = r"""
+import json, os, sys
+config = json.loads(sys.argv[1])
+namespace = {"__name__": "_pad_answers"}
+exec(compile(open(config["answers"]).read(), config["answers"], "exec"), namespace)
+parse_number = namespace["parse_number"]
+for name in config["preload"]:
+  try:
+    __import__(name)
+  except ImportError:
+    pass
+
+def run(source):
+  read_fd, write_fd = os.pipe()
+  pid = os.fork()
+  if pid == 0:
+    try:
+      os.setsid()  # As the zygote's children (and the same CPU share under autogroup).
+      program = {"__name__": "__main__"}
+      exec(compile(source, "<program>", "exec"), program)
+      out = ["ok", parse_number(program["solution"]())]
+    except BaseException as e:
+      out = ["runtime_error", None]
+    os.write(write_fd, json.dumps(out).encode())
+    os._exit(0)
+  os.close(write_fd)
+  os.waitpid(pid, 0)
+  data = os.read(read_fd, 4096)
+  os.close(read_fd)
+  return data
+
+import gc
+gc.collect()
+gc.freeze()
+for line in sys.stdin.buffer:
+  out = sys.stdout.buffer
+  for index, source in json.loads(line):
+    out.write(b"[%d,%s]\n" % (index, run(source)))
+  out.flush()
+"""
+
+
+def bench_bare_fork(programs: list[str], workers: int) -> dict[str, Any]:
+  """The executor's ceiling: fork-per-program zygotes without any isolation."""
+  cpu = _cpu_seconds()
+  config = json.dumps({"answers": str(executor_lib._ANSWERS_MODULE),  # pylint: disable=protected-access
+                       "preload": list(executor_lib.DEFAULT_ALLOWED_MODULES) +
+                                  list(executor_lib.LAZY_STDLIB_MODULES)})
+  procs = [subprocess.Popen([sys.executable, "-I", "-S", "-X", "utf8", "-c", _BARE_ZYGOTE, config],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={}, cwd="/")
+           for _ in range(workers)]
+  try:
+    chunks = [list(enumerate(programs))[i::workers] for i in range(workers)]
+    def run_all():
+      for proc, chunk in zip(procs, chunks):
+        proc.stdin.write(json.dumps(chunk).encode() + b"\n")
+        proc.stdin.flush()
+      values: dict[int, Any] = {}
+      for proc, chunk in zip(procs, chunks):
+        for _ in chunk:
+          index, (status, value) = json.loads(proc.stdout.readline())
+          values[index] = value if status == "ok" else None
+      return [values[i] for i in range(len(programs))]
+    values, wall, _ = _timed(run_all)
+  finally:
+    for proc in procs:
+      proc.stdin.close()
+      proc.wait()
+  cpu = _cpu_seconds() - cpu
+  return {"values": values, "programs_per_s": len(programs) / wall,
+          "cpu_ms_per_program": 1000 * cpu / len(programs)}
+
+
 def _accuracy(values: list[Any], targets: list[float]) -> float:
   return sum(answers.answers_match(v, t, "strict") for v, t in zip(values, targets)) / len(values)
 
@@ -126,6 +206,9 @@ def main(argv: list[str]) -> int:
   sub = bench_subprocess(programs[:sub_n])
   logging.info("in-process exec on %d programs", len(programs))
   inproc = bench_inprocess(programs)
+  logging.info("bare fork-per-program pool on %d programs with %d workers", len(programs),
+               workers)
+  bare = bench_bare_fork(programs, workers)
   report = {
       "n": len(programs),
       "subprocess_n": sub_n,
@@ -136,6 +219,9 @@ def main(argv: list[str]) -> int:
       "subprocess_programs_per_s": round(sub["programs_per_s"], 2),
       "inprocess_programs_per_s": round(inproc["programs_per_s"], 1),
       "speedup_vs_subprocess": round(executor["programs_per_s"] / sub["programs_per_s"], 1),
+      "bare_fork_programs_per_s": round(bare["programs_per_s"], 1),
+      "vs_bare_fork": round(executor["programs_per_s"] / bare["programs_per_s"], 3),
+      "bare_fork_cpu_ms_per_program": round(bare["cpu_ms_per_program"], 3),
       "executor_cpu_ms_per_program": round(executor["cpu_ms_per_program"], 3),
       "subprocess_cpu_ms_per_program": round(sub["cpu_ms_per_program"], 2),
       "inprocess_cpu_ms_per_program": round(inproc["cpu_ms_per_program"], 4),
@@ -144,6 +230,7 @@ def main(argv: list[str]) -> int:
       "executor_accuracy": _accuracy(executor["values"], targets),
       "subprocess_accuracy": _accuracy(sub["values"], targets[:sub_n]),
       "inprocess_accuracy": _accuracy(inproc["values"], targets),
+      "bare_fork_accuracy": _accuracy(bare["values"], targets),
       "load_average": os.getloadavg()[0],
   }
   if _LEVELS.value and os.geteuid() == 0:
