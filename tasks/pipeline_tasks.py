@@ -15,15 +15,28 @@ evaluated reference (gin's dynamic registration):
 
 so the task is registered the first time t5x builds a dataset config, with
 the model's own vocabulary. Several sources become a seqio mixture.
+
+With `max_lengths` (bound to the run's `%TASK_FEATURE_LENGTHS` by
+`gin_configs/runs/drop_over_length.gin`) examples longer than the feature
+lengths are dropped instead of truncated (a truncated program teaches a
+broken program): each source's kept rows go to `<source>.fit-<in>-<tg>.jsonl`
+beside it and the counts to `<source>.fit-<in>-<tg>.json`, which the
+pipeline's report shows. Lengths count the tokens the task adds (`<s>` and
+`</s>` on inputs, `</s>` on targets).
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Union
+import json
+import os
+from typing import Any, Mapping, Optional, Union
 
 import seqio
 
+from pad_jax import atomic
+from pad_jax.data import programs
 from tasks import cot_tasks
+from tasks import preprocessors
 from tasks import program_tasks
 
 FORMATS = ("program", "cot")
@@ -35,7 +48,8 @@ def program_task(name: str,
                  vocabulary: Optional[seqio.Vocabulary] = None,
                  validation_fraction: float = 0.05,
                  seed: int = 0,
-                 task_format: str = "program") -> str:
+                 task_format: str = "program",
+                 max_lengths: Optional[Mapping[str, int]] = None) -> str:
   """Registers (once) the task or mixture `name`; returns `name`.
 
   Args:
@@ -47,6 +61,8 @@ def program_task(name: str,
     seed: seed of that carving.
     task_format: `program` (targets are programs) or `cot` (targets are
       chain-of-thought rationales, `tasks.cot_tasks`).
+    max_lengths: `{'inputs': N, 'targets': M}`: drop the examples longer
+      than that (program format only; None: keep all).
 
   Returns:
     `name`, for `MIXTURE_OR_TASK_NAME`.
@@ -55,6 +71,14 @@ def program_task(name: str,
     return name
   if task_format not in FORMATS:
     raise ValueError(f"program_task.task_format: unknown {task_format!r}; expected one of {FORMATS}")
+  if max_lengths is not None:
+    if task_format != "program":
+      raise ValueError("program_task.max_lengths: only for task_format 'program'")
+    if isinstance(jsonl_paths, str):
+      jsonl_paths = fitting_rows(jsonl_paths, max_lengths, vocabulary)
+    else:
+      jsonl_paths = {source: fitting_rows(path, max_lengths, vocabulary)
+                     for source, path in jsonl_paths.items()}
   if isinstance(jsonl_paths, str):
     _register(name, jsonl_paths, vocabulary, validation_fraction, seed, task_format)
     return name
@@ -86,3 +110,58 @@ def _register(name, path, vocabulary, validation_fraction, seed, task_format):
 def _count_rows(path: str) -> int:
   with open(path, "rb") as f:
     return sum(1 for line in f if line.strip())
+
+
+def fit_paths(path: str, max_lengths: Mapping[str, int]) -> tuple[str, str]:
+  """(kept rows JSONL, counts JSON) of `path` for `max_lengths`."""
+  stem = path[:-len(".jsonl")] if path.endswith(".jsonl") else path
+  suffix = f".fit-{int(max_lengths['inputs'])}-{int(max_lengths['targets'])}"
+  return stem + suffix + ".jsonl", stem + suffix + ".json"
+
+
+def fitting_rows(path: str, max_lengths: Mapping[str, int],
+                 vocabulary: Optional[seqio.Vocabulary] = None) -> str:
+  """Writes the rows of `path` that fit `max_lengths`; returns their path.
+
+  Deterministic and idempotent (t5x builds several dataset configs, and a
+  resumed run rebuilds them): the files are rewritten atomically with the
+  same content.
+
+  Raises:
+    ValueError: `max_lengths` lacks `inputs` or `targets`.
+    DataError: a malformed program dataset.
+  """
+  missing = {"inputs", "targets"} - set(max_lengths)
+  if missing:
+    raise ValueError(f"program_task.max_lengths: needs {sorted(missing)}, got {dict(max_lengths)}")
+  vocabulary = vocabulary or preprocessors.default_vocabulary()
+  records = programs.read_programs(path)
+  kept, counts = [], {"rows": len(records), "kept": 0, "inputs_too_long": 0,
+                      "targets_too_long": 0}
+  for record in records:
+    # `<s> question </s>` and `program </s>`, as the task's preprocessors add.
+    long_inputs = len(vocabulary.encode(record.question)) + 2 > max_lengths["inputs"]
+    long_targets = len(vocabulary.encode(record.program)) + 1 > max_lengths["targets"]
+    counts["inputs_too_long"] += long_inputs
+    counts["targets_too_long"] += long_targets
+    if not (long_inputs or long_targets):
+      kept.append(record)
+  counts["kept"] = len(kept)
+  if not kept:
+    raise ValueError(f"{path}: no example fits program_task.max_lengths={dict(max_lengths)}")
+  rows_path, counts_path = fit_paths(path, max_lengths)
+  programs.write_programs(rows_path, kept)
+  atomic.write_json(counts_path, {"source": os.path.basename(path),
+                                  "max_lengths": dict(max_lengths), **counts})
+  return rows_path
+
+
+def fit_counts(data_dir: str) -> dict[str, dict[str, Any]]:
+  """`{source file: counts}` of every `*.fit-*.json` in `data_dir` (the report's view)."""
+  out = {}
+  if os.path.isdir(data_dir):
+    for name in sorted(os.listdir(data_dir)):
+      if ".fit-" in name and name.endswith(".json"):
+        with open(os.path.join(data_dir, name)) as f:
+          out[name] = json.load(f)
+  return out

@@ -35,7 +35,7 @@ TOY_BINDINGS = [
     "SynthesizeConfig.synthetic_validation = 20",
     "SynthesizeConfig.synthetic_test = 8",
     "TrainConfig.train_steps = 30",
-    f"TrainConfig.run_gin_files = ['runs/demo_train.gin', '{TOY_T5X_RUN}']",
+    f"TrainConfig.run_gin_files = ['runs/demo_train.gin', 'runs/drop_over_length.gin', '{TOY_T5X_RUN}']",
     "DecodeConfig.limit = 8",
     "DecodeConfig.max_decode_length = 64",
 ]
@@ -156,6 +156,12 @@ def _check_outputs(run_dir):
   assert 0 <= report["synthetic_accuracy"] <= 1 and 0 <= report["gsm8k_runnable_rate"] <= 1
   assert report["teacher_programs_kept"] == verify_report["kept_by_source"]["gold"]
   assert set(report["stage_wall_s"]) == {"synthesize", "verify", "train", "decode", "score"}
+  # The demo's mixture: both sources, over-length examples dropped and counted.
+  assert set(train["examples"]) == {"gold", "synthetic"}
+  fits = {f["source"]: f for f in report["train"]["fit"].values()}
+  assert fits["gold.jsonl"]["rows"] == train["examples"]["gold"]
+  assert 0 < fits["gold.jsonl"]["kept"] <= fits["gold.jsonl"]["rows"]
+  assert fits["synthetic.jsonl"]["kept"] == fits["synthetic.jsonl"]["rows"]
   for name in ("loss", "accuracy", "student_status", "teacher_pass_rate"):
     png = run_dir / report["plots"][name]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -279,6 +285,31 @@ def test_task_gin_registers_a_mixture_in_a_fresh_process(tmp_path):
   assert first == ("pad_toy_mixture [('pad_toy_mixture_gold', 1.0), "
                    "('pad_toy_mixture_synthetic', 3.0)]")
   assert int(count) == 4  # 5% of 40 questions from each source
+
+
+def test_over_length_examples_are_dropped_and_counted(tmp_path):
+  from pad_jax.data import programs, synthetic
+  from tasks import pipeline_tasks
+  vocabulary = synthetic.demo_vocabulary()
+  records = synthetic.generate("train", 30, seed=0)
+  path = str(tmp_path / "synthetic.jsonl")
+  programs.write_programs(path, records)
+  # `<s> question </s>` and `program </s>`: the lengths the task feeds t5x.
+  inputs = [len(vocabulary.encode(r.question)) + 2 for r in records]
+  targets = [len(vocabulary.encode(r.program)) + 1 for r in records]
+  limits = {"inputs": sorted(inputs)[15], "targets": max(targets)}
+  kept_path = pipeline_tasks.fitting_rows(path, limits, vocabulary)
+  kept = programs.read_programs(kept_path)
+  assert [r.id for r in kept] == [r.id for r, n in zip(records, inputs) if n <= limits["inputs"]]
+  counts = pipeline_tasks.fit_counts(str(tmp_path))
+  assert counts == {"synthetic.fit-%d-%d.json" % (limits["inputs"], limits["targets"]): {
+      "source": "synthetic.jsonl", "max_lengths": limits, "rows": 30, "kept": len(kept),
+      "inputs_too_long": 30 - len(kept), "targets_too_long": 0}}
+  assert pipeline_tasks.fitting_rows(path, limits, vocabulary) == kept_path  # idempotent
+  with pytest.raises(ValueError, match="no example fits"):
+    pipeline_tasks.fitting_rows(path, {"inputs": 3, "targets": 3}, vocabulary)
+  with pytest.raises(ValueError, match="task_format 'program'"):
+    pipeline_tasks.program_task("pad_toy_cot_fit", path, task_format="cot", max_lengths=limits)
 
 
 def test_progress_parses_t5x_log_lines():
