@@ -7,13 +7,16 @@ can be redrawn at any time: `python -m pad_jax.pipeline.report --run_dir=DIR`.
 `report.json` keys (always present when the stage ran):
 
 * `<eval_set>_accuracy`, `<eval_set>_runnable_rate` for every scored set
-  (`synthetic_accuracy`, `gsm8k_accuracy`, `gsm8k_runnable_rate`, ...);
+  (`synthetic_accuracy`, `gsm8k_accuracy`, `gsm8k_runnable_rate`, ...), and
+  `<eval_set>_seconds_per_question` when `DecodeConfig.time_each_set`;
 * `teacher_programs_kept` (programs the teacher produced that passed
   verification), `programs_kept_by_source`;
 * `stage_wall_s` (`{stage: seconds}`), `total_wall_s`;
 * `student_status_counts` (`{eval_set: {status: n}}`),
   `teacher_status_counts`, `teacher_pass_rate_by_variant`;
-* `train` (steps, final metrics), `curves` (tags of `train/curves.json`).
+* `train` (steps, final metrics, `fit`: per source, the examples kept within
+  the feature lengths when `runs/drop_over_length.gin` was used), `curves`
+  (tags of `train/curves.json`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pad_jax import jsonl
 from pad_jax.pipeline import run_dir as run_dir_lib
 from pad_jax.pipeline.configs import ReportConfig
 from pad_jax.pipeline.stage import StageContext
+from tasks import pipeline_tasks
 
 PLOTS_DIR = "report"
 _EXAMPLES_SHOWN = 3
@@ -103,11 +107,17 @@ def collect(run: run_dir_lib.RunDir) -> dict[str, Any]:
     report[f"{name}_runnable_rate"] = summary["runnable_rate"]
     report[f"{name}_n"] = summary["n"]
     report["student_status_counts"][name] = summary["status_counts"]
+  decode_summary = (markers["decode"] or {}).get("summary", {})
+  for name, value in decode_summary.get("seconds_per_question", {}).items():
+    report[f"{name}_seconds_per_question"] = value
 
   if markers["train"]:
     train = markers["train"]["summary"]
     report["train"] = {k: train.get(k) for k in ("step", "examples", "questions", "final_metrics",
                                                  "checkpoint_dir")}
+    # Examples dropped for being longer than the feature lengths
+    # (runs/drop_over_length.gin), per source file.
+    report["train"]["fit"] = pipeline_tasks.fit_counts(str(run.stage_dir("train") / "data"))
   curves = _maybe_json(run.stage_dir("train") / "curves.json") or {}
   report["curves"] = sorted(curves)
   return report
@@ -264,9 +274,13 @@ def markdown(run: run_dir_lib.RunDir, report: Mapping[str, Any], plots: Mapping[
              title: str) -> str:
   lines = [f"# {title}", "", f"Run directory: `{report['run_dir']}`", "", "## Results", ""]
   sets = list(report.get("student_status_counts", {}))
-  lines += _table(["eval set", "examples", "execution accuracy", "runnable rate"],
+  timed = any(f"{s}_seconds_per_question" in report for s in sets)
+  lines += _table(["eval set", "examples", "execution accuracy", "runnable rate"]
+                  + (["seconds per question"] if timed else []),
                   [(s, report.get(f"{s}_n"), _pct(report.get(f"{s}_accuracy")),
-                    _pct(report.get(f"{s}_runnable_rate"))) for s in sets])
+                    _pct(report.get(f"{s}_runnable_rate")))
+                   + ((f"{report.get(f'{s}_seconds_per_question', float('nan')):.3f}",)
+                      if timed else ()) for s in sets])
   if "programs_kept_by_source" in report:
     lines += [f"Training programs kept after verification: {report.get('programs_kept')} "
               f"({', '.join(f'{k}: {v}' for k, v in report['programs_kept_by_source'].items())}); "
@@ -283,6 +297,10 @@ def markdown(run: run_dir_lib.RunDir, report: Mapping[str, Any], plots: Mapping[
         shown[f"{collection_label(collection)} {name}"] = value
     lines += [f"Student trained for {train.get('step')} steps; final "
               + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) + ".", ""]
+    for fit in (train.get("fit") or {}).values():
+      lines += [f"`{fit['source']}`: {fit['kept']} of {fit['rows']} training programs fit the "
+                f"feature lengths {fit['max_lengths']} and were trained on (questions too long: "
+                f"{fit['inputs_too_long']}, programs too long: {fit['targets_too_long']}).", ""]
   lines += ["## Wall time per stage", ""]
   lines += _table(["stage", "seconds"], [(k, f"{v:.1f}") for k, v in report["stage_wall_s"].items()]
                   + [("total", f"{report['total_wall_s']:.1f}")])
