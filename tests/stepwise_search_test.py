@@ -174,7 +174,7 @@ def test_failing_prefixes_are_executed_and_pruned(student):
 
 def test_resumes_after_kill_9(student, tmp_path):
   model_dir, env = student
-  questions = _write_questions(tmp_path / "in.jsonl", 6)
+  questions = _write_questions(tmp_path / "in.jsonl", 4)
   out = tmp_path / "out.jsonl"
   argv = [sys.executable, "-m", "pad_jax.infer", f"--checkpoint_dir={model_dir}",
           f"--input={questions}", f"--output={out}", "--decode=stepwise_beam",
@@ -185,7 +185,7 @@ def test_resumes_after_kill_9(student, tmp_path):
                           stderr=subprocess.PIPE, start_new_session=True)
   deadline = time.time() + 600
   while time.time() < deadline and proc.poll() is None:
-    if out.exists() and out.read_text().count("\n") >= 2:
+    if out.exists() and out.read_text().count("\n") >= 1:
       break
     time.sleep(0.2)
   assert proc.poll() is None, proc.stderr.read()[-3000:]
@@ -194,14 +194,14 @@ def test_resumes_after_kill_9(student, tmp_path):
   before = out.read_text()
   finished = before[:before.rfind("\n") + 1]
   done = finished.count("\n")
-  assert 2 <= done < 6
+  assert 1 <= done < 4
   with open(out, "a") as f:
     f.write('{"id": "torn", "predic')  # a torn last line is cut and redone
   result = subprocess.run(argv, cwd=tl.REPO, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
-  assert (summary["skipped"], summary["decoded"]) == (done, 6 - done)
+  assert (summary["skipped"], summary["decoded"]) == (done, 4 - done)
   text = out.read_text()
   assert text.startswith(finished)  # finished questions never redone
   rows = _read(out)
