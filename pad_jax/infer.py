@@ -256,7 +256,7 @@ class Decoder:
       raise ValueError(f"{gin_files}: MODEL is a {type(model).__name__}; "
                        "pad_jax.infer decodes EncoderDecoderModel students")
     self.vocabulary = self._vocabulary(model, vocab_dir)
-    self.model = models.EncoderDecoderModel(
+    self.model = type(model)(  # The model file's class: pad_jax.models'.
         module=model.module, input_vocabulary=self.vocabulary,
         output_vocabulary=self.vocabulary, optimizer_def=None,
         decode_fn=self._decode_fn())

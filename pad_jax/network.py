@@ -19,12 +19,13 @@ cannot be switched off through gin:
   one-hot form partitions better; set it to True there).
 * during incremental decoding every step recomputes the cross-attention keys
   and values of the whole encoder output in every decoder layer (for input
-  length 128 that is ~20x the rest of the per-token work). Here
-  `cache_cross_attention=True` computes them once, at the first step (under
-  `lax.cond`), and caches them. It is OFF by default: on XLA:CPU the
-  conditional inside t5x's decoding while-loop made decoding slower, not
-  faster (measured: `pad_jax.bench decode`); filling the cache before the
-  loop needs a model-class `_compute_kv_cache` override (future work).
+  length 128 that is ~10x the rest of the per-token work). Here the decoder
+  reads them from the `cross_attention` variable collection when the model
+  class passes it in: `pad_jax.models.EncoderDecoderModel` projects them once
+  per input before the decoding loop (`Transformer.cross_attention_kv`) and
+  attends to them from all beams / samples of that input without copying
+  them (`cached_attention`). Driven by t5x's stock model class the network
+  projects them at every step, exactly as t5x's network does.
 * the relative-position bias is recomputed in every layer, and in decoding
   for the full `max_decode_length**2` matrix at every step; here it is
   computed once per stack, and for decoding only the current query row.
@@ -74,8 +75,9 @@ class T5Config:
     relative_attention_num_buckets: relative position buckets (T5: 32).
     relative_attention_max_distance: bucketing max distance (T5: 128).
     one_hot_embedding: embed tokens with a one-hot matmul instead of a gather.
-    cache_cross_attention: cache cross-attention keys/values while decoding
-      (computed at the first step under `lax.cond`; slower on XLA:CPU).
+    cache_cross_attention: ignored; kept so that `config.gin` files saved by
+      earlier runs still parse (the cross-attention keys/values are now
+      projected once per input by `pad_jax.models.EncoderDecoderModel`).
   """
 
   vocab_size: int
@@ -156,8 +158,9 @@ class RelativePositionBiases(nn.Module):
 class Kernel(nn.Module):
   """A projection kernel stored exactly as t5x's `layers.DenseGeneral` does.
 
-  Returning the kernel (rather than applying it) lets the cross-attention
-  cache use it inside `lax.cond`.
+  Returning the kernel (rather than applying it) lets attention project
+  only what it needs (cross-attention keys/values not at all when they
+  were projected before the decoding loop).
 
   Attributes:
     in_shape: contracted input dims.
@@ -183,9 +186,59 @@ class Kernel(nn.Module):
                        self.in_shape + self.out_shape)
 
 
-def _project(x: Array, kernel: Array, dtype: Any) -> Array:
-  """`[b, l, d] x [d, h, k] -> [b, l, h, k]`."""
-  return jnp.einsum('bld,dhk->blhk', jnp.asarray(x, dtype), kernel)
+def _project(x: Array, kernel: Array, dtype: Any,
+             heads_major: bool = False) -> Array:
+  """`[b, l, d] x [d, h, k] -> [b, l, h, k]` (`heads_major`: `[b, h, l, k]`)."""
+  out = 'bhlk' if heads_major else 'blhk'
+  return jnp.einsum(f'bld,dhk->{out}', jnp.asarray(x, dtype), kernel)
+
+
+# The variable collection of the decoder's cross-attention keys/values,
+# `[batch, heads, input_len, head_dim]` per layer (not a parameter: it is
+# derived from the encoder output; see `Transformer.cross_attention_kv`).
+CROSS_ATTENTION = 'cross_attention'
+
+
+def cached_attention(query: Array, key: Array, value: Array,
+                     bias: Optional[Array], dtype: Any,
+                     float32_logits: bool) -> Array:
+  """Decoding attention to heads-major keys/values, shared by `n` query rows.
+
+  The numerics of `layers.dot_product_attention` without dropout. Keys and
+  values are `[batch, heads, kv_len, head_dim]` (the decode-cache layout:
+  batch dimensions major, so XLA:CPU runs the two contractions as batched
+  matrix products without transposing the cache at every step). Their
+  batch may be `1/n` of the query batch: beams or samples of one input are
+  consecutive rows (as `decoding.flat_batch_beam_expand` lays them out) and
+  read one key/value set instead of a copy each.
+
+  Args:
+    query: `[batch * n, q_len, heads, head_dim]`.
+    key: `[batch, heads, kv_len, head_dim]`.
+    value: `[batch, heads, kv_len, head_dim]`.
+    bias: broadcastable to `[batch, heads, q_len, kv_len]`, or None.
+    dtype: output dtype.
+    float32_logits: compute logits and softmax in float32.
+
+  Returns:
+    `[batch * n, q_len, heads, head_dim]`.
+  """
+  batch = key.shape[0]
+  if query.shape[0] % batch:
+    raise ValueError(f'query batch {query.shape[0]} is not a multiple of the '
+                     f'key/value batch {batch}')
+  query = query.reshape((batch, query.shape[0] // batch) + query.shape[1:])
+  if float32_logits:
+    query = query.astype(jnp.float32)
+    key = key.astype(jnp.float32)
+  logits = jnp.einsum('bnqhd,bhkd->bhnqk', query, key)
+  if bias is not None:
+    if bias.shape[0] not in (1, batch):
+      raise ValueError(f'bias batch {bias.shape[0]} is neither 1 nor {batch}')
+    logits = logits + jnp.expand_dims(bias, 2).astype(logits.dtype)
+  weights = jax.nn.softmax(logits).astype(dtype)
+  out = jnp.einsum('bhnqk,bhkd->bnqhd', weights, value)
+  return out.reshape((-1,) + out.shape[2:])
 
 
 class MultiHeadDotProductAttention(nn.Module):
@@ -217,15 +270,21 @@ class MultiHeadDotProductAttention(nn.Module):
                   kernel_init=init or self.kernel_init, dtype=self.dtype,
                   name=name)()
 
-  def _key_value(self, inputs_kv: Array, decode: bool, cross: bool,
-                 key_kernel: Array, value_kernel: Array):
-    """Keys and values, through the cache when decoding. Returns (k, v, mask)."""
+  def _key_value(self, inputs_kv: Array, decode: bool, key_kernel: Array,
+                 value_kernel: Array):
+    """Self-attention keys and values, through the cache when decoding.
+
+    Returns:
+      (key, value, mask, heads_major): with the cache, keys and values are
+      the whole heads-major cache and `mask` hides the positions not yet
+      written.
+    """
     project = lambda k: _project(inputs_kv, k, self.dtype)
     if not decode:
-      return project(key_kernel), project(value_kernel), None
+      return project(key_kernel), project(value_kernel), None, False
     initialized = self.has_variable('cache', 'cached_key')
     batch, length = inputs_kv.shape[0], inputs_kv.shape[1]
-    shape = (batch, length, self.num_heads, self.head_dim)
+    shape = (batch, self.num_heads, length, self.head_dim)
     cached_key = self.variable('cache', 'cached_key', jnp.zeros, shape,
                                self.dtype)
     cached_value = self.variable('cache', 'cached_value', jnp.zeros, shape,
@@ -235,31 +294,51 @@ class MultiHeadDotProductAttention(nn.Module):
     cache_index = self.variable('cache', 'cache_index',
                                 lambda: jnp.array(0, dtype=jnp.int32))
     if not initialized:  # The cache-shaping call: plain attention.
-      return project(key_kernel), project(value_kernel), None
-    if cross:
-      # Filled at the first step; `cache_index` is 0 until then.
-      key, value = lax.cond(
-          cache_index.value > 0,
-          lambda: (cached_key.value, cached_value.value),
-          lambda: (project(key_kernel), project(value_kernel)))
-      cached_key.value, cached_value.value = key, value
-      cache_index.value = jnp.array(1, dtype=jnp.int32)
-      return key, value, None
-    cache_length = cached_key.value.shape[1]
+      return project(key_kernel), project(value_kernel), None, False
+    cache_length = cached_key.value.shape[2]
     if inputs_kv.shape[1] != 1:
       raise ValueError('Autoregressive decoding feeds one position at a time; '
                        f'got inputs of length {inputs_kv.shape[1]}.')
     index = cache_index.value
+    project = lambda k: _project(inputs_kv, k, self.dtype, heads_major=True)
     key = lax.dynamic_update_slice_in_dim(cached_key.value,
-                                          project(key_kernel), index, axis=1)
+                                          project(key_kernel), index, axis=2)
     value = lax.dynamic_update_slice_in_dim(cached_value.value,
-                                            project(value_kernel), index, axis=1)
+                                            project(value_kernel), index, axis=2)
     cached_key.value, cached_value.value = key, value
     cache_index.value = index + 1
     # The query may only see positions already generated.
     mask = jnp.broadcast_to(jnp.arange(cache_length) <= index,
                             (batch, 1, 1, cache_length))
-    return key, value, mask
+    return key, value, mask, True
+
+  def _cross_key_value(self, inputs_kv: Array, key_kernel: Array,
+                       value_kernel: Array):
+    """Cross-attention keys and values; the `cross_attention` collection.
+
+    When the collection is mutable (`Transformer.cross_attention_kv`) the
+    projections are stored in it, heads-major; when it is given read-only
+    (every decoding step of `pad_jax.models.EncoderDecoderModel`) they are
+    read from it instead of projected.
+
+    Returns:
+      (key, value, heads_major).
+    """
+    if (self.has_variable(CROSS_ATTENTION, 'key') and
+        not self.is_mutable_collection(CROSS_ATTENTION)):
+      return (self.get_variable(CROSS_ATTENTION, 'key'),
+              self.get_variable(CROSS_ATTENTION, 'value'), True)
+    # (`init` makes every collection mutable: the variables it returns, and
+    # so train states and checkpoints, must not gain this collection.)
+    if (self.is_mutable_collection(CROSS_ATTENTION) and
+        not self.is_initializing()):
+      for name, kernel in (('key', key_kernel), ('value', value_kernel)):
+        self.put_variable(CROSS_ATTENTION, name,
+                          _project(inputs_kv, kernel, self.dtype,
+                                   heads_major=True))
+    key = _project(inputs_kv, key_kernel, self.dtype)
+    value = _project(inputs_kv, value_kernel, self.dtype)
+    return key, value, False
 
   @nn.compact
   def __call__(self, inputs_q: Array, inputs_kv: Array,
@@ -274,9 +353,10 @@ class MultiHeadDotProductAttention(nn.Module):
       mask: `[batch, 1, q_len, kv_len]` attention mask (1 = attend).
       bias: `[1, heads, q_len, kv_len]` additive bias; when decoding
         self-attention, the bias row of the current position.
-      decode: use (and fill) the autoregressive cache.
+      decode: use (and fill) the autoregressive self-attention cache.
       deterministic: disable dropout.
-      cross: cache `inputs_kv`'s keys/values once (cross-attention).
+      cross: cross-attention (keys/values may come from the
+        `cross_attention` collection, see `_cross_key_value`).
 
     Returns:
       `[batch, q_len, d_model]`.
@@ -289,11 +369,18 @@ class MultiHeadDotProductAttention(nn.Module):
     value_kernel = self._kernel('value', inputs_kv.shape[-1])
 
     query = _project(inputs_q, query_kernel, self.dtype)
-    key, value, cache_mask = self._key_value(inputs_kv, decode, cross,
-                                             key_kernel, value_kernel)
+    if cross:
+      key, value, heads_major = self._cross_key_value(inputs_kv, key_kernel,
+                                                      value_kernel)
+      cache_mask = None
+    else:
+      key, value, cache_mask, heads_major = self._key_value(
+          inputs_kv, decode, key_kernel, value_kernel)
+    kv_axes = (('batch', 'heads', 'length', 'kv') if heads_major else
+               ('batch', 'length', 'heads', 'kv'))
     query = with_sharding_constraint(query, ('batch', 'length', 'heads', 'kv'))
-    key = with_sharding_constraint(key, ('batch', 'length', 'heads', 'kv'))
-    value = with_sharding_constraint(value, ('batch', 'length', 'heads', 'kv'))
+    key = with_sharding_constraint(key, kv_axes)
+    value = with_sharding_constraint(value, kv_axes)
 
     mask = layers.combine_masks(mask, cache_mask)
     attention_bias = None
@@ -304,13 +391,17 @@ class MultiHeadDotProductAttention(nn.Module):
     if bias is not None:
       attention_bias = layers.combine_biases(attention_bias, bias)
 
-    dropout_rng = None
-    if not deterministic and self.dropout_rate > 0.0:
-      dropout_rng = self.make_rng('dropout')
-    x = layers.dot_product_attention(
-        query, key, value, bias=attention_bias, dropout_rng=dropout_rng,
-        dropout_rate=self.dropout_rate, deterministic=deterministic,
-        dtype=self.dtype, float32_logits=self.float32_logits)
+    if heads_major:  # Decoding from a cache: dropout is off.
+      x = cached_attention(query, key, value, attention_bias,
+                           dtype=self.dtype, float32_logits=self.float32_logits)
+    else:
+      dropout_rng = None
+      if not deterministic and self.dropout_rate > 0.0:
+        dropout_rng = self.make_rng('dropout')
+      x = layers.dot_product_attention(
+          query, key, value, bias=attention_bias, dropout_rng=dropout_rng,
+          dropout_rate=self.dropout_rate, deterministic=deterministic,
+          dtype=self.dtype, float32_logits=self.float32_logits)
 
     out_kernel = Kernel(in_shape=(self.num_heads, self.head_dim),
                         out_shape=(d_model,),
@@ -384,7 +475,7 @@ class DecoderLayer(nn.Module):
                          name='pre_cross_attention_layer_norm')(x)
     y = _attention(cfg, 'encoder_decoder_attention')(
         y, encoded, encoder_decoder_mask, deterministic=deterministic,
-        decode=decode and cfg.cache_cross_attention, cross=True)
+        cross=True)
     y = _dropout(cfg, y, deterministic) + x
     return _mlp(cfg, y, deterministic)
 
@@ -496,9 +587,11 @@ class Transformer(nn.Module):
     cfg = self.config
     if decode:
       decoder_mask = None
-      encoder_decoder_mask = layers.make_attention_mask(
-          jnp.ones_like(decoder_target_tokens), encoder_input_tokens > 0,
-          dtype=cfg.dtype)
+      # `[batch, 1, 1, input_len]`, as `make_attention_mask` builds for one
+      # query position; the encoder batch may be 1/n of the decoder batch
+      # (one input's beams share it, see `cached_attention`).
+      encoder_decoder_mask = jnp.asarray(
+          encoder_input_tokens > 0, cfg.dtype)[:, jnp.newaxis, jnp.newaxis, :]
     else:
       decoder_mask = layers.make_decoder_mask(
           decoder_target_tokens=decoder_target_tokens, dtype=cfg.dtype,
@@ -518,6 +611,25 @@ class Transformer(nn.Module):
         encoder_decoder_mask=encoder_decoder_mask,
         deterministic=not enable_dropout, decode=decode,
         max_decode_length=max_decode_length)
+
+  def cross_attention_kv(self, encoded, encoder_input_tokens):
+    """Fills the `cross_attention` collection from the encoder output.
+
+    Apply with `mutable=[CROSS_ATTENTION]`: the decoder runs once on a start
+    token and every layer stores its cross-attention keys and values,
+    `[batch, input_len, heads, head_dim]`. Only those are used (under `jit`
+    the rest of this pass is dead code).
+
+    Args:
+      encoded: `[batch, input_len, emb_dim]` encoder output.
+      encoder_input_tokens: `[batch, input_len]` (for the mask's shape).
+
+    Returns:
+      The start token's logits (unused).
+    """
+    start = jnp.zeros((encoded.shape[0], 1), jnp.int32)
+    return self.decode(encoded, encoder_input_tokens, start, start,
+                       enable_dropout=False)
 
   def __call__(self, encoder_input_tokens, decoder_input_tokens,
                decoder_target_tokens, encoder_segment_ids=None,

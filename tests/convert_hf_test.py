@@ -27,6 +27,7 @@ from t5x import utils
 from t5x.examples.t5 import network as t5x_network
 
 from pad_jax import convert_hf
+from pad_jax import models as pad_models
 from pad_jax import network as pad_network
 from pad_jax.t5x_hooks import model_gin
 
@@ -121,12 +122,12 @@ def _check_greedy_parity(hf_model, params, cfg, steps=24):
   vocab = seqio.PassThroughVocabulary(VOCAB, eos_id=EOS)
   batch = {"encoder_input_tokens": jnp.asarray(enc),
            "decoder_input_tokens": jnp.zeros((2, steps), jnp.int32)}
-  for cache in (False, True):  # Both cross-attention decode paths.
-    module = pad_network.Transformer(
-        pad_network.T5Config(**cfg, cache_cross_attention=cache))
-    model = models.EncoderDecoderModel(module, vocab, vocab,
-                                       adafactor.Adafactor(),
-                                       decode_fn=decoding.temperature_sample)
+  module = pad_network.Transformer(pad_network.T5Config(**cfg))
+  # Both cross-attention decode paths: projected at every step (t5x's model
+  # class) and once per input (the model files' class).
+  for model_cls in (models.EncoderDecoderModel, pad_models.EncoderDecoderModel):
+    model = model_cls(module, vocab, vocab, adafactor.Adafactor(),
+                      decode_fn=decoding.temperature_sample)
     ours = np.asarray(model.predict_batch(params, batch))
     for a, b in zip(ours, hf):
       assert _until_eos(a) == _until_eos(b)

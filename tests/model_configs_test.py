@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pad_jax import convert_hf
+from pad_jax import models as pad_models
 from pad_jax import network as pad_network
 from pad_jax import vocab as vocab_lib
 from pad_jax.t5x_hooks import model_gin
@@ -61,17 +62,24 @@ def test_codet5_configs_match_released_models(name):
                    feed_forward_proj="relu", **dims)
   assert _hf_shapes_as_t5x(hf_config) == shapes
   assert isinstance(model.module, pad_network.Transformer)
+  assert isinstance(model, pad_models.EncoderDecoderModel)
   cfg = model.module.config
   assert cfg.logits_via_embedding and tuple(cfg.mlp_activations) == ("relu",)
-  assert not cfg.one_hot_embedding and not cfg.cache_cross_attention
+  assert not cfg.one_hot_embedding
   vocabulary = model.output_vocabulary
   assert isinstance(vocabulary, vocab_lib.CodeT5Vocabulary)
   assert vocabulary.vocab_size == cfg.vocab_size == 32100
   assert model.input_vocabulary == vocabulary
 
 
+def test_tiny_uses_the_pad_model_class():
+  model = model_gin.load_model_from_gin(["gin_configs/models/tiny.gin"])
+  assert isinstance(model, pad_models.EncoderDecoderModel)
+
+
 def test_t5_1_1_small_is_gated_gelu_untied():
   model, shapes = _param_shapes("gin_configs/models/t5_1_1_small.gin")
+  assert isinstance(model, pad_models.EncoderDecoderModel)
   cfg = model.module.config
   assert tuple(cfg.mlp_activations) == ("gelu", "linear")
   assert not cfg.logits_via_embedding

@@ -102,8 +102,13 @@ def forward_flops(shape: Shape, batch: int, inputs: int, targets: int) -> dict:
           "total": encoder + decoder + logits + attention}
 
 
-def decode_flops(shape: Shape, batch: int, inputs: int, steps: int) -> int:
-  """Model FLOPs of encoding + `steps` cached greedy decoding steps."""
+def decode_flops(shape: Shape, batch: int, inputs: int, steps: int,
+                 beams: int = 1) -> int:
+  """Model FLOPs of encoding + `steps` cached decoding steps.
+
+  Encoding and the cross-attention keys/values are computed once per input;
+  each step runs `batch * beams` rows (greedy: `beams=1`).
+  """
   f = _layer_flops(shape)
   enc_tokens = batch * inputs
   encode = enc_tokens * shape.num_encoder_layers * (f["attention_proj"] + f["mlp"])
@@ -114,7 +119,7 @@ def decode_flops(shape: Shape, batch: int, inputs: int, steps: int) -> int:
   # Attention over the cached prefix (on average steps/2) and the inputs.
   attention = shape.num_decoder_layers * 2 * 2 * f["inner"] * (
       steps / 2 + inputs)
-  return int(encode + cross_kv + batch * steps * (per_token + attention))
+  return int(encode + cross_kv + batch * beams * steps * (per_token + attention))
 
 
 def matmul_probe(n: int = 1024, repeats: int = 4) -> Callable[[], float]:
@@ -147,7 +152,7 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], rounds: int,
   """Runs each fn once per round, in turn, so load changes hit all alike.
 
   Returns:
-    name -> {"median_s", "min_s", "times_s"}, and with `probe` also
+    name -> {"median_s", "min_s", "max_s", "times_s"}, and with `probe` also
     "peak_flops": the median of one probe per round.
   """
   times = {name: [] for name in fns}
@@ -158,7 +163,7 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], rounds: int,
     if probe is not None:
       peaks.append(probe())
   result = {name: {"median_s": statistics.median(t), "min_s": min(t),
-                   "times_s": [round(x, 4) for x in t]}
+                   "max_s": max(t), "times_s": [round(x, 4) for x in t]}
             for name, t in times.items()}
   if peaks:
     result["peak_flops"] = statistics.median(peaks)
@@ -171,8 +176,33 @@ def paired_speedup(times: Mapping[str, Any], baseline: str, impl: str) -> float:
       b / i for b, i in zip(times[baseline]["times_s"], times[impl]["times_s"]))
 
 
-def machine() -> dict[str, Any]:
-  """What the numbers were measured on."""
+def timing_entry(t: Mapping[str, Any], seconds_key: str, tokens: int,
+                 flops: float, peak: float) -> dict[str, Any]:
+  """One implementation's report entry from `interleaved`'s timings.
+
+  `spread` is (max - min) / median of the rounds: how much one round can
+  be trusted on this machine at this moment.
+  """
+  seconds = t["median_s"]
+  return {seconds_key: round(seconds, 4), "min_seconds": round(t["min_s"], 4),
+          "max_seconds": round(t["max_s"], 4),
+          "spread": round((t["max_s"] - t["min_s"]) / seconds, 3),
+          "times_s": t["times_s"], "tokens_per_s": round(tokens / seconds, 1),
+          "mfu": round(flops / seconds / peak, 4)}
+
+
+def load_average() -> float:
+  """The 1-minute load average now (take it before building anything)."""
+  return round(os.getloadavg()[0], 2)
+
+
+def machine(load_at_start: Optional[float] = None) -> dict[str, Any]:
+  """What the numbers were measured on.
+
+  Args:
+    load_at_start: `load_average()` taken when the benchmark started (the
+      quiet-machine criterion); the load at the end is recorded too.
+  """
   import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   device = jax.devices()[0]
@@ -181,7 +211,8 @@ def machine() -> dict[str, Any]:
           "cpus": len(os.sched_getaffinity(0)),
           "torch_threads": torch.get_num_threads(),
           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
-          "load_average_1m": round(os.getloadavg()[0], 2),
+          "load_average_1m_at_start": load_at_start,
+          "load_average_1m": load_average(),
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
@@ -197,8 +228,7 @@ def set_thread_env() -> None:
 
 
 def write_report(path: str, report: Mapping[str, Any]) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=2)
-    f.write("\n")
+  """Writes the JSON report atomically and prints it."""
+  from pad_jax import atomic  # pylint: disable=import-outside-toplevel
+  atomic.write_json(path, report)
   print(json.dumps(report, indent=2))
