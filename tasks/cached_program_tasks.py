@@ -39,7 +39,7 @@ import glob as glob_lib
 import hashlib
 import os
 import pathlib
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import gin
 import seqio
@@ -187,6 +187,44 @@ def register_cached_program_task(name: str, pattern: str,
       output_features=preprocessors.output_features(vocabulary),
       postprocess_fn=postprocessors.postprocess,
       metric_fns=[postprocessors.execution_metric])
+
+
+def member_names(name: str, jsonl_paths: Union[str, Mapping[str, str]]) -> list[str]:
+  """The task names `cached_program_task` registers (one per source)."""
+  if isinstance(jsonl_paths, str):
+    return [name]
+  return [f"{name}_{source}" for source in sorted(jsonl_paths)]
+
+
+def cached_program_task(name: str, jsonl_paths: Union[str, Mapping[str, str]],
+                        rates: Optional[Mapping[str, float]] = None,
+                        vocabulary: Optional[seqio.Vocabulary] = None,
+                        validation_fraction: float = 0.05, seed: int = 0) -> str:
+  """Registers (once) a cached task, or a mixture of one per source; returns `name`.
+
+  The cached counterpart of `tasks.pipeline_tasks.program_task`, for gin
+  (`MIXTURE_OR_TASK_NAME = @tasks.cached_program_tasks.cached_program_task()`)
+  and for the module `seqio.scripts.cache_tasks_main` imports. A source's
+  rate defaults to its number of cached training examples (or, before the
+  cache exists, 1).
+  """
+  if name in seqio.TaskRegistry.names() or name in seqio.MixtureRegistry.names():
+    return name
+  if isinstance(jsonl_paths, str):
+    register_cached_program_task(name, jsonl_paths, vocabulary, validation_fraction, seed)
+    return name
+  if not jsonl_paths:
+    raise ConfigError("cached_program_task.jsonl_paths: empty")
+  members = []
+  for source, task_name in zip(sorted(jsonl_paths), member_names(name, jsonl_paths)):
+    task = register_cached_program_task(task_name, jsonl_paths[source], vocabulary,
+                                        validation_fraction, seed)
+    rate = (rates or {}).get(source)
+    if rate is None:
+      rate = float(task.num_input_examples("train") or 1) if task.cache_dir else 1.0
+    members.append((task_name, rate))
+  seqio.MixtureRegistry.add(name, members)
+  return name
 
 
 def _vocabulary_from_env() -> Optional[seqio.Vocabulary]:

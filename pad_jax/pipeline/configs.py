@@ -180,6 +180,12 @@ class TrainConfig:
       the task use its default vocabulary).
     vocab_dir: `--vocab_dir` for decoding (None: from the model gin files).
     env: extra environment for the t5x child (e.g. XLA_FLAGS).
+    use_cached_tasks: train from a seqio cache of the data (made by
+      `seqio.scripts.cache_tasks_main` in the stage; t5x then does no
+      tokenization at start-up, docs/scaling.md): True, False, or None = when
+      the selected programs number at least `cache_min_examples`. Program
+      format only.
+    cache_min_examples: the size from which None means "cache".
   """
 
   model_gin_files: Sequence[str] = ("models/tiny.gin",)
@@ -196,6 +202,8 @@ class TrainConfig:
   vocabulary_macro: Optional[str] = "VOCABULARY"
   vocab_dir: Optional[str] = None
   env: Optional[Mapping[str, str]] = None
+  use_cached_tasks: Optional[bool] = None
+  cache_min_examples: int = 100_000
 
   def search_paths(self) -> list[str]:
     return [str(pathlib.Path(p).absolute()) for p in (self.gin_search_paths or [str(GIN_CONFIGS)])]
@@ -217,6 +225,9 @@ class TrainConfig:
         _one_of(self, "task_format", TASK_FORMATS),
         ("macros", all(isinstance(k, str) and k.isidentifier() for k in (self.macros or {})),
          "keys must be gin macro names"),
+        ("use_cached_tasks", not (self.use_cached_tasks and self.task_format != "program"),
+         "a seqio cache is for task_format 'program' only"),
+        ("cache_min_examples", self.cache_min_examples > 0, "must be > 0"),
     ], self)
     for name in list(self.model_gin_files) + list(self.run_gin_files):
       self.find_gin_file(name)

@@ -5,7 +5,10 @@ seeded fraction of the verified programs grouped by question), (2) writes
 `train/task.gin`, which makes the t5x child register that data as its
 `MIXTURE_OR_TASK_NAME` (see `tasks/pipeline_tasks.py`), (3) runs t5x with the
 model gin file + run gin file + task.gin, streaming its log into a progress
-bar (step, loss), and (4) reads the TensorBoard event files t5x wrote into
+bar (step, loss) (with `TrainConfig.use_cached_tasks`, or from
+`cache_min_examples` programs on, the data is first cached by seqio's
+`cache_tasks_main` into `train/seqio_cache/` and t5x reads that cache with no
+tokenization at start-up, docs/scaling.md), and (4) reads the TensorBoard event files t5x wrote into
 `train/curves.json` (every scalar: train loss/accuracy, validation loss and
 accuracy, execution metrics of inference evals).
 
@@ -21,9 +24,11 @@ import collections
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
 import random
 import re
+import shutil
 import struct
 from typing import Any, Mapping, Optional, Sequence
 
@@ -37,6 +42,7 @@ from pad_jax.data import programs as programs_lib
 from pad_jax.pipeline import child
 from pad_jax.pipeline.configs import REPO_ROOT, TrainConfig
 from pad_jax.pipeline.stage import StageContext, StageError
+from tasks import cached_program_tasks
 from tasks import cot_tasks
 
 def select_training_data(records: Sequence[Any], cfg: TrainConfig) -> dict[str, list[Any]]:
@@ -65,11 +71,18 @@ def _gin_str(value: str) -> str:
   return json.dumps(str(value))
 
 
-def task_gin(name: str, paths: Mapping[str, str], cfg: TrainConfig) -> str:
+def task_gin(name: str, paths: Mapping[str, str], cfg: TrainConfig, cached: bool = False) -> str:
+  """The gin file that registers the training data in the t5x child.
+
+  `cached`: the data as `tasks.cached_program_tasks` (read from the seqio
+  cache `build_cache` makes) instead of `tasks.pipeline_tasks`.
+  """
+  module, factory = (("tasks.cached_program_tasks", "cached_program_task") if cached
+                     else ("tasks.pipeline_tasks", "program_task"))
   lines = ["# Written by the pad-jax pipeline: registers the training data in the t5x child.",
-           "from __gin__ import dynamic_registration", "import tasks.pipeline_tasks", "",
-           "MIXTURE_OR_TASK_NAME = @tasks.pipeline_tasks.program_task()",
-           "tasks.pipeline_tasks.program_task:",
+           "from __gin__ import dynamic_registration", f"import {module}", "",
+           f"MIXTURE_OR_TASK_NAME = @{module}.{factory}()",
+           f"{module}.{factory}:",
            f"  name = {_gin_str(name)}"]
   if len(paths) == 1:
     lines.append(f"  jsonl_paths = {_gin_str(next(iter(paths.values())))}")
@@ -81,9 +94,71 @@ def task_gin(name: str, paths: Mapping[str, str], cfg: TrainConfig) -> str:
       lines.append(f"  rates = {{{rates}}}")
   if cfg.vocabulary_macro:
     lines.append(f"  vocabulary = %{cfg.vocabulary_macro}")
-  lines += [f"  validation_fraction = {cfg.validation_fraction}",
-            f"  seed = {cfg.data_seed}", f"  task_format = {_gin_str(cfg.task_format)}", ""]
-  return "\n".join(lines)
+  lines += [f"  validation_fraction = {cfg.validation_fraction}", f"  seed = {cfg.data_seed}"]
+  if not cached:
+    lines.append(f"  task_format = {_gin_str(cfg.task_format)}")
+  return "\n".join(lines + [""])
+
+
+def use_cache(cfg: TrainConfig, selected: Mapping[str, Sequence[Any]]) -> bool:
+  """Whether the stage trains from a seqio cache (`TrainConfig.use_cached_tasks`)."""
+  if cfg.task_format != "program":
+    return False
+  if cfg.use_cached_tasks is not None:
+    return bool(cfg.use_cached_tasks)
+  return sum(len(rows) for rows in selected.values()) >= cfg.cache_min_examples
+
+
+CACHE_MODULE = "pad_stage_cache_tasks"
+
+
+def cache_module(name: str, paths: Mapping[str, str], cfg: TrainConfig,
+                 model_files: Sequence[str]) -> str:
+  """The module `seqio.scripts.cache_tasks_main` imports: the t5x child's task, same vocabulary."""
+  jsonl_paths = next(iter(paths.values())) if len(paths) == 1 else dict(sorted(paths.items()))
+  vocabulary = "_MODEL.output_vocabulary" if cfg.vocabulary_macro else "None"
+  return "\n".join([
+      '"""Written by the pad-jax pipeline: the train stage\'s tasks for seqio\'s cache tool."""',
+      "from pad_jax.t5x_hooks import model_gin",
+      "from tasks import cached_program_tasks", "",
+      f"_MODEL = model_gin.load_model_from_gin({list(model_files)!r}, "
+      f"search_paths={cfg.search_paths()!r}, with_optimizer=False)",
+      f"cached_program_tasks.cached_program_task({name!r}, {jsonl_paths!r}, "
+      f"rates={dict(cfg.source_rates) if cfg.source_rates else None!r}, vocabulary={vocabulary}, "
+      f"validation_fraction={cfg.validation_fraction!r}, seed={cfg.data_seed!r})", ""])
+
+
+def build_cache(ctx: StageContext, cfg: TrainConfig, name: str, paths: Mapping[str, str],
+                model_files: Sequence[str]) -> pathlib.Path:
+  """Caches the training data with `seqio.scripts.cache_tasks_main` (once); returns the dir.
+
+  A task whose cache has no `COMPLETED` marker (a killed build) is rebuilt
+  from scratch; finished ones are kept, so a resumed stage goes straight on.
+  """
+  cache_dir = ctx.path("seqio_cache")
+  names = cached_program_tasks.member_names(name, paths if len(paths) > 1 else
+                                            next(iter(paths.values())))
+  if all((cache_dir / n / "COMPLETED").exists() for n in names):
+    return cache_dir
+  for n in names:
+    shutil.rmtree(cache_dir / n, ignore_errors=True)
+  module_dir = ctx.path("cache_module")
+  module_dir.mkdir(parents=True, exist_ok=True)
+  atomic.write_text(module_dir / f"{CACHE_MODULE}.py", cache_module(name, paths, cfg, model_files))
+  command = child.python_command(
+      "seqio.scripts.cache_tasks_main", f"--module_import={CACHE_MODULE}",
+      f"--tasks={','.join(f'^{n}$' for n in names)}", f"--output_cache_dir={cache_dir}",
+      "--pipeline_options=--runner=DirectRunner")
+  pythonpath = os.pathsep.join(p for p in (str(module_dir), str(REPO_ROOT),
+                                           os.environ.get("PYTHONPATH")) if p)
+  child.run_child(command, ctx.path("seqio_cache.log"),
+                  env=child.child_env(extra={**(cfg.env or {}), "PYTHONPATH": pythonpath}),
+                  cwd=str(REPO_ROOT))
+  missing = [n for n in names if not (cache_dir / n / "COMPLETED").exists()]
+  if missing:
+    raise StageError(f"seqio's cache tool did not finish {missing}; see "
+                     f"{ctx.path('seqio_cache.log')}")
+  return cache_dir
 
 
 # The per-token loss is what a person compares across runs (t5x's `loss` is
@@ -149,11 +224,14 @@ def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, An
       programs_lib.write_programs(paths[source], rows)
   digest = hashlib.sha1(str(ctx.run.root).encode()).hexdigest()[:10]
   task_name = f"pad_pipeline_{digest}"
-  atomic.write_text(ctx.path("task.gin"), task_gin(task_name, paths, cfg))
+  cached = use_cache(cfg, selected)
+  atomic.write_text(ctx.path("task.gin"), task_gin(task_name, paths, cfg, cached=cached))
 
   model_dir = ctx.path("model")
   model_files, run_files = snapshot_gin_files(cfg, ctx.path("gin"))
-  command = t5x_train_command(cfg, model_dir, ctx.path("task.gin"), model_files + run_files)
+  cache_dir = build_cache(ctx, cfg, task_name, paths, model_files) if cached else None
+  command = t5x_train_command(cfg, model_dir, ctx.path("task.gin"), model_files + run_files,
+                              cache_dir=cache_dir)
   bar = ctx.bar(total=cfg.train_steps, unit="step")
   child.run_child(command, ctx.path("t5x_train.log"), on_line=_Progress(bar),
                   env=child.child_env(extra=cfg.env), cwd=str(REPO_ROOT))
@@ -171,6 +249,7 @@ def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, An
       "checkpoint_dir": str(checkpoint), "step": checkpoints.checkpoint_step(checkpoint),
       "model_gin_files": model_files, "gin_search_paths": cfg.search_paths(),
       "vocab_dir": cfg.vocab_dir, "final_metrics": final,
+      "seqio_cache": str(cache_dir) if cache_dir else None,
   }
 
 
@@ -207,8 +286,10 @@ def snapshot_gin_files(cfg: TrainConfig, out_dir: pathlib.Path) -> tuple[list[st
 
 
 def t5x_train_command(cfg: TrainConfig, model_dir: pathlib.Path, task_gin_path: pathlib.Path,
-                      gin_files: Optional[Sequence[str]] = None) -> list[str]:
-  """The `python -m t5x.train` command line (gin_files default: the config's)."""
+                      gin_files: Optional[Sequence[str]] = None,
+                      cache_dir: Optional[pathlib.Path] = None) -> list[str]:
+  """The `python -m t5x.train` command line (gin_files default: the config's;
+  `cache_dir`: train from that seqio cache, `USE_CACHED_TASKS=True`)."""
   if gin_files is None:
     gin_files = list(cfg.model_gin_files) + list(cfg.run_gin_files)
   flags = [f"--gin_search_paths={','.join(cfg.search_paths())}"]
@@ -218,6 +299,8 @@ def t5x_train_command(cfg: TrainConfig, model_dir: pathlib.Path, task_gin_path: 
   if cfg.train_steps is not None:
     flags.append(f"--gin.TRAIN_STEPS={int(cfg.train_steps)}")
   flags += [f"--gin.{name}={value!r}" for name, value in (cfg.macros or {}).items()]
+  if cache_dir is not None:
+    flags += ["--gin.USE_CACHED_TASKS=True", f"--seqio_additional_cache_dirs={cache_dir}"]
   flags.append("--alsologtostderr")
   return child.python_command("t5x.train", *flags)
 
