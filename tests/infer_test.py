@@ -222,3 +222,15 @@ def test_decodes_a_t5x_model_dir_from_its_config_gin(t5x_model_dir, tmp_path):
   assert [r["id"] for r in rows] == ["q0", "q1"]
   # models/tiny.gin's 1024-id demo vocabulary, as config.gin says.
   assert all(0 <= t < 1024 for r in rows for t in r["tokens"])
+
+
+def test_refine_rounds_options_are_checked_before_any_work(tmp_path):
+  inputs = _write_inputs(tmp_path / "in.jsonl")
+  common = ["--checkpoint_dir=/nonexistent", f"--input={inputs}",
+            f"--output={tmp_path / 'out.jsonl'}"]
+  for flags in (["--refine_rounds=-1"],
+                ["--refine_rounds=1", "--decode=sample", "--num_decodes=2"]):
+    proc = _infer_cli(*common, *flags)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --refine_rounds:")
+  assert "--refine_rounds" in _infer_cli("--help").stdout
