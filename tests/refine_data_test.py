@@ -5,12 +5,18 @@ refinement inputs are counted with the CodeT5 vocabulary.
 """
 
 import json
+import os
 import random
-import types
+import signal
+import subprocess
+import time
 
 import pytest
 
+from conftest import PY
+from conftest import REPO
 from conftest import run_module
+from conftest import subprocess_env
 from pad_jax import jsonl
 from pad_jax import vocab
 from pad_jax.data import benchmarks
@@ -140,3 +146,29 @@ def test_cli_resumes_and_reports_bad_input(records, tmp_path):
   assert unknown.returncode == 2 and "--operators: unknown 'typo'" in unknown.stderr
   helped = run_module("pad_jax.refine", "--help", timeout=300)
   assert helped.returncode in (0, 1) and "--checkpoint_dir" in helped.stdout  # absl: 1
+
+
+def test_cli_resumes_after_kill_9_without_losing_or_duplicating_rows(records, tmp_path):
+  programs = tmp_path / "programs.jsonl"
+  write_programs(programs, records)
+  whole, killed = tmp_path / "whole", tmp_path / "killed"
+  args = [f"--programs={programs}", "--workers=1", "--progress=false"]
+  done = run_module("pad_jax.refine", *args, f"--out={whole}", timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  proc = subprocess.Popen([PY, "-m", "pad_jax.refine", *args, f"--out={killed}"], cwd=REPO,
+                          env=subprocess_env(), start_new_session=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  progress = killed / data.PROGRESS_FILE
+  deadline = time.monotonic() + 200
+  while not (progress.exists() and progress.read_text().count("\n") >= 16):
+    assert proc.poll() is None and time.monotonic() < deadline
+    time.sleep(0.1)
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert len(data.read_progress(killed)) < len(records)  # Killed mid-run.
+  resumed = run_module("pad_jax.refine", *args, f"--out={killed}", timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  rows = jsonl.read_rows(killed / data.ROWS_FILE)
+  assert len({r["id"] for r in rows}) == len(rows)
+  assert sorted(rows, key=lambda r: r["id"]) == sorted(jsonl.read_rows(whole / data.ROWS_FILE),
+                                                       key=lambda r: r["id"])

@@ -47,7 +47,7 @@ ROWS_FILE = "refine.jsonl"
 PROGRESS_FILE = "progress.jsonl"
 REPORT_FILE = "report.json"
 FIELDS = ("id", "question_id", "question", "program", "feedback", "target", "answer")
-_CHUNK = 128
+_CHUNK = 16  # Programs per executor call and per durable write.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,11 +142,15 @@ def run_candidates(groups: Sequence[tuple[str, list[Candidate]]], out_dir: pathl
       candidates = [c for _, group in chunk for c in group]
       results = executor.run([c.program for c in candidates]) if candidates else []
       by_key: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+      new_rows = []
       for candidate, result in zip(candidates, results):
         rows, counts = judge([candidate], [result], limits)
         by_key[candidate.record].update(counts)
-        rows_out.append_many(r for r in rows if r["id"] not in written)
+        new_rows.extend(r for r in rows if r["id"] not in written)
         written.update(r["id"] for r in rows)
+      # Rows first, then the programs they came from: a kill in between redoes
+      # the chunk, and the row ids already written are not written again.
+      rows_out.append_many(new_rows)
       progress_out.append_many({"record": key, "counts": dict(by_key[key])} for key, _ in chunk)
       bar.update(len(chunk))
 
