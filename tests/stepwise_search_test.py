@@ -21,6 +21,8 @@ from pad_jax.stepwise import proposer as proposer_lib
 from pad_jax.stepwise import scorers
 from pad_jax.stepwise import search as search_lib
 from pad_jax.stepwise import steps
+from pad_jax.stepwise import verifier_data as builder
+from tasks import verifier_tasks
 import train_testlib as tl
 
 STEPS = 200
@@ -217,7 +219,6 @@ def test_resumes_after_kill_9(student, tmp_path):
 def verifier_data(student, tmp_path_factory):
   """Labelled prefixes of 6 training questions (with gold programs), plus one
   planted wrong program and one planted failing program."""
-  from pad_jax.stepwise import verifier_data as builder  # pylint: disable=g-import-not-at-top
   model_dir, _ = student
   tmp = tmp_path_factory.mktemp("verifier")
   rows = [{"id": r.id, "question": r.question, "answer": r.answer,
@@ -263,7 +264,6 @@ def test_verifier_data_labels_prefixes_by_completions(verifier_data):
 
 def test_verifier_trains_on_t5x_and_scores_the_search(student, verifier_data,
                                                       tmp_path):
-  from tasks import verifier_tasks  # pylint: disable=g-import-not-at-top
   _, out, summary = verifier_data
   task = verifier_tasks.register_verifier_task(
       "pad_step_verifier_test", str(out), synthetic.demo_vocabulary())
@@ -285,8 +285,7 @@ def test_verifier_trains_on_t5x_and_scores_the_search(student, verifier_data,
       "--gin.EVALUATOR_NUM_EXAMPLES=2", "--gin.WARMUP_STEPS=1",
       "--gin.TASK_FEATURE_LENGTHS={'inputs': 256, 'targets': 8}"], env)
   assert result.returncode == 0, result.stderr[-4000:]
-  assert tl.checkpoint_steps(verifier_dir) == [3] or 3 in tl.checkpoint_steps(
-      verifier_dir)
+  assert 3 in tl.checkpoint_steps(verifier_dir)
 
   questions = _write_questions(tmp_path / "in.jsonl", 2)
   scored = tmp_path / "scored.jsonl"

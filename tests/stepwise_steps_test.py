@@ -2,6 +2,7 @@
 
 import pytest
 
+from pad_jax import infer
 from pad_jax.execution import limits
 from pad_jax.stepwise import steps
 
@@ -58,7 +59,6 @@ def test_the_sandbox_prunes_failing_prefixes():
 
 
 def test_decode_options_check_the_stepwise_flags():
-  from pad_jax import infer  # pylint: disable=g-import-not-at-top
   infer.DecodeOptions(decode="stepwise_beam", beam_size=2,
                       step_candidates=3).validate()
   for options, flag in (

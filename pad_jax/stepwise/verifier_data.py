@@ -51,8 +51,8 @@ _CHUNK = 64  # decode rows per call
 
 def read_questions(path: str) -> list[dict[str, Any]]:
   """Input rows (`id`, `question`, numeric `answer`, optional `program`)."""
-  rows = infer.read_inputs(path)
-  for number, row in enumerate(rows, 1):
+  rows = infer.read_inputs(path)  # id and question checked
+  for number, row in jsonl.iter_rows(path):
     if answers.parse_number(row.get("answer")) is None:
       raise DataError(path, number, "answer", "missing or not a number: "
                       f"{jsonl.short(row.get('answer'))}")
@@ -91,38 +91,14 @@ class Labeller:
   def label(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One output row per input row."""
     encoded = [self.encode(r["question"]) for r in rows]
-    sampled = self._complete([e for e in encoded for _ in range(self.samples)],
-                             [()] * (len(rows) * self.samples))
-    newline = proposer_lib.newline_ids(self.vocabulary)
-    items = []  # (row index, prefix tokens, source)
-    for i, row in enumerate(rows):
-      programs = [(tuple(self.vocabulary.encode(row["program"])), "gold")
-                  ] if row.get("program") else []
-      programs += [(p.tokens, "student")
-                   for p in sampled[i * self.samples:(i + 1) * self.samples]]
-      seen = set()
-      for tokens, source in programs:
-        for prefix in line_prefixes(tokens, newline)[1:]:  # body lines only
-          if prefix not in seen:
-            seen.add(prefix)
-            items.append((i, prefix, source))
+    items = self._prefixes(rows, encoded)  # (row index, prefix ids, source)
     checks = [steps_lib.runnable(self._text(p)) for _, p, _ in items]
     own = self.executor.run([c.program for c in checks])
+    # Prefixes that run (or are unfinished) and are not whole programs yet.
     todo = [k for k, (c, r) in enumerate(zip(checks, own))
             if c.kind != steps_lib.SYNTAX_ERROR and not c.complete
             and (c.kind == steps_lib.INCOMPLETE or r.ok)]
-    completions = self._complete(
-        [encoded[items[k][0]] for k in todo for _ in range(self.completions)],
-        [items[k][1] for k in todo for _ in range(self.completions)])
-    texts = [self._text(items[k][1] + c.tokens) for k, c in zip(
-        [k for k in todo for _ in range(self.completions)], completions)]
-    results = self.executor.run(
-        steps_lib.runnable(t, finished=True).program for t in texts)
-    reached = {k: 0 for k in todo}
-    for n, result in enumerate(results):
-      k = todo[n // self.completions]
-      gold = rows[items[k][0]]["answer"]
-      reached[k] += bool(result.ok and self.limits.matches(result.value, gold))
+    reached = self._reached(rows, encoded, items, todo)
     out = [{**{f: r[f] for f in ("id", "question", "answer")}, "prefixes": []}
            for r in rows]
     for k, ((i, prefix, source), check, result) in enumerate(
@@ -140,6 +116,42 @@ class Labeller:
           "label": verifier_tasks.CORRECT if ok else verifier_tasks.WRONG,
           **entry})
     return out
+
+  def _prefixes(self, rows, encoded) -> list[tuple[int, tuple[int, ...], str]]:
+    """The line prefixes of the gold and sampled programs (body lines only)."""
+    sampled = self._complete([e for e in encoded for _ in range(self.samples)],
+                             [()] * (len(rows) * self.samples))
+    newline = proposer_lib.newline_ids(self.vocabulary)
+    items = []
+    for i, row in enumerate(rows):
+      programs = [(tuple(self.vocabulary.encode(row["program"])), "gold")
+                  ] if row.get("program") else []
+      programs += [(p.tokens, "student")
+                   for p in sampled[i * self.samples:(i + 1) * self.samples]]
+      seen = set()
+      for tokens, source in programs:
+        for prefix in line_prefixes(tokens, newline)[1:]:  # after the header
+          if prefix not in seen:
+            seen.add(prefix)
+            items.append((i, prefix, source))
+    return items
+
+  def _reached(self, rows, encoded, items, todo) -> dict[int, int]:
+    """For each prefix in `todo`: how many sampled completions are right."""
+    n = self.completions
+    completions = self._complete(
+        [encoded[items[k][0]] for k in todo for _ in range(n)],
+        [items[k][1] for k in todo for _ in range(n)])
+    texts = [self._text(items[todo[j // n]][1] + c.tokens)
+             for j, c in enumerate(completions)]
+    results = self.executor.run(
+        steps_lib.runnable(t, finished=True).program for t in texts)
+    reached = {k: 0 for k in todo}
+    for j, result in enumerate(results):
+      k = todo[j // n]
+      gold = rows[items[k][0]]["answer"]
+      reached[k] += bool(result.ok and self.limits.matches(result.value, gold))
+    return reached
 
 
 def build(checkpoint_dir: str, input_path: str, output_path: str, *,
