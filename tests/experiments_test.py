@@ -175,7 +175,7 @@ def test_every_experiment_config_parses_and_validates(name):
                    [".", str(REPO / "gin_configs")])
   stage_configs = runner.validated_configs(configs.PipelineConfig())  # gin files exist, etc.
   train, decode = stage_configs["train"]["train"], stage_configs["decode"]["decode"]
-  if name.startswith("pad_codet5"):
+  if name.startswith(("pad_codet5", "pad_refine_codet5", "pad_stepwise_codet5")):
     assert train.macros == {"INITIAL_CHECKPOINT_PATH": "/ckpt"}
     assert list(decode.benchmarks) == ["gsm8k", "asdiv", "svamp", "multiarith"]
   else:
@@ -192,3 +192,34 @@ def test_a_bad_point_fails_the_sweep_before_anything_runs(tmp_path):
       "pad_jax.experiments: TrainConfig.data_fraction: must be in (0, 1], got 2.0")
   assert "Traceback" not in out.stderr  # (above it: only TensorFlow's import-time notices)
   assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("name", ["stages_tiny", "self_consistency_tiny", "cot_baseline_tiny"])
+def test_every_point_of_a_named_sweep_validates(name):
+  import gin
+  files = [str(experiments.experiment_gin_file(name))]
+  search = [".", str(REPO / "gin_configs")]
+  gin.clear_config()
+  runner.parse_gin(files, [], search)
+  points = experiments.sweep_points(experiments.SweepConfig())
+  for label, bindings in points.items():
+    gin.clear_config()
+    runner.parse_gin(files, experiments.binding_lines(bindings), search)
+    point = configs.PipelineConfig()
+    stage_configs = runner.validated_configs(point)
+    if name == "stages_tiny" and label == "self_refine_r2":
+      assert "refine" in point.stages
+      assert "--refine_rounds=2" in stage_configs["decode"]["decode"].infer_flags()
+    if name == "stages_tiny" and label.startswith("stepwise"):
+      assert "--decode=stepwise_beam" in stage_configs["decode"]["decode"].infer_flags()
+  gin.clear_config()
+
+
+def test_results_table_columns_with_seconds_per_question(tmp_path):
+  rows = [{"label": "greedy", "bindings": {"DecodeConfig.decode": "greedy"}, "train_examples": 8,
+           "train_step": 10, "synthetic_accuracy": 0.5, "synthetic_seconds_per_question": 0.0421}]
+  cfg = experiments.SweepConfig(points={"greedy": {}}, x_axis="value", metrics=["synthetic_accuracy"],
+                                columns=["synthetic_accuracy", "synthetic_seconds_per_question",
+                                         "gsm8k_accuracy"])
+  experiments.write_results(tmp_path, "stages", cfg, rows)
+  assert "| greedy | 8 | 10 | 50.0% | 0.042 | n/a |" in (tmp_path / "results.md").read_text()

@@ -372,3 +372,87 @@ def test_cli_bad_setting_in_a_late_stage_fails_before_the_first_stage(tmp_path, 
   assert last.startswith(f"pad_jax.pipeline: bad config: {message}"), out.stderr
   assert "Traceback" not in out.stderr  # (above it: only TensorFlow's import-time notices)
   assert not run_dir.exists()  # nothing ran, not even the first stage
+
+
+# ---------------------------------------------------------------------------
+# Stages III and IV in the pipeline: configs checked up front.
+# ---------------------------------------------------------------------------
+
+
+def test_stage_order_and_the_optional_refine_stage():
+  assert "refine" not in configs.STAGES and "refine" in configs.ALL_STAGES
+  configs.PipelineConfig(stages=("synthesize", "verify", "train", "refine", "decode")).validate()
+  with pytest.raises(ConfigError, match=r"^PipelineConfig.stages: must be stages out of .* in that order"):
+    configs.PipelineConfig(stages=("train", "verify")).validate()
+  with pytest.raises(ConfigError, match="has 'refine' without 'train'"):
+    configs.PipelineConfig(stages=("refine", "decode")).validate()
+
+
+def test_decode_config_stepwise_beam_and_refine_rounds():
+  stepwise = configs.DecodeConfig(decode="stepwise_beam", beam_size=3, step_candidates=5, top_k=8)
+  stepwise.validate()
+  assert stepwise.infer_flags() == [
+      "--decode=stepwise_beam", "--max_decode_length=256", "--beam_size=3",
+      "--step_candidates=5", "--temperature=0.7", "--top_k=8"]
+  refine = configs.DecodeConfig(refine_rounds=2, max_input_length=256)
+  refine.validate()
+  assert refine.infer_flags() == ["--decode=greedy", "--max_decode_length=256",
+                                  "--max_input_length=256", "--refine_rounds=2"]
+  for kwargs, message in [
+      (dict(decode="stepwise_beam", num_decodes=2), "DecodeConfig.num_decodes: must be 1 with"),
+      (dict(decode="stepwise_beam", step_candidates=0), "DecodeConfig.step_candidates: must be >= 1"),
+      (dict(step_verifier="/no/such"), "DecodeConfig.step_verifier: is only for decode"),
+      (dict(decode="stepwise_beam", step_verifier="/no/such"), "DecodeConfig.step_verifier: '/no/such' does not exist"),
+      (dict(decode="sample", num_decodes=5, refine_rounds=1), "DecodeConfig.refine_rounds: refines one"),
+      (dict(decode="stepwise_beam", refine_rounds=1), "DecodeConfig.refine_rounds: refines one"),
+      (dict(refine_rounds=-1), "DecodeConfig.refine_rounds: must be an integer >= 0"),
+      (dict(decode="beem"), "DecodeConfig.decode: must be one of"),
+  ]:
+    with pytest.raises(ConfigError, match="^" + message):
+      configs.DecodeConfig(**kwargs).validate()
+
+
+def test_refine_config_is_checked_before_the_first_stage():
+  configs.RefineConfig().validate()  # runs/pad_refine.gin exists
+  for kwargs, message in [
+      (dict(operators=["swap_everything"]), "RefineConfig.operators: must be operators out of"),
+      (dict(per_operator=0, student_failures=False), "RefineConfig.per_operator: is 0 and"),
+      (dict(limit=0), "RefineConfig.limit: must be None or > 0"),
+      (dict(run_gin_files=["runs/no_such.gin"]), "TrainConfig: gin file 'runs/no_such.gin' not found"),
+  ]:
+    with pytest.raises(ConfigError, match="^" + message):
+      configs.RefineConfig(**kwargs).validate()
+  stage = configs.stage_configs(["refine"])["refine"]
+  assert set(stage) == {"refine", "train", "limits"}
+
+
+def test_refine_stage_commands(tmp_path):
+  from pad_jax.execution.limits import ExecLimits
+  from pad_jax.pipeline import refine_stage
+  cfg = configs.RefineConfig(operators=["wrong_operator", "dropped_step"], per_operator=2,
+                             batch_size=4, max_decode_length=64)
+  trained = {"checkpoint_dir": "/m/checkpoint_30", "model_gin_files": ["/g/model0_tiny.gin"]}
+  command = refine_stage.refine_data_command(
+      cfg, {"limits": ExecLimits(timeout_s=2.0, workers=1)}, tmp_path / "s.jsonl", tmp_path / "d",
+      trained)
+  assert command[1:3] == ["-m", "pad_jax.refine"]
+  for flag in ("--operators=wrong_operator,dropped_step", "--per_operator=2",
+               "--checkpoint_dir=/m/checkpoint_30", "--gin_file=/g/model0_tiny.gin",
+               "--batch_size=4", "--max_decode_length=64", "--timeout_s=2.0", "--workers=1",
+               "--mode=pad"):
+    assert flag in command, flag
+  no_student = refine_stage.refine_data_command(
+      configs.RefineConfig(student_failures=False), {"limits": ExecLimits()}, tmp_path / "s.jsonl",
+      tmp_path / "d", trained)
+  assert not any(f.startswith("--checkpoint_dir") for f in no_student)
+  text = refine_stage.refine_gin(pathlib.Path("/r/refine.jsonl"), pathlib.Path("/p.jsonl"), "/m/c")
+  assert 'REFINE_DATA = "/r/refine.jsonl"' in text and 'INITIAL_CHECKPOINT_PATH = "/m/c"' in text
+
+
+def test_decode_stage_reads_infers_seconds_over_resumed_runs(tmp_path):
+  from pad_jax.pipeline import decode_stage
+  log = tmp_path / "infer.log"
+  log.write_text('I1130 noise\n{"decoded": 5, "seconds": 1.5, "total": 9}\nkilled\n'
+                 '{"decoded": 4, "seconds": 2.25, "total": 9, "refine": {"rounds": 1}}\n')
+  assert decode_stage.infer_summary(log) == {"decoded": 4, "seconds": 3.75, "total": 9,
+                                             "refine": {"rounds": 1}}

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from absl import flags
 
 from pad_jax import answers
@@ -38,3 +40,12 @@ def define() -> None:
 def limits() -> ExecLimits:
   """The ExecLimits the flags ask for."""
   return ExecLimits(**{name: flag.value for name, flag in _FLAGS.items()})
+
+
+_FLAG_NAMES = {"answer_mode": "mode"}
+
+
+def as_flags(limits_: ExecLimits) -> list[str]:
+  """The command-line flags that give a child command `limits_` (inverse of `limits()`)."""
+  return [f"--{_FLAG_NAMES.get(name, name)}={value}"
+          for name, value in dataclasses.asdict(limits_).items() if value is not None]

@@ -31,11 +31,15 @@ import gin
 from pad_jax.data import benchmarks
 from pad_jax.errors import ConfigError
 from pad_jax.execution import limits as limits_lib
+from pad_jax.refine import mutations
 from pad_jax.teacher import planning
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 GIN_CONFIGS = REPO_ROOT / "gin_configs"
-STAGES = ("synthesize", "verify", "train", "decode", "score", "report")
+# Every stage, in order; `refine` (PaD's stage III) is optional and not in the
+# default `STAGES`.
+ALL_STAGES = ("synthesize", "verify", "train", "refine", "decode", "score", "report")
+STAGES = tuple(s for s in ALL_STAGES if s != "refine")
 TEACHERS = ("gold", "openai", "none")
 DECODE_MODES = ("greedy", "beam", "sample", "stepwise_beam")
 TASK_FORMATS = ("program", "cot")
@@ -64,8 +68,8 @@ class PipelineConfig:
   Attributes:
     run_dir: where every stage writes (macro RUN_DIR in the gin files).
     title: the report's title.
-    stages: the stages to run, in order (a prefix of STAGES, e.g. to stop
-      after training).
+    stages: the stages to run, in order: a prefix of STAGES (e.g. to stop
+      after training), with `refine` after `train` for PaD's stage III.
   """
 
   run_dir: str = "outputs/demo"
@@ -73,8 +77,12 @@ class PipelineConfig:
   stages: Sequence[str] = STAGES
 
   def validate(self) -> None:
-    _check([("stages", bool(self.stages) and all(s in STAGES for s in self.stages),
-             f"must be stages out of {STAGES}")], self)
+    order = [ALL_STAGES.index(s) for s in self.stages if s in ALL_STAGES]
+    _check([("stages", bool(self.stages) and len(order) == len(self.stages)
+             and order == sorted(set(order)),
+             f"must be stages out of {ALL_STAGES}, in that order"),
+            ("stages", "refine" not in self.stages or "train" in self.stages,
+             "has 'refine' without 'train' (refinement continues the trained student)")], self)
 
 
 @gin.configurable
@@ -255,11 +263,17 @@ class DecodeConfig:
       (`stepwise_beam`).
     step_verifier: a trained step verifier's checkpoint as the reasoning
       scorer (`stepwise_beam`; None: the student's log-probability).
+    refine_rounds: self-refinement rounds (PaD's stage III at inference:
+      decode, execute, and on failure decode again from the feedback, up to
+      R rounds; 0: off). Needs a student trained on refinement data (the
+      `refine` stage).
     time_each_set: decode each eval set in its own infer child, so that the
       score stage reports seconds per question per set (each child's time
       includes restoring the checkpoint and compiling).
     batch_size: decode batch size (None: infer's default).
     max_decode_length: longest program in tokens.
+    max_input_length: longest input in tokens (None: infer's default, 512);
+      with `refine_rounds` also the refinement input's budget.
   """
 
   benchmarks: Sequence[str] = ("gsm8k",)
@@ -273,8 +287,10 @@ class DecodeConfig:
   top_k: Optional[int] = None
   batch_size: Optional[int] = None
   max_decode_length: int = 256
+  max_input_length: Optional[int] = None
   step_candidates: int = 4
   step_verifier: Optional[str] = None
+  refine_rounds: int = 0
   time_each_set: bool = False
 
   def validate(self) -> None:
@@ -298,6 +314,14 @@ class DecodeConfig:
          "must be 1 with decode 'stepwise_beam' (it writes one program)"),
         ("step_verifier", self.step_verifier is None or self.decode == "stepwise_beam",
          "is only for decode 'stepwise_beam'"),
+        ("refine_rounds", isinstance(self.refine_rounds, int) and self.refine_rounds >= 0,
+         "must be an integer >= 0"),
+        ("refine_rounds", self.refine_rounds == 0 or (
+            self.decode in ("greedy", "beam", "sample") and self.num_decodes == 1),
+         "refines one decoded program per question: decode 'greedy', 'beam' or 'sample' "
+         "with num_decodes 1"),
+        ("max_input_length", self.max_input_length is None or self.max_input_length >= 2,
+         "must be None or >= 2"),
     ], self)
     if self.step_verifier is not None and not pathlib.Path(self.step_verifier).exists():
       raise ConfigError(f"DecodeConfig.step_verifier: {self.step_verifier!r} does not exist")
@@ -305,6 +329,8 @@ class DecodeConfig:
   def infer_flags(self) -> list[str]:
     """The decoding flags of `python -m pad_jax.infer`."""
     flags = [f"--decode={self.decode}", f"--max_decode_length={self.max_decode_length}"]
+    if self.max_input_length:
+      flags.append(f"--max_input_length={self.max_input_length}")
     if self.decode in ("beam", "stepwise_beam"):
       flags.append(f"--beam_size={self.beam_size}")
     if self.decode == "stepwise_beam":
@@ -317,9 +343,73 @@ class DecodeConfig:
         flags.append(f"--top_k={self.top_k}")
     if self.num_decodes > 1:
       flags.append(f"--num_decodes={self.num_decodes}")
+    if self.refine_rounds:
+      flags.append(f"--refine_rounds={self.refine_rounds}")
     if self.batch_size:
       flags.append(f"--batch_size={self.batch_size}")
     return flags
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class RefineConfig:
+  """PaD's stage III: refinement data, then the student trained further on it.
+
+  The `refine` stage (after `train`) writes refinement rows (question +
+  faulty program + interpreter feedback -> verified program) from (a)
+  mutations of the verified programs and (b) the trained student's own wrong
+  programs on the training questions (`python -m pad_jax.refine`), then
+  continues training the student with t5x on them mixed with the original
+  programs. Decoding with `DecodeConfig.refine_rounds` uses that student.
+
+  Attributes:
+    sources: verified sources whose programs are mutated and whose questions
+      the student decodes (None: those the train stage used).
+    limit: only the first N programs of each source (None: all).
+    operators: mutation operators (`all`, or names from
+      `pad_jax.refine.mutations.OPERATORS`).
+    per_operator: mutants per operator and program (0: no error injection).
+    student_failures: also decode the training questions with the trained
+      student and keep its wrong programs.
+    seed: seed of the mutation choices.
+    run_gin_files: the t5x run file(s) of the continued training
+      (looked up like `TrainConfig.run_gin_files`).
+    train_steps: steps of the continued training (`TRAIN_STEPS` counts from
+      the trained checkpoint's step; None: the run file's).
+    macros: more t5x macros for the continued training.
+    max_decode_length: the student's decode length for its failures.
+    batch_size: the student's decode batch size.
+  """
+
+  sources: Optional[Sequence[str]] = None
+  limit: Optional[int] = None
+  operators: Sequence[str] = ("all",)
+  per_operator: int = 1
+  student_failures: bool = True
+  seed: int = 0
+  run_gin_files: Sequence[str] = ("runs/pad_refine.gin",)
+  train_steps: Optional[int] = None
+  macros: Optional[Mapping[str, Any]] = None
+  max_decode_length: int = 256
+  batch_size: int = 32
+
+  def validate(self) -> None:
+    known = ("all",) + tuple(mutations.OPERATORS)
+    _check([
+        ("limit", self.limit is None or self.limit > 0, "must be None or > 0"),
+        ("operators", bool(self.operators) and all(o in known for o in self.operators),
+         f"must be operators out of {known}"),
+        ("per_operator", self.per_operator >= 0, "must be >= 0"),
+        ("per_operator", self.per_operator > 0 or self.student_failures,
+         "is 0 and student_failures is False: no refinement data"),
+        ("train_steps", self.train_steps is None or self.train_steps > 0, "must be None or > 0"),
+        ("max_decode_length", self.max_decode_length >= 1, "must be >= 1"),
+        ("batch_size", self.batch_size >= 1, "must be >= 1"),
+        ("macros", all(isinstance(k, str) and k.isidentifier() for k in (self.macros or {})),
+         "keys must be gin macro names"),
+    ], self)
+    for name in self.run_gin_files:
+      TrainConfig().find_gin_file(name)
 
 
 @gin.configurable
@@ -355,6 +445,7 @@ _FACTORIES: dict[str, Callable[[], Mapping[str, Any]]] = {
     "synthesize": lambda: {"synthesize": SynthesizeConfig()},
     "verify": lambda: {"limits": ExecLimits()},
     "train": lambda: {"train": TrainConfig()},
+    "refine": lambda: {"refine": RefineConfig(), "train": TrainConfig(), "limits": ExecLimits()},
     "decode": lambda: {"decode": DecodeConfig()},
     "score": lambda: {"score": ScoreConfig(), "limits": ExecLimits()},
     "report": lambda: {"report": ReportConfig()},

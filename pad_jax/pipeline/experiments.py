@@ -57,6 +57,9 @@ class SweepConfig:
     metrics: report keys plotted (default: every `*_accuracy`).
     x_axis: `train_examples` (training programs of the point, log2 scale) or
       `value` (the swept value).
+    columns: report keys in `results.md`'s table (default: `metrics`), e.g.
+      `synthetic_accuracy`, `synthetic_runnable_rate`,
+      `synthetic_seconds_per_question`.
   """
 
   out_dir: str = "outputs/experiments/sweep"
@@ -67,6 +70,7 @@ class SweepConfig:
   shared_stages: Sequence[str] = ("synthesize", "verify")
   metrics: Optional[Sequence[str]] = None
   x_axis: str = "train_examples"
+  columns: Optional[Sequence[str]] = None
 
 
 def sweep_points(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
@@ -147,7 +151,8 @@ def _result_row(label: str, bindings: Mapping[str, Any], point_dir: pathlib.Path
          "train_examples": sum((train.get("examples") or {}).values()),
          "train_questions": sum((train.get("questions") or {}).values()),
          "train_step": train.get("step"), "total_wall_s": report.get("total_wall_s")}
-  row.update({k: v for k, v in report.items() if k.endswith(("_accuracy", "_runnable_rate"))})
+  row.update({k: v for k, v in report.items()
+              if k.endswith(("_accuracy", "_runnable_rate", "_seconds_per_question", "_n"))})
   return row
 
 
@@ -157,15 +162,26 @@ def write_results(out_dir: pathlib.Path, name: str, cfg: SweepConfig,
   atomic.write_json(out_dir / "results.json", {"experiment": name, "points": list(rows)})
   metrics = list(cfg.metrics or sorted({k for r in rows for k in r if k.endswith("_accuracy")}))
   plot = plot_results(rows, metrics, cfg, out_dir / f"{name}.png")
-  header = ["point", "training programs", "steps"] + metrics
+  columns = list(cfg.columns or metrics)
+  header = ["point", "training programs", "steps"] + columns
   lines = [f"# {cfg.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for row in rows:
     cells = [row["label"], row["train_examples"], row["train_step"]]
-    cells += [f"{100 * row[m]:.1f}%" if isinstance(row.get(m), (int, float)) else "n/a" for m in metrics]
+    cells += [_cell(row.get(c), c) for c in columns]
     lines.append("| " + " | ".join(str(c) for c in cells) + " |")
   if plot:
     lines += ["", f"![{cfg.title}]({plot})"]
   atomic.write_text(out_dir / "results.md", "\n".join(lines) + "\n")
+
+
+def _cell(value: Any, column: str) -> str:
+  if not isinstance(value, (int, float)):
+    return "n/a"
+  if column.endswith("_seconds_per_question"):
+    return f"{value:.3f}"
+  if column.endswith("_n"):
+    return str(value)
+  return f"{100 * value:.1f}%"
 
 
 def _x(row: Mapping[str, Any], cfg: SweepConfig) -> float:

@@ -6,6 +6,8 @@ Stages, in order, each writing only into `RUN_DIR/<stage>/` (one module each):
   verify      execute every program, keep those whose answer is right
   train       `python -m t5x.train` on the kept programs (tiny model from scratch,
               or a converted CodeT5 checkpoint)
+  refine      (optional, PaD's stage III) refinement data from mutated programs and
+              the student's own failures, then t5x training continued on it
   decode      `python -m pad_jax.infer` on the synthetic held-out split and the benchmarks
   score       execute the student's programs in the sandbox, compare with gold answers
   report      `RUN_DIR/report.json`, `RUN_DIR/report.md` and PNG plots
@@ -38,19 +40,20 @@ from pad_jax import cli
 from pad_jax.errors import ConfigError
 from pad_jax.pipeline import configs as configs_lib
 from pad_jax.pipeline import decode_stage
+from pad_jax.pipeline import refine_stage
 from pad_jax.pipeline import report
 from pad_jax.pipeline import run_dir as run_dir_lib
 from pad_jax.pipeline import score_stage
 from pad_jax.pipeline import synthesize_stage
 from pad_jax.pipeline import train_stage
 from pad_jax.pipeline import verify_stage
-from pad_jax.pipeline.configs import STAGES, PipelineConfig
+from pad_jax.pipeline.configs import ALL_STAGES, PipelineConfig
 from pad_jax.pipeline.stage import StageContext, StageError
 from pad_jax.pipeline.child import Stopwatch
 
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "synthesize": synthesize_stage.run, "verify": verify_stage.run, "train": train_stage.run,
-    "decode": decode_stage.run, "score": score_stage.run, "report": report.run,
+    "refine": refine_stage.run, "decode": decode_stage.run, "score": score_stage.run, "report": report.run,
 }
 
 
@@ -75,9 +78,9 @@ def validated_configs(config: PipelineConfig,
                       rerun: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
   """Every stage's configs, all validated before any work (ConfigError if not)."""
   config.validate()
-  unknown = [s for s in rerun if s not in STAGES]
+  unknown = [s for s in rerun if s not in ALL_STAGES]
   if unknown:
-    raise ConfigError(f"--rerun: unknown stage(s) {unknown}; expected some of {list(STAGES)}")
+    raise ConfigError(f"--rerun: unknown stage(s) {unknown}; expected some of {list(ALL_STAGES)}")
   configs = configs_lib.stage_configs(config.stages)
   if "report" in configs and configs["report"]["report"].title is None:
     configs["report"]["report"] = dataclasses.replace(configs["report"]["report"],
@@ -174,6 +177,8 @@ def summary_table(run: run_dir_lib.RunDir, markers: dict[str, Any], statuses: di
 def _stage_result(stage: str, summary: dict[str, Any]) -> str:
   if stage == "verify":
     return f"kept {summary.get('kept')} {json.dumps(summary.get('kept_by_source', {}))}"
+  if stage == "refine":
+    return f"{summary.get('refinement_rows')} refinement rows, step {summary.get('step')}"
   if stage == "train":
     loss = summary.get("final_metrics", {}).get("train/loss_per_nonpadding_target_token")
     return f"step {summary.get('step')}" + (f", loss {loss:.3f}" if loss is not None else "")
