@@ -1,7 +1,7 @@
 """Smoke test of `python -m pad_jax.bench train|decode --model=tiny` (slow extra).
 
 Timings are never asserted (the CPU is shared); the reports' structure and
-the greedy-id agreement with Hugging Face are.
+the ids' agreement with Hugging Face (greedy and beam search) are.
 """
 
 import json
@@ -10,24 +10,33 @@ import sys
 
 import pytest
 
+SHORT = ["--inputs_length=16"]
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,extra", [
-    ("decode", ["--repeats=1", "--decode_length=16", "--inputs_length=16"]),
-    ("train", ["--steps=1", "--warmup=0", "--inputs_length=16",
-               "--targets_length=16"]),
+@pytest.mark.parametrize("name,extra,impls", [
+    ("decode", ["--repeats=1", "--decode_length=16", *SHORT],
+     ("pad", "t5x", "hf")),
+    ("decode", ["--decode=beam", "--beam_size=4", "--repeats=1",
+                "--decode_length=16", *SHORT], ("pad", "hf")),
+    ("train", ["--steps=2", "--warmup=0", "--targets_length=16", *SHORT],
+     ("pad", "t5x", "torch")),
 ])
-def test_bench_tiny(tmp_path, name, extra):
+def test_bench_tiny(tmp_path, name, extra, impls):
   out = tmp_path / f"{name}.json"
   subprocess.run([sys.executable, "-m", "pad_jax.bench", name, "--model=tiny",
                   f"--output={out}", *extra], check=True, timeout=600,
                   capture_output=True)
   report = json.loads(out.read_text())
-  baseline = {"decode": "hf", "train": "torch"}[name]
-  for impl in ("pad", "t5x", baseline):
+  for impl in impls:
     assert report[impl]["tokens_per_s"] > 0
+    assert len(report[impl]["times_s"]) == report.get("repeats",
+                                                      report.get("steps"))
+    assert report[impl]["spread"] >= 0
   key = "speedup_vs_hf" if name == "decode" else "speedup_vs_torch"
   assert report[key] > 0 and report["mfu"] > 0
+  assert report["machine"]["load_average_1m_at_start"] is not None
+  assert isinstance(report["profile_notes"], list)
   if name == "decode":
-    assert report["pad"]["greedy_ids_equal_hf"]
-    assert report["t5x"]["greedy_ids_equal_hf"]
+    assert report["ids_equal_hf"]
+    assert all(report[impl]["ids_equal_hf"] for impl in impls if impl != "hf")

@@ -17,7 +17,8 @@ early stopping changes which beam wins, so the ids are comparable.
   `temperature_sample` with top-k 1, beam is t5x's `beam_search`
   (`--beam_size` beams, all returned ids are the best beam's);
 * `t5x`: t5x's stock `models.EncoderDecoderModel` over t5x's example
-  network (re-projects the encoder keys/values at every step);
+  network (re-projects the encoder keys/values at every step; greedy only
+  by default, as for 4 beams that takes minutes per call);
 * `hf`: `T5ForConditionalGeneration.generate(do_sample=False,
   num_beams=1 | --beam_size)` with its key/value cache, under
   `torch.inference_mode`.
@@ -59,8 +60,10 @@ _STEPS = flags.DEFINE_integer("decode_length", 256,
 _REPEATS = flags.DEFINE_integer(
     "repeats", None, "Timed rounds (one call per implementation each); "
     "default 5 greedy, 3 beam.")
-_IMPLS = flags.DEFINE_list("impls", ["pad", "t5x", "hf"],
-                           "Implementations: pad, t5x, hf (baseline).")
+_IMPLS = flags.DEFINE_list(
+    "impls", None, "Implementations: pad, t5x, hf (baseline); default "
+    "pad,t5x,hf greedy and pad,hf beam (t5x's network re-projects the "
+    "encoder keys/values for every beam at every step: minutes per call).")
 _XLA_FLAGS = flags.DEFINE_string("xla_flags", None,
                                  "XLA_FLAGS for this run (before jax starts).")
 NO_EOS = -1  # An id never produced: every sequence runs all steps.
@@ -237,7 +240,8 @@ def main(argv: list[str]) -> int:
   steps = _STEPS.value
   inputs = np.random.RandomState(0).randint(
       3, shape.vocab_size, (_BATCH.value, _INPUTS.value)).astype(np.int32)
-  fns = build(_IMPLS.value, shape, inputs, steps, beams)
+  impls = _IMPLS.value or (["pad", "hf"] if beams else ["pad", "t5x", "hf"])
+  fns = build(impls, shape, inputs, steps, beams)
   warm = {name: fn() for name, fn in fns.items()}  # Compiles; checks ids.
   logging.info("timing %d rounds", repeats)
   times = _t5.interleaved(fns, repeats, probe=_t5.matmul_probe())
