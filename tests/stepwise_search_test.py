@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from pad_jax import infer
@@ -80,8 +81,9 @@ def test_one_beam_one_candidate_is_greedy(student, tmp_path):
                     decode="stepwise_beam", beam_size=1, step_candidates=1,
                     **common)
   greedy, stepwise = _read(tmp_path / "g.jsonl"), _read(tmp_path / "s.jsonl")
-  vocabulary = infer.Decoder(str(model_dir), options=infer.DecodeOptions(
-      max_decode_length=8)).vocabulary
+  decoder = infer.Decoder(str(model_dir), options=infer.DecodeOptions(
+      max_decode_length=8))
+  vocabulary = decoder.vocabulary
   eos = vocabulary.eos_id
   compared = 0
   with limits.ExecLimits(workers=1).executor() as executor:
@@ -96,10 +98,27 @@ def test_one_beam_one_candidate_is_greedy(student, tmp_path):
         assert s["prediction"] == g["prediction"]
         assert s["tokens"] == g["tokens"][:-1]  # stops at `return`
         assert not any(step["pruned"] for step in s["steps"])
+        # The score is the length-normalized log-probability t5x gives.
+        total = _score_batch(decoder, s["question"], s["tokens"])
+        assert s["score"] * len(s["tokens"]) == pytest.approx(total, abs=1e-3)
         compared += 1
       else:
         assert any(step["pruned"] for step in s["steps"]) or not s["complete"]
   assert compared >= 2, (greedy, stepwise)
+
+
+def _score_batch(decoder, question, tokens):
+  """log p(tokens | question) by t5x `score_batch`."""
+  encoded = decoder.encode(question)
+  batch = {"encoder_input_tokens": np.zeros((1, 64), np.int32),
+           "decoder_input_tokens": np.zeros((1, MAX_DECODE), np.int32),
+           "decoder_target_tokens": np.zeros((1, MAX_DECODE), np.int32),
+           "decoder_loss_weights": np.zeros((1, MAX_DECODE), np.float32)}
+  batch["encoder_input_tokens"][0, :len(encoded)] = encoded
+  batch["decoder_target_tokens"][0, :len(tokens)] = tokens
+  batch["decoder_input_tokens"][0, 1:len(tokens)] = tokens[:-1]
+  batch["decoder_loss_weights"][0, :len(tokens)] = 1.0
+  return float(decoder.model.score_batch(decoder.params, batch)[0])
 
 
 class _PlantingProposer:
