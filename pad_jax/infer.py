@@ -279,9 +279,10 @@ class Decoder:
     o = self.options
     if o.decode == "beam":
       return functools.partial(decoding.beam_search, alpha=o.alpha)
-    topk = 1 if o.decode == "greedy" else o.top_k
+    if o.decode == "greedy":  # t5x's argmax path: no top-k mask, no sampling
+      return functools.partial(decoding.temperature_sample, temperature=0.0)
     return functools.partial(decoding.temperature_sample,
-                             temperature=o.temperature, topk=topk)
+                             temperature=o.temperature, topk=o.top_k)
 
   def _restore_and_compile(self):
     """Restores params as t5x.infer does; partitions the decode step."""

@@ -1,4 +1,4 @@
-"""t5x's `EncoderDecoderModel`, decoding with cross-attention keys/values projected once.
+"""t5x's `EncoderDecoderModel` decoding with encoder keys/values projected once.
 
 t5x's model class runs the decoder one token at a time inside the decode
 function's `lax.while_loop` (`decoding.temperature_sample` for greedy and

@@ -157,6 +157,8 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], rounds: int,
   """
   times = {name: [] for name in fns}
   peaks = []
+  if rounds < 1:  # Warm-up rounds may be none.
+    return {}
   for _ in range(rounds):
     for name, fn in fns.items():
       times[name].append(_timed(fn))

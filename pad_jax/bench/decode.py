@@ -14,7 +14,7 @@ early stopping changes which beam wins, so the ids are comparable.
   `pad_jax.network.Transformer`, as the project's model gin files configure
   them (what `t5x.infer` and `python -m pad_jax.infer` run): cross-attention
   keys/values projected once per input before the loop; greedy is t5x's
-  `temperature_sample` with top-k 1, beam is t5x's `beam_search`
+  `temperature_sample` at temperature 0 (argmax), beam is t5x's `beam_search`
   (`--beam_size` beams, all returned ids are the best beam's);
 * `t5x`: t5x's stock `models.EncoderDecoderModel` over t5x's example
   network (re-projects the encoder keys/values at every step; greedy only
@@ -80,8 +80,8 @@ def t5x_decode(model_cls: Any, module: Any, shape: _t5.Shape,
     shape: the model shape.
     inputs: `[batch, inputs_length]` encoder tokens.
     steps: decoding steps.
-    beams: 0 for greedy (`temperature_sample`, top-k 1), else beam search
-      with that many beams.
+    beams: 0 for greedy (`temperature_sample` at temperature 0), else
+      beam search with that many beams.
     params: parameters to share (None: initialise from PRNGKey(0)).
   """
   import functools  # pylint: disable=import-outside-toplevel
@@ -93,7 +93,10 @@ def t5x_decode(model_cls: Any, module: Any, shape: _t5.Shape,
   if beams:
     decode_fn, num_decodes = decoding.beam_search, beams
   else:
-    decode_fn = functools.partial(decoding.temperature_sample, topk=1)
+    # What pad_jax.infer runs for greedy: t5x's zero-temperature (argmax)
+    # path; top-k 1 at temperature 1 gives the same ids but masks and
+    # samples 8 x 32100 logits at every step (~1/3 of a step on CPU).
+    decode_fn = functools.partial(decoding.temperature_sample, temperature=0.0)
     num_decodes = 1
   model = model_cls(module, vocab, vocab, optimizer_def=None,
                     decode_fn=decode_fn)
@@ -215,7 +218,8 @@ def profile_notes(report: dict[str, Any], goal: float) -> list[str]:
       f"{report['batch_size'] * max(report['beam_size'], 1)}: it reads all "
       "decoder weights (~84 MB) and the 32100 x 512 output embedding "
       "(~66 MB) for ~0.6 GFLOP per 8 rows, so it is bound by memory "
-      "bandwidth, not FLOPs (low `mfu` is expected); see docs/measured.md.",
+      "bandwidth, not FLOPs (low `mfu` is expected); docs/measured.md, "
+      "'Student benchmarks: what the numbers say'.",
   ] + ([
       "beam search: t5x's beam_search reorders the whole self-attention "
       "cache every step by a one-hot contraction "
