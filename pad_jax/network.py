@@ -300,7 +300,9 @@ class MultiHeadDotProductAttention(nn.Module):
       raise ValueError('Autoregressive decoding feeds one position at a time; '
                        f'got inputs of length {inputs_kv.shape[1]}.')
     index = cache_index.value
-    project = lambda k: _project(inputs_kv, k, self.dtype, heads_major=True)
+    # Projected as `[b, 1, h, k]` and then swapped (a few KB): projecting
+    # straight to heads-major made XLA transpose the kernels at every step.
+    project = lambda k: jnp.swapaxes(_project(inputs_kv, k, self.dtype), 1, 2)
     key = lax.dynamic_update_slice_in_dim(cached_key.value,
                                           project(key_kernel), index, axis=2)
     value = lax.dynamic_update_slice_in_dim(cached_value.value,
