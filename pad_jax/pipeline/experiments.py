@@ -219,6 +219,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], cfg:
     ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(rows))])
     ax.set_xticklabels([r["label"] for r in rows])
   ax.set_ylabel("accuracy (%)")
+  ax.set_ylim(bottom=0)  # a zoomed axis makes a 1-point difference look like a trend
   ax.set_title(cfg.title, fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
