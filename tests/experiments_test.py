@@ -223,3 +223,12 @@ def test_results_table_columns_with_seconds_per_question(tmp_path):
                                          "gsm8k_accuracy"])
   experiments.write_results(tmp_path, "stages", cfg, rows)
   assert "| greedy | 8 | 10 | 50.0% | 0.042 | n/a |" in (tmp_path / "results.md").read_text()
+
+
+def test_result_row_counts_the_examples_kept_within_the_lengths(tmp_path):
+  report = {"train": {"examples": {"gold": 10, "synthetic": 5}, "step": 3,
+                      "fit": {"gold.fit-96-128.json": {"source": "gold.jsonl", "kept": 4}}},
+            "synthetic_accuracy": 0.5, "synthetic_n": 20}
+  (tmp_path / "report.json").write_text(json.dumps(report))
+  row = experiments._result_row("p", {}, tmp_path)  # pylint: disable=protected-access
+  assert row["train_examples"] == 9 and row["synthetic_n"] == 20

@@ -147,8 +147,11 @@ def run_sweep(cfg: SweepConfig, name: str, configure: Callable[[Sequence[str]], 
 def _result_row(label: str, bindings: Mapping[str, Any], point_dir: pathlib.Path) -> dict[str, Any]:
   report = run_dir_lib.read_json(point_dir / "report.json")
   train = report.get("train") or {}
+  examples = dict(train.get("examples") or {})
+  for fit in (train.get("fit") or {}).values():  # over-length examples dropped
+    examples[fit["source"].rsplit(".", 1)[0]] = fit["kept"]
   row = {"label": label, "bindings": dict(bindings), "run_dir": str(point_dir),
-         "train_examples": sum((train.get("examples") or {}).values()),
+         "train_examples": sum(examples.values()),
          "train_questions": sum((train.get("questions") or {}).values()),
          "train_step": train.get("step"), "total_wall_s": report.get("total_wall_s")}
   row.update({k: v for k, v in report.items()
