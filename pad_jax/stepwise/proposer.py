@@ -154,8 +154,13 @@ class Proposer:
     decodes, scores = self._decode[line](self.params, encoder_inputs,
                                          decoder_inputs, temperatures, rng)
     decodes, scores = np.asarray(decodes), np.asarray(scores)
-    return [self._proposal(decodes[i, len(p):], float(scores[i]), line)
-            for i, p in enumerate(prefixes)]
+    proposals = [self._proposal(decodes[i, len(p):], float(scores[i]), line)
+                 for i, p in enumerate(prefixes)]
+    # An unfinished program at the decode limit has no room for another line
+    # (and would not fit the next call's decoder inputs): it ends at LENGTH.
+    return [dataclasses.replace(q, end=LENGTH)
+            if q.end != EOS and len(p) + len(q.tokens) >= self.max_decode_length - 1
+            else q for p, q in zip(prefixes, proposals)]
 
   def _proposal(self, new: np.ndarray, logprob: float, line: bool) -> Proposal:
     """The new ids up to the end of the line (or EOS)."""
