@@ -1,0 +1,91 @@
+"""pad_jax.beam_search gives t5x's `decoding.beam_search` ids and scores.
+
+A synthetic decoder whose state (the cache) depends on every beam's history,
+so a wrong reorder changes the results, with EOS likely enough that beams
+finish at different steps: plain, with a forced prompt, with prompts started
+at `initial_index`, with the scanned-layers cache layout (`cache_offset=1`);
+then a tiny random pad-jax model through `pad_jax.models`.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import seqio
+from t5x import decoding
+
+from pad_jax import beam_search
+from pad_jax import models
+from pad_jax import network
+
+VOCAB, DIM, EOS = 12, 8, 1
+
+
+def _tokens_to_logits(offset, state):
+  """Next-token logits from a cache that accumulates the tokens decoded."""
+  rng = np.random.RandomState(1)
+  emb = jnp.asarray(rng.randn(VOCAB, DIM), jnp.float32)
+  out = jnp.asarray(rng.randn(DIM, VOCAB), jnp.float32)
+  cache = state.cache
+  x = cache["layer"]["state"]
+  tok = emb[state.cur_token[:, 0]]
+  x = 0.7 * x + (tok[None] if offset else tok)
+  last = x[-1] if offset else x
+  logits = last @ out + jnp.zeros((VOCAB,)).at[EOS].set(0.5)
+  return logits, {"layer": {"state": x,
+                            "cached_bias": cache["layer"]["cached_bias"]}}
+
+
+@pytest.mark.parametrize("case", ["plain", "prompt", "initial_index",
+                                  "offset", "alpha0"])
+def test_same_as_t5x_beam_search(case):
+  batch, length = 3, 9
+  offset = 1 if case == "offset" else 0
+  shape = (2, batch, DIM) if offset else (batch, DIM)
+  cache = {"layer": {"state": jnp.asarray(
+      np.random.RandomState(2).randn(*shape), jnp.float32),
+                     "cached_bias": jnp.ones((4,))}}
+  inputs = np.zeros((batch, length), np.int32)
+  kwargs = dict(eos_id=EOS, num_decodes=4, cache_offset=offset,
+                alpha=0.0 if case == "alpha0" else 0.6)
+  if case in ("prompt", "initial_index"):
+    inputs[0, :3] = [5, 6, 7]
+    inputs[2, :1] = [4]
+  if case == "initial_index":
+    kwargs["initial_index"] = jnp.asarray((inputs != 0).sum(1), jnp.int32)
+  fn = functools.partial(_tokens_to_logits, offset)
+  theirs = jax.jit(lambda i, c: decoding.beam_search(i, c, fn, **kwargs))(
+      inputs, cache)
+  ours = jax.jit(lambda i, c: beam_search.beam_search(i, c, fn, **kwargs))(
+      inputs, cache)
+  assert ours[0].shape == (batch, 4, length)
+  np.testing.assert_array_equal(ours[0], theirs[0])
+  np.testing.assert_array_equal(ours[1], theirs[1])
+  finished = np.asarray(ours[0]) == EOS
+  assert finished.any() and not finished.any(-1).all()  # Both kinds occur.
+
+
+def test_same_as_t5x_through_the_model():
+  shape = dict(vocab_size=64, emb_dim=32, num_heads=4, num_encoder_layers=2,
+               num_decoder_layers=2, head_dim=8, mlp_dim=64, dropout_rate=0.0,
+               logits_via_embedding=True, float32_attention_logits=True)
+  module = network.Transformer(network.T5Config(**shape))
+  enc = np.random.RandomState(0).randint(2, 64, (2, 10)).astype(np.int32)
+  enc[1, 7:] = 0
+  batch = {"encoder_input_tokens": enc,
+           "decoder_input_tokens": np.zeros((2, 7), np.int32)}
+  vocab = seqio.PassThroughVocabulary(64, eos_id=1)
+  results = []
+  for decode_fn in (decoding.beam_search, beam_search.beam_search):
+    model = models.EncoderDecoderModel(module, vocab, vocab, None,
+                                       decode_fn=decode_fn)
+    params = model.get_initial_variables(
+        jax.random.PRNGKey(0), {k: v.shape for k, v in batch.items()},
+        {k: v.dtype for k, v in batch.items()})["params"]
+    ids, aux = jax.jit(lambda p, b, m=model: m.predict_batch_with_aux(
+        p, b, num_decodes=3, return_all_decodes=True))(params, batch)
+    results.append((np.asarray(ids), np.asarray(aux["scores"])))
+  np.testing.assert_array_equal(results[1][0], results[0][0])
+  np.testing.assert_array_equal(results[1][1], results[0][1])
