@@ -73,6 +73,7 @@ from t5x import partitioning
 from t5x import utils
 import tqdm
 
+from pad_jax import beam_search
 from pad_jax import checkpoints
 from pad_jax import jsonl
 from pad_jax import tf_devices
@@ -278,7 +279,7 @@ class Decoder:
   def _decode_fn(self):
     o = self.options
     if o.decode == "beam":
-      return functools.partial(decoding.beam_search, alpha=o.alpha)
+      return functools.partial(beam_search.beam_search, alpha=o.alpha)
     if o.decode == "greedy":  # t5x's argmax path: no top-k mask, no sampling
       return functools.partial(decoding.temperature_sample, temperature=0.0)
     return functools.partial(decoding.temperature_sample,

@@ -14,8 +14,9 @@ early stopping changes which beam wins, so the ids are comparable.
   `pad_jax.network.Transformer`, as the project's model gin files configure
   them (what `t5x.infer` and `python -m pad_jax.infer` run): cross-attention
   keys/values projected once per input before the loop; greedy is t5x's
-  `temperature_sample` at temperature 0 (argmax), beam is t5x's `beam_search`
-  (`--beam_size` beams, all returned ids are the best beam's);
+  `temperature_sample` at temperature 0 (argmax), beam is
+  `pad_jax.beam_search.beam_search` (t5x's beam search reordering beams by
+  direct gathers; `--beam_size` beams, all returned ids are the best beam's);
 * `t5x`: t5x's stock `models.EncoderDecoderModel` over t5x's example
   network (re-projects the encoder keys/values at every step; greedy only
   by default, as for 4 beams that takes minutes per call);
@@ -71,7 +72,8 @@ NO_EOS = -1  # An id never produced: every sequence runs all steps.
 
 def t5x_decode(model_cls: Any, module: Any, shape: _t5.Shape,
                inputs: np.ndarray, steps: int, beams: int,
-               params: Any = None) -> tuple[Callable[[], Any], Any]:
+               params: Any = None,
+               beam_fn: Any = None) -> tuple[Callable[[], Any], Any]:
   """A jitted `predict_batch_with_aux` closure; returns (fn, params).
 
   Args:
@@ -83,6 +85,7 @@ def t5x_decode(model_cls: Any, module: Any, shape: _t5.Shape,
     beams: 0 for greedy (`temperature_sample` at temperature 0), else
       beam search with that many beams.
     params: parameters to share (None: initialise from PRNGKey(0)).
+    beam_fn: the beam search (None: t5x's `decoding.beam_search`).
   """
   import functools  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
@@ -91,7 +94,7 @@ def t5x_decode(model_cls: Any, module: Any, shape: _t5.Shape,
 
   vocab = seqio.PassThroughVocabulary(shape.vocab_size, eos_id=2)
   if beams:
-    decode_fn, num_decodes = decoding.beam_search, beams
+    decode_fn, num_decodes = beam_fn or decoding.beam_search, beams
   else:
     # What pad_jax.infer runs for greedy: t5x's zero-temperature (argmax)
     # path; top-k 1 at temperature 1 gives the same ids but masks and
@@ -182,6 +185,7 @@ def _to_hf_state(shape: _t5.Shape, params: Any, like: dict) -> dict:
 def build(impls: list[str], shape: _t5.Shape, inputs: np.ndarray, steps: int,
           beams: int) -> dict[str, Callable[[], Any]]:
   """One decoding closure per implementation, all over the same weights."""
+  from pad_jax import beam_search as pad_beam_search  # pylint: disable=import-outside-toplevel
   from pad_jax import models as pad_models  # pylint: disable=import-outside-toplevel
   from pad_jax import network as pad_network  # pylint: disable=import-outside-toplevel
   from t5x import models as t5x_models  # pylint: disable=import-outside-toplevel
@@ -193,7 +197,8 @@ def build(impls: list[str], shape: _t5.Shape, inputs: np.ndarray, steps: int,
     if impl == "pad":
       module = pad_network.Transformer(_t5.pad_config(shape, dropout_rate=0.0))
       fns[impl], params = t5x_decode(pad_models.EncoderDecoderModel, module,
-                                     shape, inputs, steps, beams, params)
+                                     shape, inputs, steps, beams, params,
+                                     beam_fn=pad_beam_search.beam_search)
     elif impl == "t5x":
       module = t5x_network.Transformer(_t5.t5x_config(shape, dropout_rate=0.0))
       fns[impl], params = t5x_decode(t5x_models.EncoderDecoderModel, module,
