@@ -208,6 +208,23 @@ def test_changed_config_of_a_complete_stage_is_an_error(tmp_path):
     runner.run_pipeline(cfg)
 
 
+def test_marker_from_before_a_new_field_still_resumes(tmp_path, capsys):
+  """A field added to a config class later, at its default, is no change."""
+  cfg = _toy_config(tmp_path)
+  runner.run_pipeline(cfg)
+  run = run_dir_lib.RunDir(cfg.run_dir)
+  marker_path = run.marker_path("synthesize")
+  marker = json.loads(marker_path.read_text())
+  del marker["config"]["synthesize"]["synthetic_seed"]  # as if the field were new
+  marker_path.write_text(json.dumps(marker))
+  runner.run_pipeline(cfg)
+  assert "synthesize: complete, skipped" in capsys.readouterr().err
+  # A new field set away from its default is a change.
+  changed = _toy_config(tmp_path, **{"SynthesizeConfig.synthetic_seed": 7})
+  with pytest.raises(runner.ConfigMismatchError, match=r"synthetic_seed: None -> 7"):
+    runner.run_pipeline(changed)
+
+
 def test_interrupted_stage_without_marker_runs_again(tmp_path):
   cfg = _toy_config(tmp_path)
   runner.run_pipeline(cfg)

@@ -111,7 +111,7 @@ def run_pipeline(config: PipelineConfig, rerun: Sequence[str] = (),
       run.reset(stage)  # its inputs changed: old outputs (e.g. checkpoints) must not be resumed
       marker = None
     if marker is not None:
-      if marker.get("config") != cfg_dict:
+      if not same_config(marker.get("config"), cfg_dict, configs[stage]):
         raise ConfigMismatchError(_mismatch_message(run, stage, marker.get("config"), cfg_dict))
       markers[stage], statuses[stage] = marker, "skipped"
       print(f"[{index}/{len(config.stages)}] {stage}: complete, skipped "
@@ -127,6 +127,44 @@ def run_pipeline(config: PipelineConfig, rerun: Sequence[str] = (),
     statuses[stage] = "ran"
   print(summary_table(run, markers, statuses))
   return markers
+
+
+def same_config(old: Any, new: dict[str, Any], configs: Mapping[str, Any]) -> bool:
+  """Whether a completed stage's recorded config is the one asked for now.
+
+  A field added to a config class after the stage ran is absent from its
+  marker; at its default value it cannot have changed what the stage did, so
+  run directories made before the field existed still resume.
+  """
+  if not isinstance(old, dict) or set(old) != set(new):
+    return False
+  for name, fields in new.items():
+    recorded = old[name]
+    if not isinstance(fields, dict) or not isinstance(recorded, dict):
+      if recorded != fields:
+        return False
+      continue
+    defaults = _field_defaults(type(configs[name]))
+    for key, value in fields.items():
+      if key in recorded:
+        if recorded[key] != value:
+          return False
+      elif key not in defaults or defaults[key] != value:
+        return False
+    if set(recorded) - set(fields):
+      return False
+  return True
+
+
+def _field_defaults(cls: type) -> dict[str, Any]:
+  """A config class's field defaults, JSON-normalized like `config_dict`."""
+  defaults = {}
+  for field in dataclasses.fields(cls):
+    if field.default is not dataclasses.MISSING:
+      defaults[field.name] = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+      defaults[field.name] = field.default_factory()
+  return json.loads(json.dumps(defaults, default=list))
 
 
 def _mismatch_message(run: run_dir_lib.RunDir, stage: str, old: Any, new: dict[str, Any]) -> str:
