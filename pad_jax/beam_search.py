@@ -166,11 +166,13 @@ def beam_search(
     top_alive_seq = _gather(topk_seq, new_topk_indices)
     top_alive_log_probs = _gather(new_log_probs, new_topk_indices)
     top_alive_indices = _gather(topk_beam_indices, new_topk_indices)
-    # One direct gather of flat cache rows: row b * beams + beam.
+    # One direct gather of flat cache rows: row b * beams + beam. The rows
+    # are in bounds; mode="clip" spares jnp.take's default out-of-bounds
+    # fill (a select over the whole cache array).
     flat_rows = (jnp.arange(batch_size)[:, None] * beam_size
                  + top_alive_indices).reshape(-1)
     top_alive_cache = decoding.cache_map(
-        lambda x: jnp.take(x, flat_rows, axis=cache_offset),
+        lambda x: jnp.take(x, flat_rows, axis=cache_offset, mode="clip"),
         new_flat_cache)
 
     lengths = state.cur_index + 1
