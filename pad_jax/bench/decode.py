@@ -226,15 +226,14 @@ def profile_notes(report: dict[str, Any], goal: float) -> list[str]:
       "bandwidth, not FLOPs (low `mfu` is expected); docs/measured.md, "
       "'Student benchmarks: what the numbers say'.",
   ] + ([
-      "beam search: in the compiled loop body of t5x's beam_search the "
-      "self-attention cache (12 arrays of [batch*beams, 8, 256, 64], 16.8 "
-      "MB each at batch 8 x 4 beams) is written ~6 times per step: the "
-      "one-hot reorder (decoding.cache_gather_beams, 0.4 GB), two "
-      "loop-carry copies XLA inserts around it (0.8 GB) and the new "
-      "position (0.2 GB), ~1.4 GB written per step against 0.15 GB of "
-      "weights read. What is left is a beam search that reorders with an "
-      "index gather, only the filled positions, or keeps parent pointers "
-      "(a pad-jax decode function; t5x's is used as is).",
+      "beam search (pad_jax.beam_search): the self-attention cache (12 "
+      "arrays of [batch*beams, 8, 256, 64], 16.8 MB each at batch 8 x 4 "
+      "beams) is reordered by a direct row gather, not t5x's one-hot "
+      "contraction, but the compiled loop body still writes each array "
+      "twice per step: the gather and the loop-carry copy XLA inserts after "
+      "it (a gather cannot write in place), ~0.4 GB per step against 0.15 GB of weights read. What is left is a reorder that "
+      "avoids the copy (ping-pong cache buffers over a 2-step unrolled body) "
+      "or keeps parent pointers instead of moving the cache.",
   ] if report["beam_size"] else [])
 
 
