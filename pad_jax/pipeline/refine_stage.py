@@ -31,6 +31,7 @@ from pad_jax import checkpoints
 from pad_jax.data import programs as programs_lib
 from pad_jax.execution import flags as exec_flags
 from pad_jax.pipeline import child
+from pad_jax.pipeline import run_dir as run_dir_lib
 from pad_jax.pipeline import train_stage
 from pad_jax.pipeline.configs import REPO_ROOT, RefineConfig, TrainConfig
 from pad_jax.pipeline.stage import StageContext, StageError
@@ -101,7 +102,7 @@ def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, An
                   poll=lambda: (setattr(bar, "n", child.count_lines(data_dir / refine_data.ROWS_FILE)),
                                 bar.refresh()))
   bar.close()
-  data_report = json.loads((data_dir / refine_data.REPORT_FILE).read_text())
+  data_report = run_dir_lib.read_json(data_dir / refine_data.REPORT_FILE)
 
   atomic.write_text(ctx.path("refine.gin"),
                     refine_gin(data_dir / refine_data.ROWS_FILE, programs_path,
