@@ -231,9 +231,9 @@ def hostile_programs(sentinel_dir: str, port: int, token: str):
                       pass
               os._exit(0)
           """), "crashed", None),
-      ("breaks_result_encoding", _program("""\
+      ("breaks_result_reporting", _program("""\
           def solution():
-              sys.modules['json'].dumps = None
+              sys.modules['os'].write = None
               return 1
           """), "crashed", None),
       ("input_eof", "def solution():\n    return int(input())", "runtime_error", None),

@@ -166,8 +166,10 @@ def test_gsmhard_reference_programs_reproduce_targets(executor, shared_data):
   assert len(failures) <= 0.01 * len(rows), failures[:5]
 
 
-def test_a_killed_worker_is_replaced_and_blamed_for_one_program():
-  sleeper = "import time\ndef solution():\n    time.sleep(30)\n    return 1"
+def test_a_killed_worker_is_replaced_and_its_programs_run_again():
+  # A worker reports a batch at its end: the programs it had are run again,
+  # one at a time, and none is blamed for a kill that came from outside.
+  sleeper = "import time\ndef solution():\n    time.sleep(3)\n    return 1"
   quick = "def solution():\n    return 5"
   with execution.Executor(workers=1, timeout_s=20.0, batch_size=4) as ex:
     victim = ex._workers[0].proc.pid  # pylint: disable=protected-access
@@ -175,10 +177,23 @@ def test_a_killed_worker_is_replaced_and_blamed_for_one_program():
     killer.start()
     results = ex.run([sleeper, quick, quick, quick])
     killer.join()
-    assert [r.status for r in results] == ["crashed", "ok", "ok", "ok"]
-    assert "worker died" in results[0].error
+    assert [(r.status, r.value) for r in results] == [("ok", 1)] + [("ok", 5)] * 3
     assert ex._workers[0].proc.pid != victim  # pylint: disable=protected-access
     assert ex.run([quick])[0].value == 5
+
+
+def test_a_program_that_kills_its_worker_is_blamed_alone():
+  if os.geteuid() != 0:
+    pytest.skip("forcing the basic level needs root")
+  # At the basic level a program runs as its worker's user and can kill it.
+  killer = ("import collections\nos = collections._sys.modules['os']\n"
+            "def solution():\n    os.kill(os.getppid(), 9)\n    return 1")
+  quick = "def solution():\n    return 5"
+  with execution.Executor(workers=1, timeout_s=5.0, batch_size=4, isolation="basic") as ex:
+    results = ex.run([quick, killer, quick, quick, quick])
+    assert [r.status for r in results] == ["ok", "crashed", "ok", "ok", "ok"]
+    assert "worker died" in results[1].error
+    assert [r.value for r in results[2:]] == [5, 5, 5]
 
 
 @pytest.mark.parametrize("level", ["full", "uid", "basic"])
@@ -340,9 +355,8 @@ def test_a_worker_that_stops_answering_is_replaced():
     for pid in tree:
       os.kill(pid, signal.SIGSTOP)  # frozen: alive, but silent
     results = ex.run([quick, quick, quick])
-    assert results[0].status == "crashed"
-    assert "stopped answering" in results[0].error
-    assert [r.value for r in results[1:]] == [5, 5]
+    # Replaced after the grace period; its programs ran again elsewhere.
+    assert [r.value for r in results] == [5, 5, 5]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_alive(p) for p in tree):
       time.sleep(0.1)

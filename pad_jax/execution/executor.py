@@ -98,6 +98,7 @@ class _WorkerHandle:
     self.buffer = leftover
     os.set_blocking(proc.stdin.fileno(), False)
     self.outstanding: collections.deque = collections.deque()  # (index, src)
+    self.solo = False  # running one suspect program alone
     self.last_activity = time.monotonic()
 
   @property
@@ -193,6 +194,7 @@ class Executor:
     self._workers: list[_WorkerHandle] = []
     self._level = isolation
     self._next_index = self._stream_base = 0
+    self._suspects: set[int] = set()  # indices to run one at a time
     self._scratch: Optional[str] = None
     self._selector: Optional[selectors.DefaultSelector] = None
     # Workers are spawned from one thread that lives as long as the executor:
@@ -362,8 +364,6 @@ class Executor:
     base = next_in = next_out = self._next_index
     self._stream_base = base
     while True:
-      if self._stream_base != base:
-        raise RuntimeError("this stream was abandoned: a newer run/imap started")
       while not exhausted and next_in - next_out < window:
         try:
           program = next(source)
@@ -379,25 +379,37 @@ class Executor:
       while next_out in done:
         yield done.pop(next_out)
         next_out += 1
+        if self._stream_base != base:
+          raise RuntimeError("this stream was abandoned: a newer run/imap started")
       if exhausted and next_out == next_in:
         return
       self._dispatch(queue, done)
       self._collect(queue, done)
 
   def _dispatch(self, queue: collections.deque, done: dict) -> None:
-    idle = [w for w in self._workers if not w.busy]
-    if not queue or not idle:
-      return
+    """Keeps every worker busy: a batch running and at most one waiting.
+
+    Programs suspected of killing a worker go one at a time to a worker
+    with nothing else to do, so the next failure names the culprit.
+    """
     size = self.batch_size or max(1, min(16, math.ceil(len(queue) / self.num_workers / 2)))
-    for worker in idle:
+    for worker in self._workers:
       if not queue:
-        break
-      batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+        return
+      suspect = queue[0][0] in self._suspects
+      if worker.outstanding and (suspect or worker.solo or len(worker.outstanding) > size):
+        continue
+      # Suspects are requeued at the front: after a non-suspect there are none.
+      batch = [queue.popleft() for _ in range(1 if suspect else min(size, len(queue)))]
+      worker.solo = suspect
       try:
         worker.send(batch, self.unresponsive_grace_s)
       except (OSError, TimeoutError) as e:  # BrokenPipeError: it died
-        # Nothing of this batch ran yet: requeue it all, blame nobody.
-        self._on_worker_failure(worker, queue, done, f"worker failed: {e}", blame=False)
+        # Nothing of this batch ran yet: requeue it, blame nobody for it.
+        for _ in batch:
+          worker.outstanding.pop()
+        queue.extendleft(reversed(batch))
+        self._on_worker_failure(worker, queue, done, f"worker failed: {e}")
 
   def _collect(self, queue: collections.deque, done: dict) -> None:
     if not any(w.busy for w in self._workers):
@@ -421,6 +433,7 @@ class Executor:
           self._on_worker_failure(worker, queue, done, "worker sent a malformed line")
           break
         index, _ = worker.outstanding.popleft()
+        self._suspects.discard(index)
         if index >= self._stream_base:  # else: left over from an abandoned stream
           done[index] = result
     now = time.monotonic()
@@ -429,17 +442,23 @@ class Executor:
         self._on_worker_failure(worker, queue, done, "worker stopped answering")
 
   def _on_worker_failure(self, worker: _WorkerHandle, queue: collections.deque,
-                         done: dict, reason: str, blame: bool = True) -> None:
-    """Blames the program in flight, requeues the rest, restarts the worker."""
+                         done: dict, reason: str) -> None:
+    """Blames the program in flight, requeues the rest, restarts the worker.
+
+    A worker reports a batch's results together, so with several programs
+    outstanding the one in flight is not known: all are requeued as
+    suspects and run again one at a time (programs are pure).
+    """
     outstanding = [item for item in worker.outstanding if item[0] >= self._stream_base]
     worker.outstanding.clear()
-    if outstanding and not blame:
-      queue.extendleft(reversed(outstanding))
-    elif outstanding:
+    if len(outstanding) == 1:
       index, _ = outstanding[0]
       seconds = round(time.monotonic() - worker.last_activity, 6)
       done[index] = ExecResult("crashed", None, reason, seconds)
-      queue.extendleft(reversed(outstanding[1:]))
+      self._suspects.discard(index)
+    elif outstanding:
+      self._suspects.update(index for index, _ in outstanding)
+      queue.extendleft(reversed(outstanding))
     said = _last_line(worker.stderr)
     logging.warning("executor: %s (pid %d%s); restarting it", reason,
                     worker.proc.pid, f": {said}" if said else "")

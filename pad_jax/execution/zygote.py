@@ -15,9 +15,16 @@ Protocol: read JSON lines `[[index, source], ...]` on stdin; for each
 program, fork a child that drops to this worker's unprivileged uid, sets
 hard rlimits, moves into a fresh empty temp directory, runs the program with
 an import allowlist and converts its result to a plain number; enforce the
-wall-clock limit, SIGKILL everything the program left behind, and write one
-JSON line `[index, status, value, error, seconds]` per program on stdout.
-EOF on stdin ends the zygote.
+wall-clock limit, SIGKILL everything the program left behind; write one
+JSON line `[index, status, value, error, seconds]` per program on stdout, all
+of a batch together (or after each second of programs). EOF on stdin ends the
+zygote.
+
+Between two forks the zygote does only what the next program needs (system
+calls): each memory page it writes after a fork costs a copy-on-write fault,
+so parsing, classifying and encoding results wait for the batch's end
+(`Worker.execute` / `Worker.finish`), and a child formats its own result
+without building objects it does not need.
 """
 
 import builtins
@@ -35,6 +42,7 @@ MAX_ERROR_CHARS = 300
 MAX_RESULT_BYTES = 4096
 PRINT_CAPTURE_BYTES = 1 << 20
 PR_SET_PDEATHSIG = 1
+FLUSH_AFTER_S = 1.0
 
 
 class ForbiddenImportError(ImportError):
@@ -67,7 +75,7 @@ class _CappedWriter:
     return "".join(self.parts)
 
 
-def _error_text(exc, source_lines):
+def _error_text(exc, source):
   """'Type: message (line N: source)' for the innermost program frame."""
   try:
     detail = exc.msg if isinstance(exc, SyntaxError) else exc
@@ -81,6 +89,7 @@ def _error_text(exc, source_lines):
       if tb.tb_frame.f_code.co_filename == "<program>":
         line = tb.tb_lineno
       tb = tb.tb_next
+  source_lines = source.splitlines()
   if line and 0 < line <= len(source_lines):
     message += f" (line {line}: {source_lines[line - 1].strip()[:120]})"
   return message[:MAX_ERROR_CHARS]
@@ -95,6 +104,7 @@ class _ChildState:
     self.set_pdeathsig = None if config["pidns_active"] else _pdeathsig_setter()
     self.allowed = frozenset(config["allowed_modules"])
     self.real_import = builtins.__import__
+    self.guarded_import = _guarded_import(self)
     self.forbid_root = True  # main() relaxes this inside a user namespace
     self.zygote_pid = os.getpid()
 
@@ -151,7 +161,6 @@ def _printed_number(state, text, overflow):
 
 def run_program(state, source):
   """Runs `source`; returns (status, value, error). Called in the child."""
-  source_lines = source.splitlines()
   writer = _CappedWriter(PRINT_CAPTURE_BYTES if state.config["mode"] == "print" else 0)
   sys.stdout = sys.stderr = writer
   program_globals = {"__name__": "__main__", "__builtins__": builtins}
@@ -160,8 +169,8 @@ def run_program(state, source):
   except MemoryError:
     return "memory_error", None, "MemoryError while compiling"
   except BaseException as e:  # SyntaxError, RecursionError, ValueError (NUL)
-    return "syntax_error", None, _error_text(e, source_lines)
-  builtins.__import__ = _guarded_import(state)
+    return "syntax_error", None, _error_text(e, source)
+  builtins.__import__ = state.guarded_import
   try:
     exec(code, program_globals)  # pylint: disable=exec-used
     if state.config["mode"] == "print":
@@ -171,15 +180,23 @@ def run_program(state, source):
       return "no_solution", None, "the program defines no solution() function"
     return _to_number(state, solution())
   except ForbiddenImportError as e:
-    return "forbidden_import", None, _error_text(e, source_lines)
+    return "forbidden_import", None, _error_text(e, source)
   except MemoryError as e:
-    return "memory_error", None, _error_text(e, source_lines)
+    return "memory_error", None, _error_text(e, source)
   except BaseException as e:  # pylint: disable=broad-except
-    return "runtime_error", None, _error_text(e, source_lines)
+    return "runtime_error", None, _error_text(e, source)
+
+
+# A child formats its result itself: json.dumps builds an encoder at every
+# call, and each object a child creates costs it memory pages to copy.
+_encode_string = json.encoder.encode_basestring_ascii
 
 
 def _encode_result(status, value, error):
-  line = json.dumps([status, value, error], allow_nan=False)
+  if type(value) is float and value - value != 0:
+    raise ValueError("not a finite number")
+  line = '["%s",%s,%s]' % (status, "null" if value is None else repr(value),
+                           "null" if error is None else _encode_string(error))
   return line.encode("utf-8", "replace")[:MAX_RESULT_BYTES - 1] + b"\n"
 
 
@@ -258,18 +275,27 @@ class Worker:
     self.current_pid = 0
     self.timed_out = False
 
-  def _workdir(self):
-    self.counter += 1
-    path = os.path.join(self.scratch, str(self.counter))
+  def workdirs(self, count):
+    """Names for the next `count` programs' working directories."""
+    first = self.counter + 1
+    self.counter += count
+    return [f"{self.scratch}/{n}" for n in range(first, first + count)]
+
+  def _make_workdir(self, path):
     os.mkdir(path, 0o700)
     uid = self.config["uid"]
     if uid is not None:
       os.chown(path, uid, uid)
-    return path
 
-  def run(self, source):
-    """Returns (status, value, error, seconds)."""
-    workdir = self._workdir()
+  def execute(self, source, workdir):
+    """Runs one program in a forked child; returns what `finish` needs.
+
+    Everything between two forks costs a copy-on-write fault per memory
+    page it writes (a fork write-protects all of the zygote's pages), so
+    this keeps to the system calls and leaves parsing, classifying and
+    encoding the result to `finish`, which `serve` calls once per batch.
+    """
+    self._make_workdir(workdir)
     read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     start = time.monotonic()
     pid = os.fork()
@@ -281,19 +307,21 @@ class Worker:
         os._exit(70)
     os.close(write_fd)
     # Block in wait4 until the child exits (SIGALRM kills it at the
-    # deadline); touching little memory meanwhile keeps copy-on-write faults,
-    # the main cost of a fork, low on both sides.
+    # deadline).
     self.current_pid, self.timed_out = pid, False
     signal.setitimer(signal.ITIMER_REAL, self.config["timeout_s"])
-    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped yet
+    exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # not reaped yet
     self.current_pid = 0
     signal.setitimer(signal.ITIMER_REAL, 0)
-    timed_out = self.timed_out
     seconds = time.monotonic() - start
     # Kill the rest of its process group while the (zombie) child still
     # holds its pid, so the group id cannot name a stranger's group yet.
     self.kill_all(pid)
-    _, exit_status, usage = os.wait4(pid, 0)
+    if exited.si_code == os.CLD_EXITED:
+      exit_status, cpu = os.waitpid(pid, 0)[1], 0.0
+    else:  # killed: was it the CPU-time limit?
+      _, exit_status, usage = os.wait4(pid, 0)
+      cpu = usage.ru_utime + usage.ru_stime
     self._reap_others()
     try:
       payload = os.read(read_fd, MAX_RESULT_BYTES)
@@ -301,7 +329,12 @@ class Worker:
       payload = b""
     os.close(read_fd)
     self.remove_tree(workdir)
-    cpu_limited = usage.ru_utime + usage.ru_stime >= self.cpu_limit - 0.5
+    return payload, self.timed_out, exit_status, cpu, seconds
+
+  def finish(self, raw):
+    """(status, value, error, seconds) from what `execute` returned."""
+    payload, timed_out, exit_status, cpu, seconds = raw
+    cpu_limited = cpu >= self.cpu_limit - 0.5
     status, value, error = self._classify(payload, timed_out, exit_status, cpu_limited)
     return status, value, error, round(seconds, 6)
 
@@ -405,10 +438,25 @@ def serve(worker):
       batch = json.loads(line)
     except ValueError:
       return
-    for index, source in batch:
-      status, value, error, seconds = worker.run(source)
-      out.write(json.dumps([index, status, value, error, seconds]).encode() + b"\n")
-      out.flush()
+    # Results go out once per batch (see Worker.execute; the executor sends
+    # small batches, so they still stream), and after a second of programs,
+    # so the executor hears from a busy worker at least that often.
+    pending, waited = [], 0.0
+    for (index, source), workdir in zip(batch, worker.workdirs(len(batch))):
+      raw = worker.execute(source, workdir)
+      pending.append((index, raw))
+      waited += raw[-1]
+      if waited > FLUSH_AFTER_S:
+        _write_results(out, worker, pending)
+        pending, waited = [], 0.0
+    _write_results(out, worker, pending)
+
+
+def _write_results(out, worker, pending):
+  if pending:
+    out.write(b"".join(json.dumps([index, *worker.finish(raw)]).encode() + b"\n"
+                       for index, raw in pending))
+    out.flush()
 
 
 
