@@ -212,13 +212,67 @@ def build(impls: list[str], shape: _t5.Shape, inputs: np.ndarray, steps: int,
   return fns
 
 
+def decode_bytes_per_step(shape: _t5.Shape, batch: int, inputs: int,
+                          steps: int, beams: int) -> dict[str, int]:
+  """Bytes one cached decoding step must read (f32), by what they are.
+
+  The decoder's weights (the cross-attention key/value projections are not
+  read: `pad_jax.models` projects the encoder once), the tied output
+  embedding, the self-attention cache (`batch * beams` rows; the cache has
+  the full decode length and every step attends over all of it, masked) and
+  the encoder keys/values (`batch` rows, shared by the beams). Beam search
+  moves its cache on top of this.
+  """
+  d, inner = shape.emb_dim, shape.num_heads * shape.head_dim
+  layers = shape.num_decoder_layers
+  weights = layers * (6 * d * inner + 2 * d * shape.mlp_dim) * 4
+  embedding = shape.vocab_size * d * 4
+  self_cache = layers * 2 * batch * max(beams, 1) * steps * inner * 4
+  cross_kv = layers * 2 * batch * inputs * inner * 4
+  return {"decoder_weights": weights, "output_embedding": embedding,
+          "self_attention_cache": self_cache, "encoder_keys_values": cross_kv,
+          "total": weights + embedding + self_cache + cross_kv}
+
+
+def bandwidth_floor(report: dict[str, Any], shape: _t5.Shape,
+                    bandwidth: float) -> dict[str, Any]:
+  """The least time per call at `bandwidth` bytes/s, and what it allows."""
+  per_step = decode_bytes_per_step(shape, report["batch_size"],
+                                   report["inputs_length"],
+                                   report["decode_length"], report["beam_size"])
+  floor_s = per_step["total"] * report["decode_length"] / bandwidth
+  floor = {"bytes_per_step_mb": {k: round(v / 1e6, 1) for k, v in per_step.items()},
+           "bandwidth_gbs": round(bandwidth / 1e9, 2),
+           "floor_seconds_per_call": round(floor_s, 3)}
+  if "pad" in report:
+    floor["pad_of_floor"] = round(floor_s / report["pad"]["seconds_per_call"], 3)
+  if "hf" in report:
+    floor["floor_speedup_vs_hf"] = round(
+        report["hf"]["seconds_per_call"] / floor_s, 2)
+  return floor
+
+
 def profile_notes(report: dict[str, Any], goal: float) -> list[str]:
   """What is left when `pad` misses `goal` x HF (from the cost analysis)."""
   speedup = report.get("speedup_vs_hf")
   if speedup is None or speedup >= goal:
     return []
+  floor = report.get("memory_floor")
+  mb = floor and floor["bytes_per_step_mb"]
+  bound = [] if not floor or "floor_speedup_vs_hf" not in floor else [
+      f"Memory floor: each step must read {mb['total']} MB (decoder weights "
+      f"{mb['decoder_weights']}, output embedding {mb['output_embedding']}, "
+      f"self-attention cache {mb['self_attention_cache']}, encoder keys/values "
+      f"{mb['encoder_keys_values']}); at the {floor['bandwidth_gbs']} GB/s a "
+      "decoder-shaped matrix-vector product streams here (measured in this run) "
+      f"that is at least {floor['floor_seconds_per_call']} s per call, so no fp32 "
+      f"implementation reading these bytes can beat {floor['floor_speedup_vs_hf']}x "
+      f"HF on this machine; pad runs at {floor.get('pad_of_floor')} of that floor "
+      "speed. What is left: read fewer bytes (attend over the filled part of the "
+      "cache only; bf16 weights, which changes the ids) or more bandwidth (GPU)."]
   return [
       f"goal {goal}x HF missed ({speedup}x).",
+  ] + bound + [
       "Per step, the decoder is matrix-vector work at batch "
       f"{report['batch_size'] * max(report['beam_size'], 1)}: it reads all "
       "decoder weights (~84 MB) and the 32100 x 512 output embedding "
@@ -257,8 +311,10 @@ def main(argv: list[str]) -> int:
   fns = build(impls, shape, inputs, steps, beams)
   warm = {name: fn() for name, fn in fns.items()}  # Compiles; checks ids.
   logging.info("timing %d rounds", repeats)
+  bandwidth = _t5.bandwidth_probe()
   times = _t5.interleaved(fns, repeats, probe=_t5.matmul_probe())
   peak = times.pop("peak_flops")
+  bandwidth = max(bandwidth, _t5.bandwidth_probe())
   flops = _t5.decode_flops(shape, _BATCH.value, _INPUTS.value, steps,
                            beams=max(beams, 1))
   tokens = _BATCH.value * max(beams, 1) * steps
@@ -287,6 +343,7 @@ def main(argv: list[str]) -> int:
     report["speedup_vs_hf"] = report["pad"].get("speedup_vs_hf")
     report["ids_equal_hf"] = report["pad"].get("ids_equal_hf")
     report["mfu"] = report["pad"]["mfu"]
+  report["memory_floor"] = bandwidth_floor(report, shape, bandwidth)
   report["profile_notes"] = profile_notes(report, 2.0 if beams else 3.0)
   _t5.write_report(output, report)
   return 0
