@@ -268,6 +268,7 @@ class Worker:
       self.state.rlimits.append((resource.RLIMIT_NPROC, config["max_processes"]))
     self.devnull = os.open(os.devnull, os.O_RDWR)
     self.pid1 = config["pidns_active"]
+    self.last_pid_fd = _open_last_pid() if self.pid1 else None
     base = "/tmp" if features.get("private_tmp") else config["scratch_dir"]
     self.scratch = os.path.join(base, f"pad_exec_{os.getpid()}")
     os.makedirs(self.scratch, mode=0o711, exist_ok=True)
@@ -314,15 +315,21 @@ class Worker:
     self.current_pid = 0
     signal.setitimer(signal.ITIMER_REAL, 0)
     seconds = time.monotonic() - start
-    # Kill the rest of its process group while the (zombie) child still
-    # holds its pid, so the group id cannot name a stranger's group yet.
-    self.kill_all(pid)
+    # As pid 1 of its own pid namespace: if no pid was handed out after the
+    # child's, the child started no process, and there is nothing to kill.
+    alone = (self.last_pid_fd is not None and
+             os.pread(self.last_pid_fd, 32, 0) == b"%d\n" % pid)
+    if not alone:
+      # Kill the rest of its process group while the (zombie) child still
+      # holds its pid, so the group id cannot name a stranger's group yet.
+      self.kill_all(pid)
     if exited.si_code == os.CLD_EXITED:
       exit_status, cpu = os.waitpid(pid, 0)[1], 0.0
     else:  # killed: was it the CPU-time limit?
       _, exit_status, usage = os.wait4(pid, 0)
       cpu = usage.ru_utime + usage.ru_stime
-    self._reap_others()
+    if not alone:
+      self._reap_others()
     try:
       payload = os.read(read_fd, MAX_RESULT_BYTES)
     except BlockingIOError:
@@ -482,6 +489,16 @@ def _preload(modules):
       __import__(name)
     except ImportError:
       pass
+
+
+def _open_last_pid():
+  """A descriptor on the last pid this pid namespace handed out, or None."""
+  try:
+    fd = os.open("/proc/sys/kernel/ns_last_pid", os.O_RDONLY | os.O_CLOEXEC)
+    os.pread(fd, 32, 0)
+    return fd
+  except OSError:
+    return None
 
 
 def _pdeathsig_setter():
