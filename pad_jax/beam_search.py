@@ -26,12 +26,21 @@ from __future__ import annotations
 import functools
 from typing import Callable, Mapping, Optional, Tuple
 
+import flax
+from flax import traverse_util
 import jax
 from jax import lax
 import jax.numpy as jnp
 from t5x import decoding
 
 NEG_INF = decoding.NEG_INF
+
+# A cache leaf by this name, `[batch, 1, length]` int32 as the network
+# shapes it, marks the arrays beside it (its layer's keys and values) as
+# addressed through it; see `_expand_cache` and `_reorder_cache`.
+ANCESTORS = 'beam_ancestors'
+# Leaves t5x's `decoding.cache_map` leaves alone (scalars, shared biases).
+_NOT_PER_ROW = ('cache_index', 'cached_bias', 'position_embedder_index')
 
 
 def _gather(x: jnp.ndarray, beam_indices: jnp.ndarray) -> jnp.ndarray:
@@ -45,6 +54,37 @@ def _gather_topk(nested, score_or_log_prob: jnp.ndarray, k: int):
   _, topk_indices = lax.top_k(score_or_log_prob, k=k)
   topk_indices = jnp.flip(topk_indices, axis=1)
   return jax.tree.map(lambda x: _gather(x, topk_indices), nested)
+
+
+def _map_rows(fn_rows, fn_ancestors, cache, cache_offset: int,
+              apply_to_index: bool = False, keep_tabled: bool = False):
+  """`decoding.cache_map` that tells the ancestors tables and their layers.
+
+  `fn_rows` maps every per-row leaf, `fn_ancestors` each `ANCESTORS` table;
+  with `keep_tabled`, the other leaves of a layer with a table are kept as
+  they are. Tables count only at `cache_offset` 0 (a scanned-layers cache
+  is mapped row by row, tables too).
+  """
+  frozen = isinstance(cache, flax.core.FrozenDict)
+  flat = traverse_util.flatten_dict(
+      flax.core.unfreeze(cache) if frozen else cache)
+  tables = set()
+  if cache_offset == 0:
+    tables = {path[:-1] for path in flat if path[-1] == ANCESTORS}
+  out = {}
+  for path, x in flat.items():
+    if apply_to_index and path[-1] == 'cache_index':
+      out[path] = fn_rows(x)
+    elif path[-1] in _NOT_PER_ROW:
+      out[path] = x
+    elif path[:-1] in tables and path[-1] == ANCESTORS:
+      out[path] = fn_ancestors(x)
+    elif path[:-1] in tables and keep_tabled:
+      out[path] = x
+    else:
+      out[path] = fn_rows(x)
+  out = traverse_util.unflatten_dict(out)
+  return flax.core.freeze(out) if frozen else out
 
 
 def beam_search(
@@ -95,11 +135,15 @@ def beam_search(
   init = decoding.beam_init(batch_size, beam_size, max_decode_len, {},
                             cache_offset, live_seqs=live_seqs,
                             initial_index=initial_index)
-  # The cache is carried flat: [batch * beams, ...] (at axis `cache_offset`).
-  flat_cache0 = decoding.cache_map(
-      functools.partial(decoding.flat_batch_beam_expand,
-                        beam_size=beam_size, offset=cache_offset),
-      cache, apply_to_index=live_seqs is not None)
+  # The cache is carried flat: [batch * beams, ...] (at axis `cache_offset`);
+  # an ancestors table as [batch, beams, length].
+  expand = functools.partial(decoding.flat_batch_beam_expand,
+                             beam_size=beam_size, offset=cache_offset)
+  flat_cache0 = _map_rows(
+      expand,
+      lambda x: jnp.broadcast_to(x, (batch_size, beam_size, x.shape[2])),
+      cache, cache_offset,
+      apply_to_index=live_seqs is not None)
   init = init.replace(cache=flat_cache0)
 
   def cond_fn(state: decoding.BeamState) -> jax.Array:
@@ -168,12 +212,14 @@ def beam_search(
     top_alive_indices = _gather(topk_beam_indices, new_topk_indices)
     # One direct gather of flat cache rows: row b * beams + beam. The rows
     # are in bounds; mode="clip" spares jnp.take's default out-of-bounds
-    # fill (a select over the whole cache array).
+    # fill (a select over the whole cache array). A layer with an
+    # ancestors table keeps its rows in place: the table's rows move.
     flat_rows = (jnp.arange(batch_size)[:, None] * beam_size
                  + top_alive_indices).reshape(-1)
-    top_alive_cache = decoding.cache_map(
+    top_alive_cache = _map_rows(
         lambda x: jnp.take(x, flat_rows, axis=cache_offset, mode="clip"),
-        new_flat_cache)
+        lambda x: _gather(x, top_alive_indices), new_flat_cache,
+        cache_offset, keep_tabled=True)
 
     lengths = state.cur_index + 1
     topk_lengths = jnp.repeat(initial_index[:, None], beams_to_keep, axis=1)

@@ -48,6 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 from t5x.examples.t5 import layers
 
+from pad_jax import beam_search
+
 param_with_axes = nn_partitioning.param_with_axes
 with_sharding_constraint = nn_partitioning.with_sharding_constraint
 Array = jnp.ndarray
@@ -201,7 +203,8 @@ CROSS_ATTENTION = 'cross_attention'
 
 def cached_attention(query: Array, key: Array, value: Array,
                      bias: Optional[Array], dtype: Any,
-                     float32_logits: bool) -> Array:
+                     float32_logits: bool,
+                     ancestors: Optional[Array] = None) -> Array:
   """Decoding attention to heads-major keys/values, shared by `n` query rows.
 
   The numerics of `layers.dot_product_attention` without dropout. Keys and
@@ -219,10 +222,16 @@ def cached_attention(query: Array, key: Array, value: Array,
     bias: broadcastable to `[batch, heads, q_len, kv_len]`, or None.
     dtype: output dtype.
     float32_logits: compute logits and softmax in float32.
+    ancestors: the self-attention cache's `[batch, beams, kv_len]` table
+      (`beam_search.ANCESTORS`); with more than one beam, see
+      `ancestor_attention`.
 
   Returns:
     `[batch * n, q_len, heads, head_dim]`.
   """
+  if ancestors is not None and ancestors.shape[1] > 1:
+    return ancestor_attention(query, key, value, bias, ancestors, dtype,
+                              float32_logits)
   batch = key.shape[0]
   if query.shape[0] % batch:
     raise ValueError(f'query batch {query.shape[0]} is not a multiple of the '
@@ -239,6 +248,70 @@ def cached_attention(query: Array, key: Array, value: Array,
   weights = jax.nn.softmax(logits).astype(dtype)
   out = jnp.einsum('bhnqk,bhkd->bnqhd', weights, value)
   return out.reshape((-1,) + out.shape[2:])
+
+
+def ancestor_attention(query: Array, key: Array, value: Array,
+                       bias: Optional[Array], ancestors: Array, dtype: Any,
+                       float32_logits: bool) -> Array:
+  """Beams attend to their ancestors' cache rows; the cache never moves.
+
+  `pad_jax.beam_search` does not reorder a self-attention cache that has an
+  `ancestors` table: row `g * beams + m` keeps what beam `m` of input `g`
+  wrote at each step, and `ancestors[g, i, k] = m` says that position `k`
+  of beam `i`'s sequence is in row `g * beams + m`. Every query takes the
+  logits against all rows of its input (`beams` times the QK products of a
+  reordered cache, a few MFLOP) and keeps, per position, its ancestor's;
+  the values are summed the same way. Up to float rounding (the value sum
+  runs per row, then over rows), this is `cached_attention` over the cache
+  a reorder would have built, without writing it at every step.
+
+  Args:
+    query: `[batch * beams, q_len, heads, head_dim]`.
+    key: `[batch * beams, heads, kv_len, head_dim]`.
+    value: `[batch * beams, heads, kv_len, head_dim]`.
+    bias: broadcastable to `[batch * beams, heads, q_len, kv_len]`, or None.
+    ancestors: `[batch, beams, kv_len]` int32.
+    dtype: output dtype.
+    float32_logits: compute logits and softmax in float32.
+
+  Returns:
+    `[batch * beams, q_len, heads, head_dim]`.
+  """
+  groups, beams, length = ancestors.shape
+  rows, q_len, heads, head_dim = query.shape
+  # Each beam's query against every row m of its input, one beam at a time
+  # (`[g * m, h, q, d]` x the cache as it is: matrix-vector products; four
+  # queries in one product, or a reshaped cache, made XLA:CPU several
+  # times slower).
+  query = query.reshape(groups, beams, q_len, heads, head_dim)
+  if float32_logits:
+    query = query.astype(jnp.float32)
+    key = key.astype(jnp.float32)
+  logits = jnp.stack([
+      jnp.einsum('rqhd,rhkd->rhqk', jnp.broadcast_to(
+          query[:, i:i + 1], (groups, beams, q_len, heads, head_dim)).reshape(
+              rows, q_len, heads, head_dim), key)
+      for i in range(beams)], axis=2)  # [g * m, h, i, q, k]
+  logits = logits.reshape(groups, beams, heads, beams, q_len, length)
+  # [g, m, 1, i, 1, k]: row m holds position k of beam i.
+  holds = (ancestors[:, None] == jnp.arange(beams)[None, :, None, None])
+  holds = holds[:, :, None, :, None, :]
+  logits = jnp.sum(jnp.where(holds, logits, 0), axis=1)  # [g, h, i, q, k]
+  if bias is not None:
+    if bias.shape[0] not in (1, rows):
+      raise ValueError(f'bias batch {bias.shape[0]} is neither 1 nor {rows}')
+    if bias.shape[0] == 1:
+      bias = jnp.expand_dims(bias, 2)
+    else:
+      bias = jnp.swapaxes(bias.reshape((groups, beams) + bias.shape[1:]), 1, 2)
+    logits = logits + bias.astype(logits.dtype)
+  weights = jax.nn.softmax(logits).astype(dtype)
+  weights = jnp.where(holds, weights[:, None], 0)  # [g, m, h, i, q, k]
+  out = jnp.einsum('rhxk,rhkd->rhxd',
+                   weights.reshape(rows, heads, beams * q_len, length), value)
+  out = out.reshape(groups, beams, heads, beams, q_len, head_dim).sum(axis=1)
+  out = jnp.transpose(out, (0, 2, 3, 1, 4))  # [g, i, q, h, d]
+  return out.reshape(rows, q_len, heads, head_dim)
 
 
 class MultiHeadDotProductAttention(nn.Module):
@@ -293,6 +366,10 @@ class MultiHeadDotProductAttention(nn.Module):
     # scalar alone when it expands / reorders the cache for beams.
     cache_index = self.variable('cache', 'cache_index',
                                 lambda: jnp.array(0, dtype=jnp.int32))
+    # One beam per row until `pad_jax.beam_search` widens it (then it keeps
+    # the cache in place, see `ancestor_attention`).
+    ancestors = self.variable('cache', beam_search.ANCESTORS, jnp.zeros,
+                              (batch, 1, length), jnp.int32)
     if not initialized:  # The cache-shaping call: plain attention.
       return project(key_kernel), project(value_kernel), None, False
     cache_length = cached_key.value.shape[2]
@@ -309,6 +386,12 @@ class MultiHeadDotProductAttention(nn.Module):
                                             project(value_kernel), index, axis=2)
     cached_key.value, cached_value.value = key, value
     cache_index.value = index + 1
+    groups, beams, _ = ancestors.value.shape
+    if beams > 1:  # Each row holds its own beam's newest position.
+      ancestors.value = lax.dynamic_update_slice_in_dim(
+          ancestors.value,
+          jnp.broadcast_to(jnp.arange(beams, dtype=jnp.int32)[:, None],
+                           (groups, beams, 1)), index, axis=2)
     # The query may only see positions already generated.
     mask = jnp.broadcast_to(jnp.arange(cache_length) <= index,
                             (batch, 1, 1, cache_length))
@@ -394,8 +477,11 @@ class MultiHeadDotProductAttention(nn.Module):
       attention_bias = layers.combine_biases(attention_bias, bias)
 
     if heads_major:  # Decoding from a cache: dropout is off.
+      ancestors = (None if cross else
+                   self.get_variable('cache', beam_search.ANCESTORS))
       x = cached_attention(query, key, value, attention_bias,
-                           dtype=self.dtype, float32_logits=self.float32_logits)
+                           dtype=self.dtype, float32_logits=self.float32_logits,
+                           ancestors=ancestors)
     else:
       dropout_rng = None
       if not deterministic and self.dropout_rate > 0.0:
