@@ -28,18 +28,222 @@ from __future__ import annotations
 import functools
 from typing import Any, Mapping, MutableMapping, Optional, Tuple
 
+from clu import metrics as clu_metrics
 import jax
+from jax import lax
 import jax.numpy as jnp
 from t5x import decoding
+from t5x import losses
 from t5x import models
 
 from pad_jax import network
 
 PyTree = Any
 
+# Rows of the flattened `[batch * length]` targets whose logits one step of
+# the fused loss holds at once: 256 x 32100 f32 logits are 33 MB, about the
+# 32 MB L3 cache of the CPUs the benchmarks ran on.
+LOSS_CHUNK_ROWS = 256
+
+
+def _output_logits(hidden: jnp.ndarray, kernel: jnp.ndarray, vocab_axis: int,
+                   divisor: float) -> jnp.ndarray:
+  """`[n, d] -> [n, vocab]`, the network's output layer (`output_layer`)."""
+  logits = lax.dot_general(hidden, kernel,
+                           (((1,), (1 - vocab_axis,)), ((), ())))
+  return logits / divisor
+
+
+def _chunk_loss(hidden, kernel, targets, vocab_axis, divisor, z_loss):
+  """t5x's cross-entropy of one chunk of rows (`losses.cross_entropy_with_logits`).
+
+  Returns:
+    (loss with z-loss, z-loss, argmax == target, softmax factor of the
+    gradient) per row; the gradient of a row's loss with respect to its
+    logits is `factor * exp_shifted / sum_exp - one_hot(target)`, as
+    t5x's custom gradient (`_cross_entropy_with_logits_bwd`) computes it.
+  """
+  logits = _output_logits(hidden, kernel, vocab_axis, divisor)
+  max_logit = logits.max(axis=-1, keepdims=True)
+  shifted = logits - max_logit
+  exp_shifted = jnp.exp(shifted)
+  sum_exp = jnp.sum(exp_shifted, axis=-1, keepdims=True)
+  is_target = (lax.broadcasted_iota(jnp.int32, logits.shape, 1) ==
+               targets[:, None])
+  # The label's log-probability read with a masked sum (no one-hot tensor).
+  target_shifted = jnp.sum(jnp.where(is_target, shifted, 0.0), axis=-1)
+  log_sum = jnp.log(sum_exp)[:, 0]
+  log_z = log_sum + max_logit[:, 0]
+  z = z_loss * lax.square(log_z)
+  loss = -(target_shifted - log_sum) + z
+  correct = jnp.argmax(logits, axis=-1) == targets
+  return (loss, z, correct.astype(jnp.float32), exp_shifted, sum_exp,
+          is_target, 1 + 2 * z_loss * log_z)
+
+
+def _metrics(batch: Mapping[str, jnp.ndarray], weights: Optional[jnp.ndarray],
+             loss: jnp.ndarray, z_loss: jnp.ndarray,
+             correct: jnp.ndarray) -> models.MetricsMap:
+  """t5x's `loss_fn` metrics (`models.compute_base_metrics`) without logits.
+
+  The accuracy comes from `correct` (argmax == target, per token), masked
+  by `weights` as `clu_metrics.Accuracy` masks; every other metric is
+  t5x's (they read only the logits' shape).
+  """
+  targets = batch['decoder_target_tokens']
+  segment_ids = {k[:-len('_segment_ids')]: v for k, v in batch.items()
+                 if k.endswith('_segment_ids')}
+  if not segment_ids:  # t5x's rule: then only the padding masks.
+    segment_ids = {k: v != 0 for k, v in batch.items()
+                   if k in ('encoder_input_tokens', 'decoder_target_tokens')}
+  metrics = models.compute_base_metrics(
+      logits=jnp.zeros(targets.shape + (1,), jnp.float32), targets=targets,
+      mask=weights, loss=loss, z_loss=z_loss, segment_ids=segment_ids)
+  accuracy = clu_metrics.Average.from_model_output(values=correct,
+                                                   mask=weights)
+  metrics['accuracy'] = clu_metrics.Accuracy(**vars(accuracy))
+  return metrics
+
+
+def _chunked(x: jnp.ndarray, rows: int) -> jnp.ndarray:
+  """`[n, ...] -> [n / rows, rows, ...]`, zero-padded to whole chunks."""
+  pad = -x.shape[0] % rows
+  x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+  return x.reshape((-1, rows) + x.shape[1:])
+
+
+def _fused_fwd_and_grads(hidden, kernel, targets, weights, vocab_axis,
+                         divisor, z_loss, rows):
+  """Loss sums, per-row losses and the loss's gradients, chunk by chunk.
+
+  The gradients are those of `sum(weights * loss)` (t5x's weighted sum):
+  the loss is linear in its cotangent, so they are computed here, where
+  each chunk's logits are at hand, and the backward pass only scales them.
+  """
+  n = hidden.shape[0]
+
+  def step(grad_kernel, xs):
+    h, t, w = xs
+    loss, z, correct, exp_shifted, sum_exp, is_target, factor = _chunk_loss(
+        h, kernel, t, vocab_axis, divisor, z_loss)
+    deriv = factor[:, None] * exp_shifted / sum_exp - is_target
+    g_logits = w[:, None] * deriv / divisor
+    g_hidden = lax.dot_general(g_logits, kernel,
+                               (((1,), (vocab_axis,)), ((), ())))
+    if vocab_axis == 0:
+      g_kernel = lax.dot_general(g_logits, h, (((0,), (0,)), ((), ())))
+    else:
+      g_kernel = lax.dot_general(h, g_logits, (((0,), (0,)), ((), ())))
+    return grad_kernel + g_kernel, (loss, z, correct, g_hidden)
+
+  xs = (_chunked(hidden, rows), _chunked(targets, rows),
+        _chunked(weights, rows))
+  grad_kernel, (loss, z, correct, grad_hidden) = lax.scan(
+      step, jnp.zeros_like(kernel), xs)
+  loss, z, correct = (x.reshape(-1)[:n] for x in (loss, z, correct))
+  grad_hidden = grad_hidden.reshape((-1, hidden.shape[1]))[:n]
+  return loss, z, correct, grad_hidden, grad_kernel
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def fused_cross_entropy(hidden: jnp.ndarray, kernel: jnp.ndarray,
+                        targets: jnp.ndarray, weights: jnp.ndarray,
+                        vocab_axis: int, divisor: float, z_loss: float,
+                        rows: int = LOSS_CHUNK_ROWS):
+  """t5x's weighted cross-entropy of the output layer, never all logits at once.
+
+  `losses.compute_weighted_cross_entropy(dot(hidden, kernel) / divisor,
+  targets, weights, z_loss=z_loss)` (label smoothing 0, the loss
+  normalizing factor folded into `weights`) with the logits computed
+  `rows` rows at a time, their softmax and gradient consumed while the
+  chunk is at hand: no `[n, vocab]` logits, one-hot targets,
+  log-softmax or logits gradient in memory, and the same FLOPs (the
+  gradients are computed in the forward pass, see
+  `_fused_fwd_and_grads`).
+
+  Args:
+    hidden: `[n, emb_dim]` float32 inputs of the output layer.
+    kernel: the output layer (`network.Transformer.output_layer`).
+    targets: `[n]` int32 labels.
+    weights: `[n]` float32 loss weights (0 for padding).
+    vocab_axis: the kernel's vocabulary axis (0 or 1).
+    divisor: the logits' divisor.
+    z_loss: t5x's z-loss coefficient.
+    rows: rows per chunk.
+
+  Returns:
+    (weighted loss sum incl. z-loss, weighted z-loss sum, `[n]` float32
+    1.0 where the logits' argmax is the target); only the first is
+    differentiated (t5x's gradient ignores the z-loss output too).
+  """
+  loss, z, correct, _, _ = _fused_fwd_and_grads(
+      hidden, kernel, targets, weights, vocab_axis, divisor, z_loss, rows)
+  return jnp.sum(loss * weights), jnp.sum(z * weights), correct
+
+
+def _fused_cross_entropy_fwd(hidden, kernel, targets, weights, vocab_axis,
+                             divisor, z_loss, rows):
+  loss, z, correct, grad_hidden, grad_kernel = _fused_fwd_and_grads(
+      hidden, kernel, targets, weights, vocab_axis, divisor, z_loss, rows)
+  outputs = (jnp.sum(loss * weights), jnp.sum(z * weights), correct)
+  return outputs, (grad_hidden, grad_kernel, loss)
+
+
+def _fused_cross_entropy_bwd(vocab_axis, divisor, z_loss, rows, residuals,
+                             cotangents):
+  del vocab_axis, divisor, z_loss, rows
+  grad_hidden, grad_kernel, loss = residuals
+  g = cotangents[0]
+  return g * grad_hidden, g * grad_kernel, None, g * loss
+
+
+fused_cross_entropy.defvjp(_fused_cross_entropy_fwd, _fused_cross_entropy_bwd)
+
 
 class EncoderDecoderModel(models.EncoderDecoderModel):
-  """t5x's encoder-decoder model; decoding projects encoder keys/values once."""
+  """t5x's encoder-decoder model; a fused loss, keys/values projected once.
+
+  `loss_fn` is t5x's (same loss, z-loss, weights, loss normalizing factor
+  and metrics) computed by `fused_cross_entropy` from the decoder's final
+  hidden states, when the network has an `output_layer` and label
+  smoothing is 0; otherwise it is t5x's own.
+  """
+
+  def loss_fn(
+      self,
+      params: PyTree,
+      batch: Mapping[str, jnp.ndarray],
+      dropout_rng: Optional[jax.Array],
+  ) -> Tuple[jnp.ndarray, models.MetricsMap]:
+    """t5x's `loss_fn`, the output layer and cross-entropy fused in chunks."""
+    if self._label_smoothing or not hasattr(self.module, 'output_layer'):
+      return super().loss_fn(params, batch, dropout_rng)
+    loss_normalizing_factor, weights = (
+        losses.get_loss_normalizing_factor_and_weights(
+            self._loss_normalizing_factor, batch))
+    targets = batch['decoder_target_tokens']
+    rngs = {'dropout': dropout_rng} if dropout_rng is not None else None
+    hidden = self.module.apply(
+        {'params': params}, batch['encoder_input_tokens'],
+        batch['decoder_input_tokens'], targets,
+        encoder_segment_ids=batch.get('encoder_segment_ids', None),
+        decoder_segment_ids=batch.get('decoder_segment_ids', None),
+        encoder_positions=batch.get('encoder_positions', None),
+        decoder_positions=batch.get('decoder_positions', None),
+        decode=False, enable_dropout=rngs is not None, rngs=rngs,
+        output_hidden=True)
+    kernel, vocab_axis, divisor = self.module.apply(
+        {'params': params}, method=self.module.output_layer)
+    loss_weights = (jnp.ones(targets.shape, jnp.float32) if weights is None
+                    else jnp.asarray(weights, jnp.float32))
+    if loss_normalizing_factor is not None:
+      loss_weights = loss_weights / loss_normalizing_factor
+    loss, z_loss, correct = fused_cross_entropy(
+        jnp.asarray(hidden, jnp.float32).reshape((-1, hidden.shape[-1])),
+        kernel, targets.reshape(-1).astype(jnp.int32),
+        loss_weights.reshape(-1), vocab_axis, divisor, self._z_loss)
+    return loss, _metrics(batch, weights, loss, z_loss,
+                          correct.reshape(targets.shape))
 
   def _cross_attention_kv(self, params: PyTree, encoded_inputs: jnp.ndarray,
                           encoder_input_tokens: jnp.ndarray) -> PyTree:

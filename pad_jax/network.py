@@ -613,7 +613,8 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, encoded, decoder_input_tokens, decoder_positions=None,
                decoder_mask=None, encoder_decoder_mask=None,
-               deterministic=False, decode=False, max_decode_length=None):
+               deterministic=False, decode=False, max_decode_length=None,
+               output_hidden=False):
     del decoder_positions  # Relative positions only.
     cfg = self.config
     bias = self._bias(decoder_input_tokens.shape[-1], decode,
@@ -626,6 +627,8 @@ class Decoder(nn.Module):
           deterministic=deterministic, decode=decode)
     y = layers.LayerNorm(dtype=cfg.dtype, name='decoder_norm')(y)
     y = _dropout(cfg, y, deterministic)
+    if output_hidden:  # The output layer is applied by the loss.
+      return y
     if cfg.logits_via_embedding:
       logits = self.shared_embedding.attend(y)
       return logits / jnp.sqrt(y.shape[-1])
@@ -670,8 +673,14 @@ class Transformer(nn.Module):
   def decode(self, encoded, encoder_input_tokens, decoder_input_tokens,
              decoder_target_tokens, encoder_segment_ids=None,
              decoder_segment_ids=None, decoder_positions=None,
-             enable_dropout=True, decode=False, max_decode_length=None):
-    """Decoder logits `[batch, len, vocab]` given the encoder output."""
+             enable_dropout=True, decode=False, max_decode_length=None,
+             output_hidden=False):
+    """Decoder logits `[batch, len, vocab]` given the encoder output.
+
+    With `output_hidden`, the decoder's final hidden states
+    `[batch, len, emb_dim]` instead: the input of the output layer
+    (`output_layer`), for a loss that applies it itself.
+    """
     cfg = self.config
     if decode:
       decoder_mask = None
@@ -698,7 +707,24 @@ class Transformer(nn.Module):
         decoder_positions=decoder_positions, decoder_mask=decoder_mask,
         encoder_decoder_mask=encoder_decoder_mask,
         deterministic=not enable_dropout, decode=decode,
-        max_decode_length=max_decode_length)
+        max_decode_length=max_decode_length, output_hidden=output_hidden)
+
+  def output_layer(self) -> Tuple[Array, int, float]:
+    """The output layer: `logits = dot(hidden, kernel) / divisor`.
+
+    Returns:
+      (kernel, vocab_axis, divisor): the float32 kernel as stored (tied:
+      the token embedding `[vocab, emb_dim]`, `vocab_axis` 0, divisor
+      `sqrt(emb_dim)`; untied: `logits_dense` `[emb_dim, vocab]`,
+      `vocab_axis` 1, divisor 1), so `decode(..., output_hidden=True)`
+      followed by this layer gives `decode`'s logits.
+    """
+    cfg = self.config
+    if cfg.logits_via_embedding:
+      kernel = jnp.asarray(self.shared_embedding.embedding, jnp.float32)
+      return kernel, 0, float(np.sqrt(cfg.emb_dim))
+    kernel = self.variables['params']['decoder']['logits_dense']['kernel']
+    return jnp.asarray(kernel, jnp.float32), 1, 1.0
 
   def cross_attention_kv(self, encoded, encoder_input_tokens):
     """Fills the `cross_attention` collection from the encoder output.
@@ -723,8 +749,12 @@ class Transformer(nn.Module):
                decoder_target_tokens, encoder_segment_ids=None,
                decoder_segment_ids=None, encoder_positions=None,
                decoder_positions=None, *, enable_dropout: bool = True,
-               decode: bool = False):
-    """Teacher-forced logits (or, with `decode`, the cache-shaping call)."""
+               decode: bool = False, output_hidden: bool = False):
+    """Teacher-forced logits (or, with `decode`, the cache-shaping call).
+
+    `output_hidden`: the decoder's final hidden states instead of logits
+    (see `decode`).
+    """
     del encoder_positions  # Relative positions only.
     encoded = self.encode(encoder_input_tokens,
                           encoder_segment_ids=encoder_segment_ids,
@@ -734,4 +764,5 @@ class Transformer(nn.Module):
                        encoder_segment_ids=encoder_segment_ids,
                        decoder_segment_ids=decoder_segment_ids,
                        decoder_positions=decoder_positions,
-                       enable_dropout=enable_dropout, decode=decode)
+                       enable_dropout=enable_dropout, decode=decode,
+                       output_hidden=output_hidden)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import seqio
 from t5x import decoding
+from t5x import losses
 from t5x import models as t5x_models
 from t5x.examples.t5 import layers
 from t5x.examples.t5 import network as t5x_network
@@ -119,3 +120,100 @@ def test_grouped_attention_equals_expanded_attention():
       query, key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3), bias,
       dtype=np.float32, float32_logits=True)
   np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def _train_batch(batch_size=3, inputs=10, targets=12):
+  rng = np.random.RandomState(2)
+  enc = rng.randint(2, VOCAB, (batch_size, inputs)).astype(np.int32)
+  tgt = rng.randint(2, VOCAB, (batch_size, targets)).astype(np.int32)
+  enc[1, 6:] = 0
+  tgt[1, 7:] = 0  # Padding: zero loss weights.
+  tgt[2, 9:] = 0
+  dec_in = np.concatenate([np.zeros((batch_size, 1), np.int32), tgt[:, :-1]],
+                          axis=1)
+  return {"encoder_input_tokens": enc, "decoder_input_tokens": dec_in,
+          "decoder_target_tokens": tgt,
+          "decoder_loss_weights": (tgt > 0).astype(np.float32)}
+
+
+def _loss_and_grads(model_cls, module, params, batch, dropout, **kwargs):
+  model = model_cls(module, None, None, None, **kwargs)
+  rng = jax.random.PRNGKey(5) if dropout else None
+  grad_fn = jax.value_and_grad(
+      lambda p: model.loss_fn(p, batch, rng), has_aux=True)
+  (loss, metrics), grads = jax.jit(grad_fn)(params)
+  metrics = {k: np.asarray(v.compute()) for k, v in metrics.items()
+             if not k.startswith("timing/")}
+  return float(loss), metrics, grads
+
+
+@pytest.mark.parametrize("tied,dropout,kwargs", [
+    (True, False, dict(z_loss=1e-4)),
+    (True, True, dict(z_loss=1e-2)),
+    (False, False, dict(z_loss=1e-3,
+                        loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")),
+    (True, False, dict(loss_normalizing_factor=7.0)),
+])
+def test_fused_loss_equals_t5x_loss_and_gradients(tied, dropout, kwargs):
+  """Loss, z-loss, every metric and every gradient as t5x's loss_fn."""
+  shape = dict(SHAPE, logits_via_embedding=tied,
+               dropout_rate=0.1 if dropout else 0.0)
+  module = network.Transformer(network.T5Config(**shape))
+  batch = _train_batch()
+  params = _params(t5x_models.EncoderDecoderModel(module, None, None, None),
+                   batch)["params"]
+  theirs = _loss_and_grads(t5x_models.EncoderDecoderModel, module, params,
+                           batch, dropout, **kwargs)
+  ours = _loss_and_grads(models.EncoderDecoderModel, module, params, batch,
+                         dropout, **kwargs)
+  np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5)
+  assert ours[1].keys() == theirs[1].keys()
+  for name in theirs[1]:
+    np.testing.assert_allclose(ours[1][name], theirs[1][name], rtol=1e-5,
+                               atol=1e-6, err_msg=name)
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+      ours[2], theirs[2])
+
+
+def test_fused_cross_entropy_chunks_and_padding_rows():
+  """Chunks that do not divide the rows: same sums and gradients."""
+  rng = np.random.RandomState(3)
+  hidden = rng.randn(10, 8).astype(np.float32)
+  kernel = rng.randn(VOCAB, 8).astype(np.float32)
+  targets = rng.randint(0, VOCAB, 10).astype(np.int32)
+  weights = (rng.rand(10) > 0.2).astype(np.float32)
+
+  def reference(h, k):
+    logits = h @ k.T / 2.0
+    loss, z, _ = losses.compute_weighted_cross_entropy(
+        logits, targets, weights, z_loss=1e-3)
+    return loss, z
+
+  def fused(h, k, rows):
+    loss, z, _ = models.fused_cross_entropy(h, k, targets, weights, 0, 2.0,
+                                            1e-3, rows)
+    return loss, z
+
+  expected = reference(hidden, kernel)
+  expected_grads = jax.grad(lambda h, k: reference(h, k)[0],
+                            argnums=(0, 1))(hidden, kernel)
+  for rows in (1, 3, 4, 16):
+    np.testing.assert_allclose(fused(hidden, kernel, rows), expected,
+                               rtol=1e-5)
+    grads = jax.grad(lambda h, k: fused(h, k, rows)[0],  # pylint: disable=cell-var-from-loop
+                     argnums=(0, 1))(hidden, kernel)
+    for got, want in zip(grads, expected_grads):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_label_smoothing_falls_back_to_t5x_loss():
+  module = network.Transformer(network.T5Config(**SHAPE))
+  batch = _train_batch()
+  params = _params(t5x_models.EncoderDecoderModel(module, None, None, None),
+                   batch)["params"]
+  ours = _loss_and_grads(models.EncoderDecoderModel, module, params, batch,
+                         False, label_smoothing=0.1)
+  theirs = _loss_and_grads(t5x_models.EncoderDecoderModel, module, params,
+                           batch, False, label_smoothing=0.1)
+  assert ours[0] == theirs[0]

@@ -69,9 +69,12 @@ def make_batch(shape: _t5.Shape, batch: int, inputs: int, targets: int,
           "decoder_loss_weights": np.ones_like(tgt, dtype=np.float32)}
 
 
-def t5x_step(module: Any, shape: _t5.Shape, batch: dict[str, np.ndarray]
+def t5x_step(model_cls: Any, module: Any, shape: _t5.Shape,
+             batch: dict[str, np.ndarray]
              ) -> tuple[Callable[[], Any], dict[str, float]]:
   """A t5x train step closure (state carried across calls) and XLA's costs.
+
+  `model_cls` is t5x's `EncoderDecoderModel` or pad-jax's subclass.
 
   Returns:
     (step, {"flops", "bytes accessed"} of the compiled step).
@@ -79,7 +82,6 @@ def t5x_step(module: Any, shape: _t5.Shape, batch: dict[str, np.ndarray]
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import seqio  # pylint: disable=import-outside-toplevel
-  from t5x import models  # pylint: disable=import-outside-toplevel
   from t5x import optimizers  # pylint: disable=import-outside-toplevel
   from t5x import partitioning  # pylint: disable=import-outside-toplevel
   from t5x import train_state as train_state_lib  # pylint: disable=import-outside-toplevel
@@ -88,8 +90,7 @@ def t5x_step(module: Any, shape: _t5.Shape, batch: dict[str, np.ndarray]
   vocab = seqio.PassThroughVocabulary(shape.vocab_size, eos_id=2)
   optimizer = optimizers.adamw(learning_rate=LEARNING_RATE,
                                weight_decay=WEIGHT_DECAY)
-  model = models.EncoderDecoderModel(module, vocab, vocab, optimizer,
-                                     z_loss=1e-4)
+  model = model_cls(module, vocab, vocab, optimizer, z_loss=1e-4)
   shapes = {k: v.shape for k, v in batch.items()}
   types = {k: v.dtype for k, v in batch.items()}
   variables = model.get_initial_variables(jax.random.PRNGKey(0), shapes,
@@ -177,7 +178,9 @@ def main(argv: list[str]) -> int:
     os.environ["XLA_FLAGS"] = _XLA_FLAGS.value
   _t5.set_thread_env()
   load = _t5.load_average()
+  from pad_jax import models as pad_models  # pylint: disable=import-outside-toplevel
   from pad_jax import network as pad_network  # pylint: disable=import-outside-toplevel
+  from t5x import models as t5x_models  # pylint: disable=import-outside-toplevel
   from t5x.examples.t5 import network as t5x_network  # pylint: disable=import-outside-toplevel
 
   shape = _t5.SHAPES[_MODEL.value]
@@ -191,11 +194,13 @@ def main(argv: list[str]) -> int:
     if impl == "pad":
       module = pad_network.Transformer(
           _t5.pad_config(shape, dropout_rate=DROPOUT))
-      steps[impl], xla_cost[impl] = t5x_step(module, shape, batch)
+      steps[impl], xla_cost[impl] = t5x_step(pad_models.EncoderDecoderModel,
+                                             module, shape, batch)
     elif impl == "t5x":
       module = t5x_network.Transformer(
           _t5.t5x_config(shape, dropout_rate=DROPOUT))
-      steps[impl], xla_cost[impl] = t5x_step(module, shape, batch)
+      steps[impl], xla_cost[impl] = t5x_step(t5x_models.EncoderDecoderModel,
+                                             module, shape, batch)
     elif impl == "torch":
       steps[impl] = torch_step(shape, batch)
     else:
