@@ -141,21 +141,25 @@ def matmul_probe(n: int = 1024, repeats: int = 4) -> Callable[[], float]:
   return probe
 
 
-def bandwidth_probe(rows: int = 8, repeats: int = 8) -> float:
-  """Bytes/s a decoding step's matrix-vector product streams now.
+def bandwidth_probe(rows: int = 8, repeats: int = 8) -> dict[str, float]:
+  """Bytes/s read from memory now: by a matrix-vector product, and by a sum.
 
-  Times `rows` vectors against a CodeT5-sized 512 x 32100 f32 matrix (66 MB,
-  larger than the caches): the access pattern of the decoder's weights and
-  output embedding at small batch. Best of `repeats`.
+  Both read a CodeT5-sized 32100 x 512 f32 matrix (66 MB, larger than the
+  caches), best of `repeats`: `matvec` as `rows` vectors times it (the
+  decoder's weights and output embedding at small batch, through XLA:CPU's
+  dot), `sum` as a plain reduction (what the memory system streams).
   """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   w = jax.random.normal(jax.random.PRNGKey(0), (32100, 512), jnp.float32)
   x = jnp.ones((rows, 512), jnp.float32)
-  mv = jax.jit(lambda x, w: x @ w.T)
-  mv(x, w).block_until_ready()
-  best = min(_timed(lambda: mv(x, w).block_until_ready()) for _ in range(repeats))
-  return w.size * 4 / best
+  result = {}
+  for name, fn in (("matvec", jax.jit(lambda x, w: x @ w.T)),
+                   ("sum", jax.jit(lambda x, w: jnp.sum(w)))):
+    fn(x, w).block_until_ready()
+    best = min(_timed(lambda: fn(x, w).block_until_ready()) for _ in range(repeats))
+    result[name] = w.size * 4 / best
+  return result
 
 
 def _timed(fn: Callable[[], Any]) -> float:
