@@ -505,3 +505,4 @@ def test_bench_bare_fork_pool_is_the_executor_without_isolation():
   result = bench.bench_bare_fork(programs, workers=2)
   assert result["values"] == [float(i) for i in range(20)]
   assert result["programs_per_s"] > 0 and result["cpu_ms_per_program"] > 0
+  assert result["faults_per_program"] > 0  # each fork copies pages on write

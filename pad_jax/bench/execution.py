@@ -19,7 +19,8 @@ machine:
   `vs_bare_fork` = executor programs/s over bare-fork programs/s.
 
 Also reported: CPU milliseconds per program (this process and its children,
-from getrusage) for the executor and the subprocess method, and with
+from getrusage) for the executor and the subprocess method, minor page faults
+per program for the executor and the bare fork (what most of a fork costs), and with
 `--levels` the executor at each isolation level this user can force.
 """
 
@@ -68,6 +69,11 @@ def _cpu_seconds() -> float:
   return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
+def _child_faults() -> int:
+  """Page faults of reaped children (workers, zygotes and their programs)."""
+  return resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
   cpu, wall = _cpu_seconds(), time.perf_counter()
   result = fn()
@@ -78,13 +84,14 @@ def bench_executor(programs: list[str], workers: Optional[int],
                    isolation: str = "auto") -> dict[str, Any]:
   """Wall time of one `run` call; CPU of the whole pool's life (start-up
   included), since workers' CPU reaches getrusage only once they are reaped."""
-  cpu = _cpu_seconds()
+  cpu, faults = _cpu_seconds(), _child_faults()
   with Executor(workers=workers, timeout_s=5.0, isolation=isolation) as executor:
     results, wall, _ = _timed(lambda: executor.run(programs))
     level = executor.isolation
   cpu = _cpu_seconds() - cpu
   return {"values": [r.value for r in results], "programs_per_s": len(programs) / wall,
-          "cpu_ms_per_program": 1000 * cpu / len(programs), "isolation": level}
+          "cpu_ms_per_program": 1000 * cpu / len(programs), "isolation": level,
+          "faults_per_program": (_child_faults() - faults) / len(programs)}
 
 
 def bench_subprocess(programs: list[str]) -> dict[str, Any]:
@@ -162,7 +169,7 @@ for line in sys.stdin.buffer:
 
 def bench_bare_fork(programs: list[str], workers: int) -> dict[str, Any]:
   """The executor's ceiling: fork-per-program zygotes without any isolation."""
-  cpu = _cpu_seconds()
+  cpu, faults = _cpu_seconds(), _child_faults()
   config = json.dumps({"answers": str(executor_lib._ANSWERS_MODULE),  # pylint: disable=protected-access
                        "preload": list(executor_lib.DEFAULT_ALLOWED_MODULES) +
                                   list(executor_lib.LAZY_STDLIB_MODULES)})
@@ -188,7 +195,8 @@ def bench_bare_fork(programs: list[str], workers: int) -> dict[str, Any]:
       proc.wait()
   cpu = _cpu_seconds() - cpu
   return {"values": values, "programs_per_s": len(programs) / wall,
-          "cpu_ms_per_program": 1000 * cpu / len(programs)}
+          "cpu_ms_per_program": 1000 * cpu / len(programs),
+          "faults_per_program": (_child_faults() - faults) / len(programs)}
 
 
 def _accuracy(values: list[Any], targets: list[float]) -> float:
@@ -223,6 +231,10 @@ def main(argv: list[str]) -> int:
       "vs_bare_fork": round(executor["programs_per_s"] / bare["programs_per_s"], 3),
       "bare_fork_cpu_ms_per_program": round(bare["cpu_ms_per_program"], 3),
       "executor_cpu_ms_per_program": round(executor["cpu_ms_per_program"], 3),
+      # Minor page faults per program (worker, zygote and program processes):
+      # most of a fork's cost is copy-on-write faults, on both sides.
+      "bare_fork_faults_per_program": round(bare["faults_per_program"], 1),
+      "executor_faults_per_program": round(executor["faults_per_program"], 1),
       "subprocess_cpu_ms_per_program": round(sub["cpu_ms_per_program"], 2),
       "inprocess_cpu_ms_per_program": round(inproc["cpu_ms_per_program"], 4),
       "cpu_speedup_vs_subprocess": round(sub["cpu_ms_per_program"] /
