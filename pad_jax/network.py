@@ -37,6 +37,8 @@ bucketing of relative positions.
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 from flax import linen as nn
@@ -188,11 +190,28 @@ class Kernel(nn.Module):
                        self.in_shape + self.out_shape)
 
 
+def _dense(x: Array, kernel: Array, dtype: Any, in_dims: int = 1) -> Array:
+  """`[b, l, *in] x [*in, *out] -> [b, l, *out]` as one 2-D matrix product.
+
+  The contraction of t5x's `DenseGeneral` (and of an einsum over the 3-D
+  activations), flattened to `[b * l, in]` by free reshapes: then the
+  gradient of the kernel is a plain 2-D product too. Contracting batch and
+  length as two dimensions, XLA:CPU transposed the activations' gradient
+  for it (a strided copy of every `[tokens, mlp]` gradient, ~12% of a
+  training step's op time); the sums are the same.
+  """
+  lead = x.shape[:x.ndim - in_dims]
+  size_in = int(np.prod(x.shape[x.ndim - in_dims:]))
+  y = jnp.dot(jnp.asarray(x, dtype).reshape((-1, size_in)),
+              kernel.reshape((size_in, -1)))
+  return y.reshape(lead + kernel.shape[in_dims:])
+
+
 def _project(x: Array, kernel: Array, dtype: Any,
              heads_major: bool = False) -> Array:
   """`[b, l, d] x [d, h, k] -> [b, l, h, k]` (`heads_major`: `[b, h, l, k]`)."""
-  out = 'bhlk' if heads_major else 'blhk'
-  return jnp.einsum(f'bld,dhk->{out}', jnp.asarray(x, dtype), kernel)
+  y = _dense(x, kernel, dtype)
+  return jnp.swapaxes(y, 1, 2) if heads_major else y
 
 
 # The variable collection of the decoder's cross-attention keys/values,
@@ -496,7 +515,7 @@ class MultiHeadDotProductAttention(nn.Module):
                         kernel_axes=('joined_kv', 'embed'),
                         kernel_init=self.kernel_init, dtype=self.dtype,
                         name='out')()
-    return jnp.einsum('blhk,hkd->bld', x, out_kernel)
+    return _dense(x, out_kernel, self.dtype, in_dims=2)
 
 
 def _dropout(cfg: T5Config, x: Array, deterministic: bool) -> Array:
@@ -511,13 +530,51 @@ def _attention(cfg: T5Config, name: str) -> MultiHeadDotProductAttention:
       float32_logits=cfg.float32_attention_logits, name=name)
 
 
+class MlpBlock(nn.Module):
+  """t5x's `layers.MlpBlock` (same parameters, numerics, dropout), 2-D products.
+
+  Attributes:
+    intermediate_dim: d_ff.
+    activations: one per `wi` kernel ('linear' or a `flax.linen` name);
+      their product is the hidden activation.
+    intermediate_dropout_rate: dropout on the hidden activation.
+    dtype: computation dtype.
+    kernel_init: initializer of the kernels (t5x's default).
+  """
+
+  intermediate_dim: int
+  activations: Sequence[str]
+  intermediate_dropout_rate: float
+  dtype: Any = jnp.float32
+  kernel_init: Callable[..., Array] = nn.initializers.variance_scaling(
+      1.0, 'fan_in', 'truncated_normal')
+
+  @nn.compact
+  def __call__(self, inputs: Array, deterministic: bool = False) -> Array:
+    d_model = inputs.shape[-1]
+    hidden = []
+    for idx, name in enumerate(self.activations):
+      kernel = Kernel(in_shape=(d_model,), out_shape=(self.intermediate_dim,),
+                      kernel_axes=('embed', 'mlp'),
+                      kernel_init=self.kernel_init, dtype=self.dtype,
+                      name='wi' if len(self.activations) == 1 else f'wi_{idx}')()
+      activation = layers._convert_to_activation_function(name)  # pylint: disable=protected-access
+      hidden.append(activation(_dense(inputs, kernel, self.dtype)))
+    x = functools.reduce(operator.mul, hidden)
+    x = nn.Dropout(rate=self.intermediate_dropout_rate, broadcast_dims=(-2,))(
+        x, deterministic=deterministic)  # Broadcast along length.
+    x = with_sharding_constraint(x, ('batch', 'length', 'mlp'))
+    kernel = Kernel(in_shape=(self.intermediate_dim,), out_shape=(d_model,),
+                    kernel_axes=('mlp', 'embed'), kernel_init=self.kernel_init,
+                    dtype=self.dtype, name='wo')()
+    return _dense(x, kernel, self.dtype)
+
+
 def _mlp(cfg: T5Config, x: Array, deterministic: bool) -> Array:
   y = layers.LayerNorm(dtype=cfg.dtype, name='pre_mlp_layer_norm')(x)
-  y = layers.MlpBlock(intermediate_dim=cfg.mlp_dim,
-                      activations=cfg.mlp_activations,
-                      intermediate_dropout_rate=cfg.dropout_rate,
-                      dtype=cfg.dtype, name='mlp')(
-                          y, deterministic=deterministic)
+  y = MlpBlock(intermediate_dim=cfg.mlp_dim, activations=cfg.mlp_activations,
+               intermediate_dropout_rate=cfg.dropout_rate, dtype=cfg.dtype,
+               name='mlp')(y, deterministic=deterministic)
   return _dropout(cfg, y, deterministic) + x
 
 

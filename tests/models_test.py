@@ -217,3 +217,27 @@ def test_label_smoothing_falls_back_to_t5x_loss():
   theirs = _loss_and_grads(t5x_models.EncoderDecoderModel, module, params,
                            batch, False, label_smoothing=0.1)
   assert ours[0] == theirs[0]
+
+
+@pytest.mark.parametrize("activations,dropout", [(("relu",), True),
+                                                 (("gelu", "linear"), False)])
+def test_network_trains_as_t5x_network(activations, dropout):
+  """pad-jax's network: t5x's parameter tree, loss and gradients (dropout too)."""
+  shape = dict(SHAPE, mlp_activations=activations,
+               dropout_rate=0.1 if dropout else 0.0)
+  ours = network.Transformer(network.T5Config(**shape))
+  theirs = t5x_network.Transformer(t5x_network.T5Config(**shape))
+  batch = _train_batch()
+  params = _params(t5x_models.EncoderDecoderModel(theirs, None, None, None),
+                   batch)["params"]
+  assert (jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      _params(t5x_models.EncoderDecoderModel(ours, None, None, None),
+              batch)["params"]))
+  got = _loss_and_grads(t5x_models.EncoderDecoderModel, ours, params, batch,
+                        dropout, z_loss=1e-4)
+  want = _loss_and_grads(t5x_models.EncoderDecoderModel, theirs, params, batch,
+                         dropout, z_loss=1e-4)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+      got[2], want[2])
