@@ -11,6 +11,9 @@ against the attention over a reordered cache.
 """
 
 import functools
+import subprocess
+import sys
+import textwrap
 
 import jax
 from jax import lax
@@ -20,6 +23,7 @@ import pytest
 import seqio
 from t5x import decoding
 
+from conftest import REPO, subprocess_env
 from pad_jax import beam_search
 from pad_jax import models
 from pad_jax import network
@@ -154,3 +158,27 @@ def test_same_as_t5x_through_the_model():
   # attention reads it through the ancestors (sums in another order).
   np.testing.assert_array_equal(results[1][0], results[0][0])
   np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-6)
+
+
+def test_t5x_infer_run_file_selects_this_beam_search():
+  # As `python -m t5x.infer` parses the flags `runs/pad_infer.gin` documents
+  # for beam search; the model's decode_fn is then this module's, alpha 0.6.
+  code = textwrap.dedent("""
+      from t5x.infer import infer  # `import __main__ as infer_script`
+      import gin
+      from t5x import gin_utils
+      gin_utils.parse_gin_flags(
+          ["gin_configs"], ["models/codet5_small.gin", "runs/pad_infer.gin"],
+          ["CHECKPOINT_PATH='/x'", "INFER_OUTPUT_DIR='/tmp/x'",
+           "MIXTURE_OR_TASK_NAME='pad_eval_gsm8k'",
+           "DECODE_FN=@beam_search.beam_search", "NUM_DECODES=4"])
+      model = gin.query_parameter("MODEL/macro.value").scoped_configurable_fn()
+      print(model._decode_fn.__module__,
+            model._default_decoder_params.num_decodes,
+            gin.query_parameter("pad_jax.beam_search.beam_search.alpha"))
+      """)
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                          env=subprocess_env(), capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split() == ["pad_jax.beam_search", "4", "0.6"]
