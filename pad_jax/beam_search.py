@@ -25,7 +25,8 @@ Apache License 2.0) with three changes, all about memory traffic per step:
   wide (`[batch, 1, length]`, its own row) from every other decode
   function, t5x's beam search included, which reorders table and cache
   alike. Scores then differ from t5x's in float rounding only (the
-  attention sums run in another order); ids are the same.
+  attention sums run in another order), which could reorder beams only at
+  a near tie; the tests and the decode benchmark see the same ids.
 
 Every other step (top-2k candidates, prompt forcing, finished-set update,
 termination test, final left-alignment) is t5x's code, and t5x's helpers
