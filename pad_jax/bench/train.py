@@ -8,10 +8,11 @@ batch 8, inputs 128, targets 256, dropout 0.1, AdamW (lr 1e-4, weight decay
 
 * `pad`: t5x's training step (`trainer.train_with_lr`: loss with z-loss,
   gradients, optimizer update; partitioned and state-donated as
-  `t5x.trainer.Trainer` does) of `EncoderDecoderModel` over
-  `pad_jax.network.Transformer` (the project's model files);
-* `t5x`: the same step over t5x's example network
-  (`t5x.examples.t5.network`, one-hot embedding);
+  `t5x.trainer.Trainer` does) of `pad_jax.models.EncoderDecoderModel`
+  (fused output layer + cross-entropy) over `pad_jax.network.Transformer`,
+  what the project's model files give `t5x.train`;
+* `t5x`: the same step of t5x's `EncoderDecoderModel` over t5x's example
+  network (`t5x.examples.t5.network`, one-hot embedding);
 * `torch`: `T5ForConditionalGeneration(labels=...)`, `backward`,
   `torch.optim.AdamW.step`.
 
@@ -154,21 +155,23 @@ def profile_notes(report: dict[str, Any], goal: float) -> list[str]:
   pad = report.get("pad", {})
   return [
       f"goal {goal}x torch missed ({speedup}x).",
-      f"XLA counts {pad.get('xla_gflop_per_step')} GFLOP per step against "
-      f"the model's {report['model_gflop_per_step']}: no wasted FLOPs; it "
-      f"counts {pad.get('xla_gbytes_accessed_per_step')} GB accessed, and "
-      "that memory traffic is what separates the measured MFU from the "
-      "matmul peak.",
-      "Largest items in the compiled step (CodeT5-small, batch 8 x 256 "
-      "targets): the loss over 8 x 256 x 32100 logits (3 materialised f32 "
-      "tensors, 0.79 GB), the logits and their gradient (0.53 GB) plus a "
-      "transposed copy of that gradient for the embedding's (0.26 GB), "
-      "attention weights and broadcast masks/biases ([8, 8, 256, 256] x 31, "
-      "0.52 GB); layout copies are small (0.18 GB).",
-      "Left to try (t5x's numerics kept): a fused, chunked logits + "
-      "cross-entropy (pad_jax.models loss_fn), one attention bias per stack "
-      "instead of per layer, XLA:CPU flags. docs/measured.md, 'Student "
-      "benchmarks: what the numbers say'.",
+      f"XLA's cost analysis: {pad.get('xla_gflop_per_step')} GFLOP and "
+      f"{pad.get('xla_gbytes_accessed_per_step')} GB accessed per step, the "
+      "fused loss's loop body counted once (so below the model's "
+      f"{report['model_gflop_per_step']} GFLOP, of which the output layer "
+      "is a third).",
+      "Done (pad_jax.models, pad_jax.network): the output layer and "
+      "cross-entropy fused in 256-row chunks (no [8, 256, 32100] logits, "
+      "one-hot, log-softmax or logits gradient); dense layers and the MLP "
+      "as 2-D products (no transposed copies of the [tokens, mlp] "
+      "gradients); accuracy without argmax's variadic reduction.",
+      "Left, from an XLA:CPU trace of the step: matrix products (YNNPACK "
+      "fusions) are ~80% of op time; the rest is small items: attention "
+      "masks/biases broadcast per layer ([8, 8, 256, 256], <1%), q/k/v "
+      "transposes for the batched attention products (~2%), dropout's "
+      "random bits (~2%), the optimizer update (~2%). XLA:CPU flags tried "
+      "(dots on Eigen instead of YNNPACK) were slower. docs/measured.md, "
+      "'Student benchmarks: what the numbers say'.",
   ]
 
 
