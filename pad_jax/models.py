@@ -256,7 +256,8 @@ class EncoderDecoderModel(models.EncoderDecoderModel):
     loss, z_loss, correct = fused_cross_entropy(
         jnp.asarray(hidden, jnp.float32).reshape((-1, hidden.shape[-1])),
         kernel, targets.reshape(-1).astype(jnp.int32),
-        loss_weights.reshape(-1), vocab_axis, divisor, self._z_loss)
+        loss_weights.reshape(-1), vocab_axis, divisor, self._z_loss,
+        LOSS_CHUNK_ROWS)
     return loss, _metrics(batch, weights, loss, z_loss,
                           correct.reshape(targets.shape))
 
