@@ -393,7 +393,7 @@ class Executor:
     with nothing else to do, so the next failure names the culprit.
     """
     size = self.batch_size or max(1, min(16, math.ceil(len(queue) / self.num_workers / 2)))
-    for worker in self._workers:
+    for worker in list(self._workers):  # a failed send replaces the worker
       if not queue:
         return
       suspect = queue[0][0] in self._suspects
