@@ -282,10 +282,10 @@ def profile_notes(report: dict[str, Any], goal: float) -> list[str]:
       f"goal {goal}x HF missed ({speedup}x).",
   ] + bound + [
       "Per step, the decoder is matrix-vector work at batch "
-      f"{report['batch_size'] * max(report['beam_size'], 1)}: it reads all "
-      "decoder weights (~88 MB) and the 32100 x 512 output embedding "
-      "(~66 MB) for ~0.6 GFLOP per 8 rows, so its time goes to reading "
-      "memory, not to FLOPs (low `mfu` is expected); docs/measured.md, "
+      f"{report['batch_size'] * max(report['beam_size'], 1)}: ~0.6 GFLOP "
+      "per 8 rows against all the decoder weights and the output embedding "
+      "read, so its time goes to reading memory, not to FLOPs (low `mfu` "
+      "is expected); docs/measured.md, "
       "'Student benchmarks: what the numbers say'.",
   ] + ([
       "beam search (pad_jax.beam_search): the self-attention cache (12 "

@@ -307,7 +307,7 @@ class Worker:
       finally:
         os._exit(70)
     os.close(write_fd)
-    # Block in wait4 until the child exits (SIGALRM kills it at the
+    # Block in waitid until the child exits (SIGALRM kills it at the
     # deadline).
     self.current_pid, self.timed_out = pid, False
     signal.setitimer(signal.ITIMER_REAL, self.config["timeout_s"])
@@ -495,10 +495,14 @@ def _open_last_pid():
   """A descriptor on the last pid this pid namespace handed out, or None."""
   try:
     fd = os.open("/proc/sys/kernel/ns_last_pid", os.O_RDONLY | os.O_CLOEXEC)
-    os.pread(fd, 32, 0)
-    return fd
   except OSError:
     return None
+  try:
+    os.pread(fd, 32, 0)
+  except OSError:
+    os.close(fd)
+    return None
+  return fd
 
 
 def _pdeathsig_setter():
