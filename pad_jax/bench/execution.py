@@ -39,6 +39,7 @@ from absl import flags
 from absl import logging
 
 from pad_jax import answers
+from pad_jax.bench import _t5
 from pad_jax.execution import Executor
 from pad_jax.execution import executor as executor_lib
 
@@ -205,7 +206,7 @@ def _accuracy(values: list[Any], targets: list[float]) -> float:
 
 def main(argv: list[str]) -> int:
   del argv
-  load = os.getloadavg()[0]
+  load = _t5.load_average()
   programs, targets = load_programs(_N.value, _DATA.value)
   sub_n = min(_SUBPROCESS_N.value, len(programs))
   workers = _WORKERS.value or len(os.sched_getaffinity(0))
@@ -244,8 +245,8 @@ def main(argv: list[str]) -> int:
       "subprocess_accuracy": _accuracy(sub["values"], targets[:sub_n]),
       "inprocess_accuracy": _accuracy(inproc["values"], targets),
       "bare_fork_accuracy": _accuracy(bare["values"], targets),
-      "load_average_1m_at_start": round(load, 2),
-      "load_average_1m": round(os.getloadavg()[0], 2),
+      "load_average_1m_at_start": load,
+      "load_average_1m": _t5.load_average(),
   }
   if _LEVELS.value and os.geteuid() == 0:
     for level in ("uid", "basic"):
