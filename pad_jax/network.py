@@ -51,6 +51,7 @@ import numpy as np
 from t5x.examples.t5 import layers
 
 from pad_jax import beam_search
+from pad_jax import kernels
 
 param_with_axes = nn_partitioning.param_with_axes
 with_sharding_constraint = nn_partitioning.with_sharding_constraint
@@ -202,8 +203,8 @@ def _dense(x: Array, kernel: Array, dtype: Any, in_dims: int = 1) -> Array:
   """
   lead = x.shape[:x.ndim - in_dims]
   size_in = int(np.prod(x.shape[x.ndim - in_dims:]))
-  y = jnp.dot(jnp.asarray(x, dtype).reshape((-1, size_in)),
-              kernel.reshape((size_in, -1)))
+  y = kernels.matmul(jnp.asarray(x, dtype).reshape((-1, size_in)),
+                     jnp.asarray(kernel).reshape((size_in, -1)))
   return y.reshape(lead + kernel.shape[in_dims:])
 
 
@@ -255,14 +256,17 @@ def cached_attention(query: Array, key: Array, value: Array,
   if query.shape[0] % batch:
     raise ValueError(f'query batch {query.shape[0]} is not a multiple of the '
                      f'key/value batch {batch}')
+  if bias is not None and bias.shape[0] not in (1, batch):
+    raise ValueError(f'bias batch {bias.shape[0]} is neither 1 nor {batch}')
+  if kernels.attention_applies(query, key, value, bias):
+    # The same values on CPU, reading only the unmasked cache positions.
+    return kernels.attention(query, key, value, bias).astype(dtype)
   query = query.reshape((batch, query.shape[0] // batch) + query.shape[1:])
   if float32_logits:
     query = query.astype(jnp.float32)
     key = key.astype(jnp.float32)
   logits = jnp.einsum('bnqhd,bhkd->bhnqk', query, key)
   if bias is not None:
-    if bias.shape[0] not in (1, batch):
-      raise ValueError(f'bias batch {bias.shape[0]} is neither 1 nor {batch}')
     logits = logits + jnp.expand_dims(bias, 2).astype(logits.dtype)
   weights = jax.nn.softmax(logits).astype(dtype)
   out = jnp.einsum('bhnqk,bhkd->bnqhd', weights, value)
@@ -687,7 +691,11 @@ class Decoder(nn.Module):
     if output_hidden:  # The output layer is applied by the loss.
       return y
     if cfg.logits_via_embedding:
-      logits = self.shared_embedding.attend(y)
+      # `Embed.attend` (a dot with the embedding's transpose), as one call
+      # that reads the [vocab, emb] table in place when decoding on CPU.
+      logits = kernels.matmul(jnp.asarray(y, jnp.float32),
+                              jnp.asarray(self.shared_embedding.embedding,
+                                          jnp.float32), transpose_w=True)
       return logits / jnp.sqrt(y.shape[-1])
     return layers.DenseGeneral(cfg.vocab_size, dtype=jnp.float32,
                                kernel_axes=('embed', 'vocab'),
