@@ -219,6 +219,9 @@ def _project(x: Array, kernel: Array, dtype: Any,
 # `[batch, heads, input_len, head_dim]` per layer (not a parameter: it is
 # derived from the encoder output; see `Transformer.cross_attention_kv`).
 CROSS_ATTENTION = 'cross_attention'
+# With a tied output layer on CPU, the same collection also holds the
+# embedding table transposed, `[emb_dim, vocab]` (see `Decoder._tied_logits`).
+OUTPUT_KERNEL = 'output_kernel'
 
 
 def cached_attention(query: Array, key: Array, value: Array,
@@ -691,15 +694,30 @@ class Decoder(nn.Module):
     if output_hidden:  # The output layer is applied by the loss.
       return y
     if cfg.logits_via_embedding:
-      # `Embed.attend` (a dot with the embedding's transpose), as one call
-      # that reads the [vocab, emb] table in place when decoding on CPU.
-      logits = kernels.matmul(jnp.asarray(y, jnp.float32),
-                              jnp.asarray(self.shared_embedding.embedding,
-                                          jnp.float32), transpose_w=True)
-      return logits / jnp.sqrt(y.shape[-1])
+      return self._tied_logits(y) / jnp.sqrt(y.shape[-1])
     return layers.DenseGeneral(cfg.vocab_size, dtype=jnp.float32,
                                kernel_axes=('embed', 'vocab'),
                                name='logits_dense')(y)
+
+
+  def _tied_logits(self, y: Array) -> Array:
+    """`Embed.attend(y)`: `y` times the `[vocab, emb]` table's transpose.
+
+    On CPU the kernel reads a `[emb, vocab]` copy at about twice the rate of
+    the table itself, so `Transformer.cross_attention_kv` stores one in the
+    `cross_attention` collection (once per decoding call, like the
+    cross-attention keys/values) and every step reads it from there.
+    """
+    y = jnp.asarray(y, jnp.float32)
+    table = jnp.asarray(self.shared_embedding.embedding, jnp.float32)
+    if (self.has_variable(CROSS_ATTENTION, OUTPUT_KERNEL) and
+        not self.is_mutable_collection(CROSS_ATTENTION)):
+      return kernels.matmul(y, self.get_variable(CROSS_ATTENTION,
+                                                 OUTPUT_KERNEL))
+    if (self.is_mutable_collection(CROSS_ATTENTION) and
+        not self.is_initializing() and kernels.applies(y, table)):
+      self.put_variable(CROSS_ATTENTION, OUTPUT_KERNEL, table.T)
+    return kernels.matmul(y, table, transpose_w=True)
 
 
 class Transformer(nn.Module):

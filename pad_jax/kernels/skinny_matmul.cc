@@ -46,7 +46,7 @@ constexpr int kLanes = 8;
 constexpr int kLanes = 4;
 #endif
 constexpr int kMaxRows = 8;
-constexpr int64_t kColumnBlock = 2048;  // [K, N]: partial block 8 x 2048 f32.
+constexpr int64_t kColumnBlock = 2048;  // [K, N]: a part's columns at a time.
 constexpr int64_t kMinRowsPerPart = 64;
 
 typedef float Vec __attribute__((vector_size(kLanes * 4), aligned(4)));
@@ -57,52 +57,65 @@ inline Vec Splat(float f) { return Vec{} + f; }
 
 // ---------------------------------------------------------------- [K, N] ----
 
-// p[m, n0:n1] (+)= x[m, k0:k1] . w[k0:k1, n0:n1]; `first` overwrites p.
-template <int M>
-void RowsKN(const float* x, int64_t K, const float* w, int64_t N, int64_t k0,
-            int64_t k1, int64_t n0, int64_t n1, float* p, bool first) {
-  const int64_t nv = n0 + (n1 - n0) / kLanes * kLanes;
-  int64_t k = k0;
-  for (; k + 4 <= k1; k += 4) {
-    const float* w0 = w + k * N;
-    const float* w1 = w0 + N;
-    const float* w2 = w1 + N;
-    const float* w3 = w2 + N;
-    Vec b[M][4];
-    for (int m = 0; m < M; ++m)
-      for (int j = 0; j < 4; ++j) b[m][j] = Splat(x[m * K + k + j]);
-    for (int64_t n = n0; n < nv; n += kLanes) {
-      const Vec v0 = Load(w0 + n), v1 = Load(w1 + n), v2 = Load(w2 + n),
-                v3 = Load(w3 + n);
-      for (int m = 0; m < M; ++m) {
-        Vec a = first ? Vec{} : Load(p + m * N + n);
-        a += b[m][0] * v0 + b[m][1] * v1 + b[m][2] * v2 + b[m][3] * v3;
-        Store(p + m * N + n, a);
+// p[m, n0:n1] (+)= x[m, k0:k1] . w[k0:k1, n0:n1] (overwrites p on the part's
+// first chunk). Chunks of kChunk rows; within a chunk, panels of C vectors
+// walk down the rows with M x C accumulators in registers (broadcast x times
+// w: the multiply-adds' operands come from registers). The chunk kPrefetch
+// chunks ahead is prefetched line by line, spread over the panel steps, so
+// memory streams while the multiply-adds run.
+constexpr int64_t kChunk = 16;
+constexpr int64_t kPrefetch = 2;
+
+template <int M, int C>
+void ChunksKN(const float* x, int64_t K, const float* w, int64_t N, int64_t k0,
+              int64_t k1, int64_t n0, int64_t n1, float* p) {
+  constexpr int64_t kPanel = C * kLanes;
+  const int64_t nv = n0 + (n1 - n0) / kPanel * kPanel;
+  const int64_t row_lines = (n1 - n0 + 15) / 16;
+  for (int64_t kc = k0; kc < k1; kc += kChunk) {
+    const int64_t ke = std::min(k1, kc + kChunk);
+    const bool first = kc == k0;
+    // The rows to prefetch while this chunk is multiplied, in address order.
+    int64_t pf_row = std::min(k1, kc + kPrefetch * kChunk), pf_line = 0;
+    const int64_t pf_end = std::min(k1, ke + kPrefetch * kChunk);
+    const int64_t steps = std::max<int64_t>(1, (nv - n0) / kPanel * (ke - kc));
+    const int64_t per_step = ((pf_end - pf_row) * row_lines + steps - 1) / steps;
+    for (int64_t n = n0; n < nv; n += kPanel) {
+      Vec acc[M][C];
+      for (int m = 0; m < M; ++m)
+        for (int c = 0; c < C; ++c)
+          acc[m][c] = first ? Vec{} : Load(p + m * N + n + c * kLanes);
+      const float* wp = w + kc * N + n;
+      for (int64_t k = kc; k < ke; ++k, wp += N) {
+        for (int64_t i = 0; i < per_step && pf_row < pf_end; ++i) {
+          __builtin_prefetch(w + pf_row * N + n0 + pf_line * 16, 0, 1);
+          if (++pf_line == row_lines) { pf_line = 0; ++pf_row; }
+        }
+        Vec v[C];
+        for (int c = 0; c < C; ++c) v[c] = Load(wp + c * kLanes);
+        for (int m = 0; m < M; ++m) {
+          const Vec b = Splat(x[m * K + k]);
+          for (int c = 0; c < C; ++c) acc[m][c] += b * v[c];
+        }
       }
+      for (int m = 0; m < M; ++m)
+        for (int c = 0; c < C; ++c) Store(p + m * N + n + c * kLanes, acc[m][c]);
     }
-    for (int64_t n = nv; n < n1; ++n)
+    for (int64_t n = nv; n < n1; ++n)  // Columns left over from the panels.
       for (int m = 0; m < M; ++m) {
         float a = first ? 0.f : p[m * N + n];
-        for (int j = 0; j < 4; ++j) a += x[m * K + k + j] * w[(k + j) * N + n];
+        for (int64_t k = kc; k < ke; ++k) a += x[m * K + k] * w[k * N + n];
         p[m * N + n] = a;
       }
-    first = false;
-  }
-  for (; k < k1; ++k) {
-    for (int64_t n = n0; n < n1; ++n)
-      for (int m = 0; m < M; ++m) {
-        float a = first ? 0.f : p[m * N + n];
-        p[m * N + n] = a + x[m * K + k] * w[k * N + n];
-      }
-    first = false;
   }
 }
 
 template <int M>
 void PartKN(const float* x, int64_t K, const float* w, int64_t N, int64_t k0,
             int64_t k1, float* p) {
+  constexpr int C = M <= 4 ? 4 : 2;  // M x C accumulators: 16 registers.
   for (int64_t n0 = 0; n0 < N; n0 += kColumnBlock)
-    RowsKN<M>(x, K, w, N, k0, k1, n0, std::min(N, n0 + kColumnBlock), p, true);
+    ChunksKN<M, C>(x, K, w, N, k0, k1, n0, std::min(N, n0 + kColumnBlock), p);
 }
 
 // ---------------------------------------------------------------- [N, K] ----
