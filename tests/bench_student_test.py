@@ -16,7 +16,7 @@ SHORT = ["--inputs_length=16"]
 @pytest.mark.slow
 @pytest.mark.parametrize("name,extra,impls", [
     ("decode", ["--repeats=1", "--decode_length=16", *SHORT],
-     ("pad", "t5x", "hf")),
+     ("pad", "pad_jnp", "t5x", "hf")),
     ("decode", ["--decode=beam", "--beam_size=4", "--repeats=1",
                 "--decode_length=16", *SHORT], ("pad", "hf")),
     ("train", ["--steps=2", "--warmup=0", "--targets_length=16", *SHORT],
@@ -40,3 +40,9 @@ def test_bench_tiny(tmp_path, name, extra, impls):
   if name == "decode":
     assert report["ids_equal_hf"]
     assert all(report[impl]["ids_equal_hf"] for impl in impls if impl != "hf")
+    assert report["cpu_kernels"] is True  # This machine has a compiler.
+    floor = report["memory_floor"]
+    assert floor["pad_read_gbs"] > 0 and floor["floor_seconds_per_call"] > 0
+    mb = floor["bytes_per_step_mb"]
+    assert mb["total"] == pytest.approx(sum(
+        v for k, v in mb.items() if k != "total"), abs=0.2)

@@ -18,6 +18,7 @@ from t5x import models as t5x_models
 from t5x.examples.t5 import layers
 from t5x.examples.t5 import network as t5x_network
 
+from pad_jax import kernels
 from pad_jax import models
 from pad_jax import network
 
@@ -88,9 +89,16 @@ def test_cross_attention_kv_shapes():
   encoded = module.apply({"params": params}, enc, enable_dropout=False,
                          method=module.encode)
   kv = model._cross_attention_kv(params, encoded, enc)  # pylint: disable=protected-access
-  assert sorted(kv["decoder"]) == ["layers_0", "layers_1"]
+  # On CPU the tied output layer's table is stored transposed for the
+  # decoding steps' kernel (pad_jax.kernels).
+  assert sorted(kv["decoder"]) == ["layers_0", "layers_1", "output_kernel"]
   layer = kv["decoder"]["layers_0"]["encoder_decoder_attention"]
   assert layer["key"].shape == layer["value"].shape == (2, 4, 10, 8)
+  np.testing.assert_array_equal(kv["decoder"]["output_kernel"],
+                                params["token_embedder"]["embedding"].T)
+  with kernels.disabled():  # Elsewhere (GPU, TPU) it is not made.
+    kv = model._cross_attention_kv(params, encoded, enc)  # pylint: disable=protected-access
+  assert sorted(kv["decoder"]) == ["layers_0", "layers_1"]
 
 
 def test_t5x_network_falls_back_to_t5x_decoding():

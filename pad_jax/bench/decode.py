@@ -17,7 +17,11 @@ early stopping changes which beam wins, so the ids are comparable.
   `temperature_sample` at temperature 0 (argmax), beam is
   `pad_jax.beam_search.beam_search` (t5x's beam search; the self-attention
   cache stays in place and each beam reads it through its ancestors;
-  `--beam_size` beams, all returned ids are the best beam's);
+  `--beam_size` beams, all returned ids are the best beam's); on CPU its
+  decoding steps run `pad_jax.kernels` (skinny matrix products and
+  attention over the filled part of the cache; `cpu_kernels` in the report);
+* `pad_jnp` (greedy default): the same, traced with the kernels off (XLA's
+  own dots and attention), so the kernels' share shows in the same run;
 * `t5x`: t5x's stock `models.EncoderDecoderModel` over t5x's example
   network (re-projects the encoder keys/values at every step; greedy only
   by default, as for 4 beams that takes minutes per call);
@@ -183,6 +187,22 @@ def _to_hf_state(shape: _t5.Shape, params: Any, like: dict) -> dict:
   return state
 
 
+def _traced_without_kernels(run: Callable[[], Any]) -> Callable[[], Any]:
+  """`run` whose first call (the trace) uses the jnp code, not the kernels."""
+  from pad_jax import kernels  # pylint: disable=import-outside-toplevel
+  traced = []
+
+  def call():
+    if traced:
+      return run()
+    with kernels.disabled():
+      out = run()
+    traced.append(True)
+    return out
+
+  return call
+
+
 def build(impls: list[str], shape: _t5.Shape, inputs: np.ndarray, steps: int,
           beams: int) -> dict[str, Callable[[], Any]]:
   """One decoding closure per implementation, all over the same weights."""
@@ -195,17 +215,19 @@ def build(impls: list[str], shape: _t5.Shape, inputs: np.ndarray, steps: int,
   fns, params = {}, None
   for impl in impls:
     logging.info("building %s", impl)
-    if impl == "pad":
+    if impl in ("pad", "pad_jnp"):
       module = pad_network.Transformer(_t5.pad_config(shape, dropout_rate=0.0))
       fns[impl], params = t5x_decode(pad_models.EncoderDecoderModel, module,
                                      shape, inputs, steps, beams, params,
                                      beam_fn=pad_beam_search.beam_search)
+      if impl == "pad_jnp":
+        fns[impl] = _traced_without_kernels(fns[impl])
     elif impl == "t5x":
       module = t5x_network.Transformer(_t5.t5x_config(shape, dropout_rate=0.0))
       fns[impl], params = t5x_decode(t5x_models.EncoderDecoderModel, module,
                                      shape, inputs, steps, beams, params)
     elif impl != "hf":
-      raise ValueError(f"--impls: unknown {impl!r} (pad, t5x, hf)")
+      raise ValueError(f"--impls: unknown {impl!r} (pad, pad_jnp, t5x, hf)")
   if "hf" in impls:
     if params is None:
       raise ValueError("--impls: hf needs pad or t5x (it copies their weights)")
@@ -214,21 +236,25 @@ def build(impls: list[str], shape: _t5.Shape, inputs: np.ndarray, steps: int,
 
 
 def decode_bytes_per_step(shape: _t5.Shape, batch: int, inputs: int,
-                          steps: int, beams: int) -> dict[str, int]:
-  """Bytes one cached decoding step must read (f32), by what they are.
+                          steps: int, beams: int,
+                          filled_only: bool) -> dict[str, int]:
+  """Bytes one cached decoding step reads (f32), on average over a call.
 
   The decoder's weights (the cross-attention key/value projections are not
   read: `pad_jax.models` projects the encoder once), the tied output
-  embedding, the self-attention cache (`batch * beams` rows; the cache has
-  the full decode length and every step attends over all of it, masked) and
-  the encoder keys/values (`batch` rows, shared by the beams). Beam search
-  moves its cache on top of this.
+  embedding, the self-attention cache (`batch * beams` rows) and the encoder
+  keys/values (`batch` rows, shared by the beams). The self-attention cache
+  has the full decode length; `filled_only` (the CPU attention kernel,
+  `pad_jax.kernels`) reads the positions written so far, (steps + 1) / 2 on
+  average, else every step reads all of them. Beam search moves its cache
+  on top of this.
   """
   d, inner = shape.emb_dim, shape.num_heads * shape.head_dim
   layers = shape.num_decoder_layers
   weights = layers * (6 * d * inner + 2 * d * shape.mlp_dim) * 4
   embedding = shape.vocab_size * d * 4
-  self_cache = layers * 2 * batch * max(beams, 1) * steps * inner * 4
+  positions = (steps + 1) / 2 if filled_only else steps
+  self_cache = int(layers * 2 * batch * max(beams, 1) * positions * inner * 4)
   cross_kv = layers * 2 * batch * inputs * inner * 4
   return {"decoder_weights": weights, "output_embedding": embedding,
           "self_attention_cache": self_cache, "encoder_keys_values": cross_kv,
@@ -236,21 +262,28 @@ def decode_bytes_per_step(shape: _t5.Shape, batch: int, inputs: int,
 
 
 def bandwidth_floor(report: dict[str, Any], shape: _t5.Shape,
-                    bandwidth: dict[str, float]) -> dict[str, Any]:
-  """The least time per call at the rate XLA's matrix-vector product reads.
+                    bandwidth: dict[str, float],
+                    kernels: bool) -> dict[str, Any]:
+  """The least time per call at the rate memory is read here, and pad's rate.
 
-  `bandwidth`: `_t5.bandwidth_probe`'s bytes/s (`matvec`, `sum`).
+  `bandwidth`: `_t5.bandwidth_probe`'s bytes/s (`sum`: a plain reduction,
+  what the memory system streams; `matvec`: XLA:CPU's 8-row dot, for
+  comparison). `kernels`: pad ran with `pad_jax.kernels` (greedy reads only
+  the filled part of the self-attention cache).
   """
-  per_step = decode_bytes_per_step(shape, report["batch_size"],
-                                   report["inputs_length"],
-                                   report["decode_length"], report["beam_size"])
-  floor_s = per_step["total"] * report["decode_length"] / bandwidth["matvec"]
+  steps = report["decode_length"]
+  per_step = decode_bytes_per_step(
+      shape, report["batch_size"], report["inputs_length"], steps,
+      report["beam_size"], filled_only=kernels and not report["beam_size"])
+  floor_s = per_step["total"] * steps / bandwidth["sum"]
   floor = {"bytes_per_step_mb": {k: round(v / 1e6, 1) for k, v in per_step.items()},
-           "bandwidth_gbs": round(bandwidth["matvec"] / 1e9, 2),
            "sum_bandwidth_gbs": round(bandwidth["sum"] / 1e9, 2),
-           "floor_seconds_per_call": round(floor_s, 3)}
+           "xla_matvec_gbs": round(bandwidth["matvec"] / 1e9, 2),
+           "floor_seconds_per_call": round(floor_s, 4)}
   if "pad" in report:
-    floor["pad_of_floor"] = round(floor_s / report["pad"]["seconds_per_call"], 3)
+    seconds = report["pad"]["seconds_per_call"]
+    floor["pad_read_gbs"] = round(per_step["total"] * steps / seconds / 1e9, 2)
+    floor["pad_of_floor"] = round(floor_s / seconds, 3)
   if "hf" in report:
     floor["floor_speedup_vs_hf"] = round(
         report["hf"]["seconds_per_call"] / floor_s, 2)
@@ -265,19 +298,16 @@ def profile_notes(report: dict[str, Any], goal: float) -> list[str]:
   floor = report.get("memory_floor")
   mb = floor and floor["bytes_per_step_mb"]
   bound = [] if not floor or "floor_speedup_vs_hf" not in floor else [
-      f"Memory floor: each step must read {mb['total']} MB (decoder weights "
+      f"Memory floor: each step reads {mb['total']} MB (decoder weights "
       f"{mb['decoder_weights']}, output embedding {mb['output_embedding']}, "
       f"self-attention cache {mb['self_attention_cache']}, encoder keys/values "
-      f"{mb['encoder_keys_values']}); at the {floor['bandwidth_gbs']} GB/s "
-      "XLA:CPU's matrix-vector product (8 rows x a 66 MB matrix) reads here in "
-      f"this run that is at least {floor['floor_seconds_per_call']} s per call, "
-      f"{floor['floor_speedup_vs_hf']}x HF; pad runs at {floor.get('pad_of_floor')} "
-      "of that floor's speed. A plain sum over the same matrix reads "
-      f"{floor['sum_bandwidth_gbs']} GB/s, so the skinny dot kernel, not DRAM, "
-      "sets the floor. What is left: a matrix-vector kernel that reads at the "
-      "memory's rate (--xla_flags=--xla_cpu_use_xnnpack=true showed no clear gain "
-      "in noisy runs), reading fewer bytes (attend over the filled part of the "
-      "cache only; bf16 weights, which change the ids), or a GPU."]
+      f"{mb['encoder_keys_values']}); at the {floor['sum_bandwidth_gbs']} GB/s "
+      "a plain sum reads here that is at least "
+      f"{floor['floor_seconds_per_call']} s per call, "
+      f"{floor['floor_speedup_vs_hf']}x HF; pad reads "
+      f"{floor.get('pad_read_gbs')} GB/s ({floor.get('pad_of_floor')} of the "
+      f"floor's speed; XLA:CPU's own 8-row dot reads {floor['xla_matvec_gbs']} "
+      "GB/s)."]
   return [
       f"goal {goal}x HF missed ({speedup}x).",
   ] + bound + [
@@ -322,7 +352,8 @@ def main(argv: list[str]) -> int:
   steps = _STEPS.value
   inputs = np.random.RandomState(0).randint(
       3, shape.vocab_size, (_BATCH.value, _INPUTS.value)).astype(np.int32)
-  impls = _IMPLS.value or (["pad", "hf"] if beams else ["pad", "t5x", "hf"])
+  impls = _IMPLS.value or (["pad", "hf"] if beams else
+                           ["pad", "pad_jnp", "t5x", "hf"])
   fns = build(impls, shape, inputs, steps, beams)
   warm = {name: fn() for name, fn in fns.items()}  # Compiles; checks ids.
   logging.info("timing %d rounds", repeats)
@@ -359,7 +390,10 @@ def main(argv: list[str]) -> int:
     report["speedup_vs_hf"] = report["pad"].get("speedup_vs_hf")
     report["ids_equal_hf"] = report["pad"].get("ids_equal_hf")
     report["mfu"] = report["pad"]["mfu"]
-  report["memory_floor"] = bandwidth_floor(report, shape, bandwidth)
+  from pad_jax import kernels  # pylint: disable=import-outside-toplevel
+  report["cpu_kernels"] = kernels.available()
+  report["memory_floor"] = bandwidth_floor(report, shape, bandwidth,
+                                           report["cpu_kernels"])
   report["profile_notes"] = profile_notes(report, 2.0 if beams else 3.0)
   _t5.write_report(output, report)
   return 0

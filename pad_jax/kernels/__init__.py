@@ -28,6 +28,7 @@ them works as before.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -49,7 +50,9 @@ _ATTENTION = "pad_decode_attention_f32"
 _SOURCES = tuple(pathlib.Path(__file__).with_name(name)
                  for name in ("skinny_matmul.cc", "decode_attention.cc"))
 _lock = threading.Lock()
-_state: dict[str, Any] = {}
+_state: dict[str, Any] = {}  # "ok": whether they load (decided once).
+_registered: dict[str, Any] = {}  # The library, once registered with XLA.
+_off = threading.local()
 
 
 def cache_dir() -> pathlib.Path:
@@ -124,6 +127,8 @@ def _load() -> bool:
   if os.environ.get("PAD_JAX_CPU_KERNELS", "1").strip().lower() in (
       "0", "false", "no", "off"):
     return False
+  if _registered:  # XLA takes a target name once per process.
+    return True
   try:
     import ctypes  # pylint: disable=import-outside-toplevel
     library = ctypes.cdll.LoadLibrary(str(build()))
@@ -131,16 +136,32 @@ def _load() -> bool:
                            (_ATTENTION, library.PadDecodeAttentionF32)):
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol),
                                   platform="cpu")
-    _state["library"] = library  # Keeps it loaded.
+    _registered["library"] = library  # Keeps it loaded.
     return True
   except (RuntimeError, OSError) as e:
     logging.warning("pad_jax CPU kernels unavailable, using jnp.dot: %s", e)
     return False
 
 
+@contextlib.contextmanager
+def disabled():
+  """Functions traced inside (on this thread) use the jnp code, not the kernels.
+
+  For A/B measurements (`python -m pad_jax.bench decode`'s `pad_jnp`): a
+  jitted function keeps what it was traced with.
+  """
+  depth = getattr(_off, "depth", 0)
+  _off.depth = depth + 1
+  try:
+    yield
+  finally:
+    _off.depth = depth
+
+
 def _on_cpu(*arrays: jax.Array) -> bool:
   """float32 operands, CPU default backend, kernels built (at trace time)."""
-  return (all(a.dtype == jnp.float32 for a in arrays)
+  return (not getattr(_off, "depth", 0)
+          and all(a.dtype == jnp.float32 for a in arrays)
           and jax.default_backend() == "cpu" and available())
 
 
