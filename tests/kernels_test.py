@@ -69,7 +69,7 @@ def test_env_off(monkeypatch):
   assert not kernels.available()
 
 
-@pytest.mark.parametrize("rows", [1, 3, 8])
+@pytest.mark.parametrize("rows", [1, 3, 8, 13, 32])
 @pytest.mark.parametrize("k,n", [(512, 512), (512, 2048), (2048, 512),
                                  (37, 101), (16, 1), (512, 32100), (100, 700)])
 @pytest.mark.parametrize("transpose_w", [False, True])
@@ -89,8 +89,8 @@ def test_matmul_leading_axes_and_where_it_does_not_apply():
   x = jnp.asarray(rng.randn(2, 3, 64).astype(np.float32))  # 6 rows: kernel.
   assert kernels.applies(x, w)
   np.testing.assert_allclose(kernels.matmul(x, w), jnp.dot(x, w), atol=1e-5)
-  for x9 in (jnp.ones((9, 64)), jnp.ones((3, 3, 64))):  # 9 rows: jnp.dot.
-    assert not kernels.applies(x9, w)
+  for many in (jnp.ones((33, 64)), jnp.ones((3, 11, 64))):  # > 32: jnp.dot.
+    assert not kernels.applies(many, w)
   assert not kernels.applies(x.astype(jnp.bfloat16), w)
   assert not kernels.applies(x, w.astype(jnp.bfloat16))
 
@@ -118,6 +118,7 @@ def _cached_attention(query, key, value, bias, use_kernel):
     (8, 1, 1, 8, 256, 64),   # A greedy step of CodeT5-small.
     (2, 3, 1, 4, 37, 64),    # 3 samples per input share its cache.
     (2, 1, 2, 2, 19, 24),    # Two query positions; head_dim not a multiple of 16.
+    (2, 4, 2, 2, 33, 32),    # Samples x positions, masks differing by row.
     (1, 1, 1, 1, 5, 16),
 ])
 def test_attention_matches_the_jnp_code(batch, samples, q_len, heads, length,

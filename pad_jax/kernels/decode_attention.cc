@@ -45,10 +45,20 @@ typedef int32_t IVec __attribute__((vector_size(kLanes * 4), aligned(4)));
 inline Vec Load(const float* p) { Vec x; std::memcpy(&x, p, sizeof(Vec)); return x; }
 inline void Store(float* p, Vec x) { std::memcpy(p, &x, sizeof(Vec)); }
 
+// The sum of x's lanes, halving the vector log2(kLanes) times.
 inline float Sum(Vec x) {
+#if defined(__AVX512F__)
+  typedef int32_t Idx __attribute__((vector_size(64)));
+  x += __builtin_shuffle(x, Idx{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+  x += __builtin_shuffle(x, Idx{4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
+  x += __builtin_shuffle(x, Idx{2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1});
+  x += __builtin_shuffle(x, Idx{1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0});
+  return x[0];
+#else
   float t = 0.f;
   for (int i = 0; i < kLanes; ++i) t += x[i];
   return t;
+#endif
 }
 
 // exp(x) for x <= 0 (Cephes' expf polynomial, ~1 ulp); 0 below -87.
@@ -73,56 +83,81 @@ inline Vec Exp(Vec x) {
   return under ? Vec{} : y;
 }
 
-// One (b, h) pair, all R rows; `s` and `keep` hold L entries.
+inline float Dot(const float* a, const float* b, int64_t D) {
+  if (D % kLanes == 0) {
+    Vec acc{};
+    for (int64_t d = 0; d < D; d += kLanes) acc += Load(a + d) * Load(b + d);
+    return Sum(acc);
+  }
+  float t = 0.f;
+  for (int64_t d = 0; d < D; ++d) t += a[d] * b[d];
+  return t;
+}
+
+// o += p * v over D floats.
+inline void Axpy(float p, const float* v, float* o, int64_t D) {
+  for (int64_t d = 0; d < D; ++d) o[d] += p * v[d];
+}
+
+// One (b, h) pair, all R rows. The positions some row leaves unmasked are
+// read once each, for every row (a row's masked positions get weight 0);
+// `s` holds R x L floats, `keep` L ints.
 void AttendPair(const float* q, const float* k, const float* v,
                 const float* bias, float* out, int64_t R, int64_t H,
                 int64_t L, int64_t D, float* s, int32_t* keep) {
-  const bool vectors = D % kLanes == 0;
-  for (int64_t r = 0; r < R; ++r) {
-    const float* qr = q + r * H * D;
-    const float* br = bias + r * L;
-    float* o = out + r * H * D;
-    int64_t n = 0;
-    for (int64_t l = 0; l < L; ++l) {
-      if (br[l] > kMasked) keep[n++] = static_cast<int32_t>(l);
+  int64_t n = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    bool any = false;
+    for (int64_t r = 0; r < R && !any; ++r) any = bias[r * L + l] > kMasked;
+    if (any) keep[n++] = static_cast<int32_t>(l);
+  }
+  for (int64_t i = 0; i < n; ++i) {  // Logits.
+    const float* kl = k + keep[i] * D;
+    for (int64_t r = 0; r < R; ++r) {
+      const float b = bias[r * L + keep[i]];
+      s[r * L + i] = b > kMasked ? Dot(q + r * H * D, kl, D) + b : -INFINITY;
     }
-    if (n == 0) {  // All masked: the reference's softmax is uniform.
-      for (int64_t l = 0; l < L; ++l) keep[l] = static_cast<int32_t>(l);
-      n = L;
-    }
+  }
+  std::vector<float> totals(R);
+  for (int64_t r = 0; r < R; ++r) {  // Softmax numerators, in place.
+    float* sr = s + r * L;
     float top = -INFINITY;
-    for (int64_t i = 0; i < n; ++i) {
-      const float* kl = k + keep[i] * D;
-      float dot = 0.f;
-      if (vectors) {
-        Vec acc{};
-        for (int64_t d = 0; d < D; d += kLanes) acc += Load(qr + d) * Load(kl + d);
-        dot = Sum(acc);
-      } else {
-        for (int64_t d = 0; d < D; ++d) dot += qr[d] * kl[d];
-      }
-      s[i] = dot + br[keep[i]];
-      top = std::max(top, s[i]);
-    }
+    for (int64_t i = 0; i < n; ++i) top = std::max(top, sr[i]);
     float total = 0.f;
+    if (top == -INFINITY) {  // Every position masked: see below.
+      totals[r] = 0.f;
+      continue;
+    }
     int64_t i = 0;
     for (; i + kLanes <= n; i += kLanes) {
-      const Vec e = Exp(Load(s + i) - top);
-      Store(s + i, e);
+      const Vec e = Exp(Load(sr + i) - top);
+      Store(sr + i, e);
       total += Sum(e);
     }
     for (; i < n; ++i) {
-      s[i] = std::exp(s[i] - top);
-      total += s[i];
+      sr[i] = std::exp(sr[i] - top);
+      total += sr[i];
     }
-    for (int64_t d = 0; d < D; ++d) o[d] = 0.f;
-    for (int64_t j = 0; j < n; ++j) {
-      const float* vl = v + keep[j] * D;
-      const float p = s[j];
-      for (int64_t d = 0; d < D; ++d) o[d] += p * vl[d];
+    totals[r] = total;
+  }
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t d = 0; d < D; ++d) out[r * H * D + d] = 0.f;
+  for (int64_t i = 0; i < n; ++i) {  // Weighted values.
+    const float* vl = v + keep[i] * D;
+    for (int64_t r = 0; r < R; ++r) {
+      const float p = s[r * L + i];  // 0 where masked for this row.
+      if (p != 0.f) Axpy(p, vl, out + r * H * D, D);
     }
-    const float inv = 1.f / total;
-    for (int64_t d = 0; d < D; ++d) o[d] *= inv;
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    float* o = out + r * H * D;
+    if (totals[r] > 0.f) {
+      const float inv = 1.f / totals[r];
+      for (int64_t d = 0; d < D; ++d) o[d] *= inv;
+    } else {  // All masked: the reference's softmax is uniform over L.
+      for (int64_t l = 0; l < L; ++l) Axpy(1.f, v + l * D, o, D);
+      for (int64_t d = 0; d < D; ++d) o[d] /= static_cast<float>(L);
+    }
   }
 }
 
@@ -154,7 +189,7 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   const int64_t parts = std::max<int64_t>(1, std::min(threads, pairs));
   auto call = std::make_shared<Call>();
   auto run = [=]() {
-    std::vector<float> s(L);
+    std::vector<float> s(R * L);
     std::vector<int32_t> keep(L);
     for (int64_t i; (i = call->next.fetch_add(1)) < parts;) {
       for (int64_t pair = pairs * i / parts; pair < pairs * (i + 1) / parts; ++pair) {

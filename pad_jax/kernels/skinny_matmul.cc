@@ -1,21 +1,25 @@
 // Skinny float32 matrix products for decoding on CPU: y[M, N] = x[M, K] . w,
-// M <= 8 rows (a decoding step's batch), w a large weight matrix read once.
+// M <= 32 rows (a decoding step's batch, beams or samples), w a large weight
+// matrix read once.
 //
 //   transpose_w = false: w is [K, N] row-major (t5x's dense kernels).
 //   transpose_w = true:  w is [N, K] row-major (a tied output embedding).
 //
-// At M <= 8 the product is as many multiply-adds per weight as there are rows,
-// so its time is reading w. XLA:CPU's library GEMM reads it at about a third
+// At these M the product is as many multiply-adds per weight as there are
+// rows, so its time is reading w (and, past 8 rows, the multiply-adds). XLA:CPU's library GEMM reads it at about a third
 // of the memory's rate at these shapes and spends ~0.1 ms of thread hand-off
 // on every 1 MB projection (docs/measured.md); these loops stream w once, in
 // address order, from each thread's contiguous part:
 //
-//   [K, N]: the K rows are split among threads; each walks its rows four at a
-//           time in address order, adding into its own [M, N] partial (kept in
-//           cache, column blocks of at most kColumnBlock); the caller adds the
-//           partials.
+//   [K, N]: the K rows are split among threads; each multiplies its rows in
+//           chunks (see ChunkKN), adding into its own [M, N] partial (column
+//           blocks of at most kColumnBlock); the caller adds the partials.
 //   [N, K]: the N rows are split among threads; each row is a dot product
-//           against the M rows of x, the M sums reduced by a shuffle tree.
+//           against the rows of x, the sums reduced by a shuffle tree.
+//
+// Rows of x are taken 8 at a time (kGroup, the register tile); the groups
+// of a call run over the same chunk of w while it is in cache, so w is read
+// from memory once whatever M is.
 //
 // Threads come from XLA's intra-op pool (the FFI's ThreadPool context); the
 // calling thread takes parts too and never waits on a part nobody started, so
@@ -45,7 +49,8 @@ constexpr int kLanes = 8;
 #else
 constexpr int kLanes = 4;
 #endif
-constexpr int kMaxRows = 8;
+constexpr int kGroup = 8;      // Rows of x per register tile.
+constexpr int kMaxRows = 32;  // Rows of x per call.
 constexpr int64_t kColumnBlock = 2048;  // [K, N]: a part's columns at a time.
 constexpr int64_t kMinRowsPerPart = 64;
 
@@ -57,65 +62,101 @@ inline Vec Splat(float f) { return Vec{} + f; }
 
 // ---------------------------------------------------------------- [K, N] ----
 
-// p[m, n0:n1] (+)= x[m, k0:k1] . w[k0:k1, n0:n1] (overwrites p on the part's
-// first chunk). Chunks of kChunk rows; within a chunk, panels of C vectors
-// walk down the rows with M x C accumulators in registers (broadcast x times
-// w: the multiply-adds' operands come from registers). The chunk kPrefetch
-// chunks ahead is prefetched line by line, spread over the panel steps, so
-// memory streams while the multiply-adds run.
+// Spreads the prefetch of the rows [row, end) of w, columns [n0, n0 +
+// 16 * row_lines), over `steps` calls of Step (line by line, address order).
+struct Prefetcher {
+  const float* w;
+  int64_t N, n0, row, end, row_lines, line = 0, per_step = 0;
+  void Plan(int64_t steps) {
+    per_step = ((end - row) * row_lines + steps - 1) / std::max<int64_t>(1, steps);
+  }
+  void Step() {
+    for (int64_t i = 0; i < per_step && row < end; ++i) {
+      __builtin_prefetch(w + row * N + n0 + line * 16, 0, 1);
+      if (++line == row_lines) { line = 0; ++row; }
+    }
+  }
+};
+
+// p[m, n0:n1] (+)= x[m, kc:ke] . w[kc:ke, n0:n1] for one group of M rows
+// (`first` overwrites p). Panels of C vectors walk down the chunk's rows
+// with M x C accumulators in registers: broadcast x times w, the
+// multiply-adds' operands come from registers.
+template <int M, int C>
+void ChunkKN(const float* x, int64_t K, const float* w, int64_t N, int64_t kc,
+             int64_t ke, int64_t n0, int64_t n1, float* p, bool first,
+             Prefetcher& shared) {
+  Prefetcher prefetch = shared;  // In registers for the loop.
+  constexpr int64_t kPanel = C * kLanes;
+  const int64_t nv = n0 + (n1 - n0) / kPanel * kPanel;
+  for (int64_t n = n0; n < nv; n += kPanel) {
+    Vec acc[M][C];
+    for (int m = 0; m < M; ++m)
+      for (int c = 0; c < C; ++c)
+        acc[m][c] = first ? Vec{} : Load(p + m * N + n + c * kLanes);
+    const float* wp = w + kc * N + n;
+    for (int64_t k = kc; k < ke; ++k, wp += N) {
+      prefetch.Step();
+      Vec v[C];
+      for (int c = 0; c < C; ++c) v[c] = Load(wp + c * kLanes);
+      for (int m = 0; m < M; ++m) {
+        const Vec b = Splat(x[m * K + k]);
+        for (int c = 0; c < C; ++c) acc[m][c] += b * v[c];
+      }
+    }
+    for (int m = 0; m < M; ++m)
+      for (int c = 0; c < C; ++c) Store(p + m * N + n + c * kLanes, acc[m][c]);
+  }
+  shared = prefetch;
+  for (int64_t n = nv; n < n1; ++n)  // Columns left over from the panels.
+    for (int m = 0; m < M; ++m) {
+      float a = first ? 0.f : p[m * N + n];
+      for (int64_t k = kc; k < ke; ++k) a += x[m * K + k] * w[k * N + n];
+      p[m * N + n] = a;
+    }
+}
+
+// Vectors per panel for a group of M rows: M x C accumulators, 16 registers.
+constexpr int PanelVectors(int64_t m) { return m <= 4 ? 4 : 2; }
+template <int M>
+constexpr int Panel() { return PanelVectors(M); }
+
+using ChunkFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t,
+                         int64_t, int64_t, int64_t, float*, bool, Prefetcher&);
+constexpr ChunkFn kChunks[kGroup] = {
+    ChunkKN<1, Panel<1>()>, ChunkKN<2, Panel<2>()>, ChunkKN<3, Panel<3>()>,
+    ChunkKN<4, Panel<4>()>, ChunkKN<5, Panel<5>()>, ChunkKN<6, Panel<6>()>,
+    ChunkKN<7, Panel<7>()>, ChunkKN<8, Panel<8>()>};
+
+// p (rows x N) = x[:, k0:k1] . w[k0:k1, :]: chunks of kChunk rows, every
+// group of x's rows over each chunk in turn, while the chunk kPrefetch
+// chunks ahead is prefetched, spread over the chunk's panel steps, so memory
+// streams while the multiply-adds run.
 constexpr int64_t kChunk = 16;
 constexpr int64_t kPrefetch = 2;
 
-template <int M, int C>
-void ChunksKN(const float* x, int64_t K, const float* w, int64_t N, int64_t k0,
-              int64_t k1, int64_t n0, int64_t n1, float* p) {
-  constexpr int64_t kPanel = C * kLanes;
-  const int64_t nv = n0 + (n1 - n0) / kPanel * kPanel;
-  const int64_t row_lines = (n1 - n0 + 15) / 16;
-  for (int64_t kc = k0; kc < k1; kc += kChunk) {
-    const int64_t ke = std::min(k1, kc + kChunk);
-    const bool first = kc == k0;
-    // The rows to prefetch while this chunk is multiplied, in address order.
-    int64_t pf_row = std::min(k1, kc + kPrefetch * kChunk), pf_line = 0;
-    const int64_t pf_end = std::min(k1, ke + kPrefetch * kChunk);
-    const int64_t steps = std::max<int64_t>(1, (nv - n0) / kPanel * (ke - kc));
-    const int64_t per_step = ((pf_end - pf_row) * row_lines + steps - 1) / steps;
-    for (int64_t n = n0; n < nv; n += kPanel) {
-      Vec acc[M][C];
-      for (int m = 0; m < M; ++m)
-        for (int c = 0; c < C; ++c)
-          acc[m][c] = first ? Vec{} : Load(p + m * N + n + c * kLanes);
-      const float* wp = w + kc * N + n;
-      for (int64_t k = kc; k < ke; ++k, wp += N) {
-        for (int64_t i = 0; i < per_step && pf_row < pf_end; ++i) {
-          __builtin_prefetch(w + pf_row * N + n0 + pf_line * 16, 0, 1);
-          if (++pf_line == row_lines) { pf_line = 0; ++pf_row; }
-        }
-        Vec v[C];
-        for (int c = 0; c < C; ++c) v[c] = Load(wp + c * kLanes);
-        for (int m = 0; m < M; ++m) {
-          const Vec b = Splat(x[m * K + k]);
-          for (int c = 0; c < C; ++c) acc[m][c] += b * v[c];
-        }
+void PartKN(int64_t rows, const float* x, int64_t K, const float* w, int64_t N,
+            int64_t k0, int64_t k1, float* p) {
+  for (int64_t n0 = 0; n0 < N; n0 += kColumnBlock) {
+    const int64_t n1 = std::min(N, n0 + kColumnBlock);
+    for (int64_t kc = k0; kc < k1; kc += kChunk) {
+      const int64_t ke = std::min(k1, kc + kChunk);
+      Prefetcher prefetch{w, N, n0, std::min(k1, kc + kPrefetch * kChunk),
+                          std::min(k1, ke + kPrefetch * kChunk),
+                          (n1 - n0 + 15) / 16};
+      int64_t steps = 0;  // Panel steps of the chunk, all groups.
+      for (int64_t m0 = 0; m0 < rows; m0 += kGroup) {
+        const int64_t group = std::min<int64_t>(kGroup, rows - m0);
+        steps += (n1 - n0) / (PanelVectors(group) * kLanes) * (ke - kc);
       }
-      for (int m = 0; m < M; ++m)
-        for (int c = 0; c < C; ++c) Store(p + m * N + n + c * kLanes, acc[m][c]);
+      prefetch.Plan(steps);
+      for (int64_t m0 = 0; m0 < rows; m0 += kGroup) {
+        const int64_t group = std::min<int64_t>(kGroup, rows - m0);
+        kChunks[group - 1](x + m0 * K, K, w, N, kc, ke, n0, n1, p + m0 * N,
+                           kc == k0, prefetch);
+      }
     }
-    for (int64_t n = nv; n < n1; ++n)  // Columns left over from the panels.
-      for (int m = 0; m < M; ++m) {
-        float a = first ? 0.f : p[m * N + n];
-        for (int64_t k = kc; k < ke; ++k) a += x[m * K + k] * w[k * N + n];
-        p[m * N + n] = a;
-      }
   }
-}
-
-template <int M>
-void PartKN(const float* x, int64_t K, const float* w, int64_t N, int64_t k0,
-            int64_t k1, float* p) {
-  constexpr int C = M <= 4 ? 4 : 2;  // M x C accumulators: 16 registers.
-  for (int64_t n0 = 0; n0 < N; n0 += kColumnBlock)
-    ChunksKN<M, C>(x, K, w, N, k0, k1, n0, std::min(N, n0 + kColumnBlock), p);
 }
 
 // ---------------------------------------------------------------- [N, K] ----
@@ -148,18 +189,18 @@ inline Vec Sum8(const Vec* a) {
 #endif
 
 template <int M>
-void PartNK(const float* x, int64_t K, const float* w, int64_t N, int64_t n0,
+void RowsNK(const float* x, int64_t K, const float* w, int64_t N, int64_t n0,
             int64_t n1, float* y) {
   const int64_t kv = K / kLanes * kLanes;
   for (int64_t n = n0; n < n1; ++n) {
     const float* wr = w + n * K;
-    Vec a[kMaxRows];
-    for (int m = 0; m < kMaxRows; ++m) a[m] = Vec{};
+    Vec a[kGroup];
+    for (int m = 0; m < kGroup; ++m) a[m] = Vec{};
     for (int64_t k = 0; k < kv; k += kLanes) {
       const Vec v = Load(wr + k);
       for (int m = 0; m < M; ++m) a[m] += Load(x + m * K + k) * v;
     }
-    float sums[kMaxRows];
+    float sums[kGroup];
 #if defined(__AVX512F__)
     const Vec s = Sum8(a);
     for (int m = 0; m < M; ++m) sums[m] = s[m];
@@ -177,22 +218,26 @@ void PartNK(const float* x, int64_t K, const float* w, int64_t N, int64_t n0,
   }
 }
 
-// ------------------------------------------------------------ dispatch ------
+using RowsFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t,
+                        int64_t, float*);
+constexpr RowsFn kRowsNK[kGroup] = {RowsNK<1>, RowsNK<2>, RowsNK<3>, RowsNK<4>,
+                                    RowsNK<5>, RowsNK<6>, RowsNK<7>, RowsNK<8>};
+constexpr int64_t kNKBlock = 128;  // Rows of w (256 KB at K = 512) per block.
 
-template <int M>
-void Part(bool transpose_w, const float* x, int64_t K, const float* w,
-          int64_t N, int64_t lo, int64_t hi, float* out) {
-  if (transpose_w) {
-    PartNK<M>(x, K, w, N, lo, hi, out);
-  } else {
-    PartKN<M>(x, K, w, N, lo, hi, out);
+// y[:, n0:n1] = x . w[n0:n1, :]^T, every group over each block of w's rows
+// while the block is in cache.
+void PartNK(int64_t rows, const float* x, int64_t K, const float* w, int64_t N,
+            int64_t n0, int64_t n1, float* y) {
+  for (int64_t b = n0; b < n1; b += kNKBlock) {
+    for (int64_t m0 = 0; m0 < rows; m0 += kGroup) {
+      const int64_t group = std::min<int64_t>(kGroup, rows - m0);
+      kRowsNK[group - 1](x + m0 * K, K, w, N, b, std::min(n1, b + kNKBlock),
+                         y + m0 * N);
+    }
   }
 }
 
-using PartFn = void (*)(bool, const float*, int64_t, const float*, int64_t,
-                        int64_t, int64_t, float*);
-constexpr PartFn kParts[kMaxRows] = {Part<1>, Part<2>, Part<3>, Part<4>,
-                                     Part<5>, Part<6>, Part<7>, Part<8>};
+// ------------------------------------------------------------ dispatch ------
 
 struct Call {
   std::atomic<int64_t> next{0};
@@ -211,7 +256,7 @@ ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t N = transpose_w ? wd[0] : wd[1];
   if ((transpose_w ? wd[1] : wd[0]) != K || rows < 1 || rows > kMaxRows) {
     return ffi::Error::InvalidArgument(
-        "pad_skinny_matmul: shapes do not match, or more than 8 rows");
+        "pad_skinny_matmul: shapes do not match, or more than 32 rows");
   }
   const float* xp = x.typed_data();
   const float* wp = w.typed_data();
@@ -223,13 +268,16 @@ ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
       1, std::min<int64_t>(threads, split / kMinRowsPerPart));
   // [K, N] parts after the first add into their own partial; the caller sums.
   std::vector<float> partials(transpose_w ? 0 : (parts - 1) * rows * N);
-  const PartFn part = kParts[rows - 1];
   auto call = std::make_shared<Call>();
   auto run = [=, partials = partials.data()]() {
     for (int64_t i; (i = call->next.fetch_add(1)) < parts;) {
       const int64_t lo = split * i / parts, hi = split * (i + 1) / parts;
       float* out = (transpose_w || i == 0) ? yp : partials + (i - 1) * rows * N;
-      part(transpose_w, xp, K, wp, N, lo, hi, out);
+      if (transpose_w) {
+        PartNK(rows, xp, K, wp, N, lo, hi, out);
+      } else {
+        PartKN(rows, xp, K, wp, N, lo, hi, out);
+      }
       call->done.fetch_add(1, std::memory_order_release);
     }
   };
