@@ -29,6 +29,7 @@ them works as before.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import hashlib
 import os
@@ -130,7 +131,6 @@ def _load() -> bool:
   if _registered:  # XLA takes a target name once per process.
     return True
   try:
-    import ctypes  # pylint: disable=import-outside-toplevel
     library = ctypes.cdll.LoadLibrary(str(build()))
     for target, symbol in ((_MATMUL, library.PadSkinnyMatmulF32),
                            (_ATTENTION, library.PadDecodeAttentionF32)):
