@@ -50,6 +50,7 @@ _MATMUL = "pad_skinny_matmul_f32"
 _ATTENTION = "pad_decode_attention_f32"
 _SOURCES = tuple(pathlib.Path(__file__).with_name(name)
                  for name in ("skinny_matmul.cc", "decode_attention.cc"))
+_HEADERS = (pathlib.Path(__file__).with_name("common.h"),)
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # "ok": whether they load (decided once).
 _registered: dict[str, Any] = {}  # The library, once registered with XLA.
@@ -95,7 +96,7 @@ def build(force: bool = False) -> pathlib.Path:
                            check=False).stdout
   flags = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
   key = hashlib.sha256(b"\0".join(x.encode() if isinstance(x, str) else x for x in (
-      *(source.read_bytes() for source in _SOURCES), jax.lib.__version__, jax.__version__, version,
+      *(f.read_bytes() for f in _SOURCES + _HEADERS), jax.lib.__version__, jax.__version__, version,
       " ".join(flags), platform.machine(), _cpu_features()))).hexdigest()[:16]
   out = cache_dir() / f"pad_kernels-{key}.so"
   if out.exists() and not force:

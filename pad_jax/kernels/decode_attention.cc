@@ -14,36 +14,26 @@
 //
 // Self-attention's cache is filled up to the current step, so a decoding
 // call reads about half of it on average instead of all of it every step.
-// (b, h) pairs are split among XLA's intra-op threads as in skinny_matmul.cc.
+// (b, h) pairs are split among XLA's intra-op threads (common.h).
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <vector>
 
+#include "common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using namespace pad_kernels;  // NOLINT: the kernels' shared vocabulary.
 
 namespace {
 
 constexpr float kMasked = -1e9f;
 
-#if defined(__AVX512F__)
-constexpr int kLanes = 16;
-#elif defined(__AVX__)
-constexpr int kLanes = 8;
-#else
-constexpr int kLanes = 4;
-#endif
-typedef float Vec __attribute__((vector_size(kLanes * 4), aligned(4)));
 typedef int32_t IVec __attribute__((vector_size(kLanes * 4), aligned(4)));
 
-inline Vec Load(const float* p) { Vec x; std::memcpy(&x, p, sizeof(Vec)); return x; }
-inline void Store(float* p, Vec x) { std::memcpy(p, &x, sizeof(Vec)); }
 
 // The sum of x's lanes, halving the vector log2(kLanes) times.
 inline float Sum(Vec x) {
@@ -161,11 +151,6 @@ void AttendPair(const float* q, const float* k, const float* v,
   }
 }
 
-struct Call {
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-};
-
 ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
                            ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
                            ffi::Buffer<ffi::F32> bias,
@@ -185,29 +170,17 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   const float* bp = bias.typed_data();
   float* op = out->typed_data();
   const int64_t pairs = B * H;
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t parts = std::max<int64_t>(1, std::min(threads, pairs));
-  auto call = std::make_shared<Call>();
-  auto run = [=]() {
+  const int64_t parts = Parts(pool, pairs, 1);
+  ParallelParts(pool, parts, [=](int64_t i) {
     std::vector<float> s(R * L);
     std::vector<int32_t> keep(L);
-    for (int64_t i; (i = call->next.fetch_add(1)) < parts;) {
-      for (int64_t pair = pairs * i / parts; pair < pairs * (i + 1) / parts; ++pair) {
-        const int64_t b = pair / H, h = pair % H;
-        AttendPair(qp + (b * R * H + h) * D, kp + pair * L * D, vp + pair * L * D,
-                   bp + pair * R * L, op + (b * R * H + h) * D, R, H, L, D,
-                   s.data(), keep.data());
-      }
-      call->done.fetch_add(1, std::memory_order_release);
+    for (int64_t pair = pairs * i / parts; pair < pairs * (i + 1) / parts; ++pair) {
+      const int64_t b = pair / H, h = pair % H;
+      AttendPair(qp + (b * R * H + h) * D, kp + pair * L * D, vp + pair * L * D,
+                 bp + pair * R * L, op + (b * R * H + h) * D, R, H, L, D,
+                 s.data(), keep.data());
     }
-  };
-  for (int64_t i = 1; i < parts; ++i) pool.Schedule([run]() { run(); });
-  run();
-  while (call->done.load(std::memory_order_acquire) < parts) {
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#endif
-  }
+  });
   return ffi::Error::Success();
 }
 

@@ -21,44 +21,28 @@
 // of a call run over the same chunk of w while it is in cache, so w is read
 // from memory once whatever M is.
 //
-// Threads come from XLA's intra-op pool (the FFI's ThreadPool context); the
-// calling thread takes parts too and never waits on a part nobody started, so
-// a busy pool only makes the call single-threaded.
+// Threads come from XLA's intra-op pool (common.h, ParallelParts).
 //
 // Built by pad_jax/kernels/skinny_matmul.py for the machine it runs on
 // (-march=native) and registered as the XLA FFI target
 // "pad_skinny_matmul_f32" on the CPU platform.
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <cstring>
-#include <memory>
 #include <vector>
 
+#include "common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using namespace pad_kernels;  // NOLINT: the kernels' shared vocabulary.
 
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kLanes = 16;
-#elif defined(__AVX__)
-constexpr int kLanes = 8;
-#else
-constexpr int kLanes = 4;
-#endif
 constexpr int kGroup = 8;      // Rows of x per register tile.
 constexpr int kMaxRows = 32;  // Rows of x per call.
 constexpr int64_t kColumnBlock = 2048;  // [K, N]: a part's columns at a time.
 constexpr int64_t kMinRowsPerPart = 64;
-
-typedef float Vec __attribute__((vector_size(kLanes * 4), aligned(4)));
-
-inline Vec Load(const float* p) { Vec v; std::memcpy(&v, p, sizeof(Vec)); return v; }
-inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(Vec)); }
-inline Vec Splat(float f) { return Vec{} + f; }
 
 // ---------------------------------------------------------------- [K, N] ----
 
@@ -239,11 +223,6 @@ void PartNK(int64_t rows, const float* x, int64_t K, const float* w, int64_t N,
 
 // ------------------------------------------------------------ dispatch ------
 
-struct Call {
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-};
-
 ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                         ffi::Buffer<ffi::F32> w,
                         ffi::ResultBuffer<ffi::F32> y, bool transpose_w) {
@@ -263,32 +242,18 @@ ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   float* yp = y->typed_data();
   // Rows of w split among the parts: [N, K] splits N, [K, N] splits K.
   const int64_t split = transpose_w ? N : K;
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t parts = std::max<int64_t>(
-      1, std::min<int64_t>(threads, split / kMinRowsPerPart));
+  const int64_t parts = Parts(pool, split, kMinRowsPerPart);
   // [K, N] parts after the first add into their own partial; the caller sums.
   std::vector<float> partials(transpose_w ? 0 : (parts - 1) * rows * N);
-  auto call = std::make_shared<Call>();
-  auto run = [=, partials = partials.data()]() {
-    for (int64_t i; (i = call->next.fetch_add(1)) < parts;) {
-      const int64_t lo = split * i / parts, hi = split * (i + 1) / parts;
-      float* out = (transpose_w || i == 0) ? yp : partials + (i - 1) * rows * N;
-      if (transpose_w) {
-        PartNK(rows, xp, K, wp, N, lo, hi, out);
-      } else {
-        PartKN(rows, xp, K, wp, N, lo, hi, out);
-      }
-      call->done.fetch_add(1, std::memory_order_release);
+  float* const scratch = partials.data();
+  ParallelParts(pool, parts, [=](int64_t i) {
+    const int64_t lo = split * i / parts, hi = split * (i + 1) / parts;
+    if (transpose_w) {
+      PartNK(rows, xp, K, wp, N, lo, hi, yp);
+    } else {
+      PartKN(rows, xp, K, wp, N, lo, hi, i == 0 ? yp : scratch + (i - 1) * rows * N);
     }
-  };
-  for (int64_t i = 1; i < parts; ++i) pool.Schedule([run]() { run(); });
-  run();
-  // Every part has been taken; wait for those still running elsewhere.
-  while (call->done.load(std::memory_order_acquire) < parts) {
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#endif
-  }
+  });
   for (int64_t i = 1; i < parts && !transpose_w; ++i) {
     const float* p = partials.data() + (i - 1) * rows * N;
     for (int64_t j = 0; j < rows * N; ++j) yp[j] += p[j];
