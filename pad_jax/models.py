@@ -10,7 +10,9 @@ layer: for CodeT5-small at input length 128 that is ~90% of a step's FLOPs.
 tree, checkpoints; a subclass, STYLE rule 3) whose `predict_batch_with_aux`
 projects those keys and values once per input before the loop
 (`network.Transformer.cross_attention_kv`) and hands them to every step as
-the read-only `cross_attention` variable collection. They are not put in the
+the read-only `cross_attention` variable collection (on CPU with a tied
+output layer it also carries the embedding table transposed, for
+`pad_jax.kernels`). They are not put in the
 decoding cache on purpose: beam search reorders its cache at every step
 (`decoding.cache_gather_beams`, a one-hot contraction over every cache
 array), and all beams of one input share the same keys/values, so carrying

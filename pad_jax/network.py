@@ -699,7 +699,6 @@ class Decoder(nn.Module):
                                kernel_axes=('embed', 'vocab'),
                                name='logits_dense')(y)
 
-
   def _tied_logits(self, y: Array) -> Array:
     """`Embed.attend(y)`: `y` times the `[vocab, emb]` table's transpose.
 
@@ -814,8 +813,10 @@ class Transformer(nn.Module):
 
     Apply with `mutable=[CROSS_ATTENTION]`: the decoder runs once on a start
     token and every layer stores its cross-attention keys and values,
-    `[batch, input_len, heads, head_dim]`. Only those are used (under `jit`
-    the rest of this pass is dead code).
+    `[batch, input_len, heads, head_dim]` (and, decoding on CPU with a tied
+    output layer, the decoder stores the embedding table transposed: see
+    `Decoder._tied_logits`). Only those are used (under `jit` the rest of
+    this pass is dead code).
 
     Args:
       encoded: `[batch, input_len, emb_dim]` encoder output.

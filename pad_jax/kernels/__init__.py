@@ -95,9 +95,11 @@ def build(force: bool = False) -> pathlib.Path:
   version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
                            check=False).stdout
   flags = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
-  key = hashlib.sha256(b"\0".join(x.encode() if isinstance(x, str) else x for x in (
-      *(f.read_bytes() for f in _SOURCES + _HEADERS), jax.lib.__version__, jax.__version__, version,
-      " ".join(flags), platform.machine(), _cpu_features()))).hexdigest()[:16]
+  parts = [f.read_bytes() for f in _SOURCES + _HEADERS] + [
+      x.encode() for x in (jax.lib.__version__, jax.__version__, version,
+                           " ".join(flags), platform.machine(),
+                           _cpu_features())]
+  key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
   out = cache_dir() / f"pad_kernels-{key}.so"
   if out.exists() and not force:
     return out
@@ -111,6 +113,7 @@ def build(force: bool = False) -> pathlib.Path:
       raise RuntimeError(f"building pad_jax's CPU kernels failed "
                          f"({' '.join(cmd)}):\n{result.stderr[-4000:]}")
     os.replace(tmp, out)
+    logging.info("compiled pad_jax's CPU kernels: %s", out)
   finally:
     if os.path.exists(tmp):
       os.unlink(tmp)
