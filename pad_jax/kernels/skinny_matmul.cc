@@ -6,10 +6,11 @@
 //   transpose_w = true:  w is [N, K] row-major (a tied output embedding).
 //
 // At these M the product is as many multiply-adds per weight as there are
-// rows, so its time is reading w (and, past 8 rows, the multiply-adds). XLA:CPU's library GEMM reads it at about a third
-// of the memory's rate at these shapes and spends ~0.1 ms of thread hand-off
-// on every 1 MB projection (docs/measured.md); these loops stream w once, in
-// address order, from each thread's contiguous part:
+// rows, so its time is reading w (and, past 8 rows, the multiply-adds).
+// XLA:CPU's library GEMM reads w at about a third of the memory's rate at
+// these shapes and spends ~0.1 ms of thread hand-off on every 1 MB
+// projection (docs/measured.md); these loops stream w once, in address
+// order, from each thread's contiguous part:
 //
 //   [K, N]: the K rows are split among threads; each multiplies its rows in
 //           chunks (see ChunkKN), adding into its own [M, N] partial (column
@@ -23,7 +24,7 @@
 //
 // Threads come from XLA's intra-op pool (common.h, ParallelParts).
 //
-// Built by pad_jax/kernels/skinny_matmul.py for the machine it runs on
+// Built by pad_jax/kernels/__init__.py for the machine it runs on
 // (-march=native) and registered as the XLA FFI target
 // "pad_skinny_matmul_f32" on the CPU platform.
 
