@@ -247,7 +247,7 @@ def attention(query: jax.Array, key: jax.Array, value: jax.Array,
 
 def attention_reference(query: jax.Array, key: jax.Array, value: jax.Array,
                         bias: jax.Array) -> jax.Array:
-  """What `_attention` computes, in jnp (its derivative; the tests' oracle).
+  """What `_attention` computes, in jnp (where its derivative comes from).
 
   Shapes as `_attention`'s: query `[batch, rows, heads, head_dim]`, bias
   `[batch, heads, rows, kv_len]`.

@@ -91,10 +91,11 @@ inline void Axpy(float p, const float* v, float* o, int64_t D) {
 
 // One (b, h) pair, all R rows. The positions some row leaves unmasked are
 // read once each, for every row (a row's masked positions get weight 0);
-// `s` holds R x L floats, `keep` L ints.
+// Scratch of the calling part: `s` holds R x L floats, `totals` R, `keep` L
+// ints.
 void AttendPair(const float* q, const float* k, const float* v,
                 const float* bias, float* out, int64_t R, int64_t H,
-                int64_t L, int64_t D, float* s, int32_t* keep) {
+                int64_t L, int64_t D, float* s, float* totals, int32_t* keep) {
   int64_t n = 0;
   for (int64_t l = 0; l < L; ++l) {
     bool any = false;
@@ -108,7 +109,6 @@ void AttendPair(const float* q, const float* k, const float* v,
       s[r * L + i] = b > kMasked ? Dot(q + r * H * D, kl, D) + b : -INFINITY;
     }
   }
-  std::vector<float> totals(R);
   for (int64_t r = 0; r < R; ++r) {  // Softmax numerators, in place.
     float* sr = s + r * L;
     float top = -INFINITY;
@@ -172,13 +172,13 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   const int64_t pairs = B * H;
   const int64_t parts = Parts(pool, pairs, 1);
   ParallelParts(pool, parts, [=](int64_t i) {
-    std::vector<float> s(R * L);
+    std::vector<float> s(R * L), totals(R);
     std::vector<int32_t> keep(L);
     for (int64_t pair = pairs * i / parts; pair < pairs * (i + 1) / parts; ++pair) {
       const int64_t b = pair / H, h = pair % H;
       AttendPair(qp + (b * R * H + h) * D, kp + pair * L * D, vp + pair * L * D,
                  bp + pair * R * L, op + (b * R * H + h) * D, R, H, L, D,
-                 s.data(), keep.data());
+                 s.data(), totals.data(), keep.data());
     }
   });
   return ffi::Error::Success();

@@ -256,7 +256,7 @@ ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     }
   });
   for (int64_t i = 1; i < parts && !transpose_w; ++i) {
-    const float* p = partials.data() + (i - 1) * rows * N;
+    const float* p = scratch + (i - 1) * rows * N;
     for (int64_t j = 0; j < rows * N; ++j) yp[j] += p[j];
   }
   return ffi::Error::Success();
