@@ -57,7 +57,7 @@ from pad_jax.t5x_hooks import task_lookup
 train = t5x_train.train
 
 # Network dimensions a logical axis name stands for (t5x's T5 networks and
-# pad_jax.network), read from the network's T5Config.
+# pad_jax.student.network), read from the network's T5Config.
 _LOGICAL_DIMS = {
     "vocab": lambda c: c.vocab_size,
     "heads": lambda c: c.num_heads,

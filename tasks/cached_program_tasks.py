@@ -46,7 +46,7 @@ import seqio
 import tensorflow as tf
 
 from pad_jax import jsonl
-from pad_jax import vocab as vocab_lib
+from pad_jax.student import vocab as vocab_lib
 from pad_jax.data import programs
 from pad_jax.errors import ConfigError
 from pad_jax.errors import DataError

@@ -1,6 +1,6 @@
 """Pieces shared by every pad-jax seqio task: features, BOS, raw datasets.
 
-Token layout of every task (CodeT5's, see `pad_jax.vocab`):
+Token layout of every task (CodeT5's, see `pad_jax.student.vocab`):
 
   inputs:  `<s>` question `</s>`  -> ids `1 ... 2`   (like HF's CodeT5 tokenizer)
   targets: program-or-answer `</s>` -> ids `... 2`    (t5x starts the decoder
@@ -19,7 +19,7 @@ from typing import Mapping, Optional, Sequence
 import seqio
 import tensorflow as tf
 
-from pad_jax import vocab as vocab_lib
+from pad_jax.student import vocab as vocab_lib
 
 # Default `task_feature_lengths` for t5x/seqio (`get_dataset(...)`, gin's
 # TASK_FEATURE_LENGTHS): questions fit in 128 CodeT5 tokens, programs in 256.

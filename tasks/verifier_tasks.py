@@ -13,7 +13,7 @@ the gold answer. Its data come from `python -m pad_jax.stepwise.verifier_data`
 Each prefix is one example: `inputs` = `verifier_input(question, prefix)`,
 `targets` = its label. Questions (with all their prefixes) are carved into
 train/validation as program tasks are. The verifier scores a candidate by
-the log-probability of "correct" against "wrong" (`pad_jax.stepwise.scorers`).
+the log-probability of "correct" against "wrong" (`pad_jax.decoding.stepwise_scorers`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""pad_jax.beam_search gives t5x's `decoding.beam_search` ids and scores.
+"""pad_jax.decoding.beam_search gives t5x's `decoding.beam_search` ids and scores.
 
 A synthetic decoder whose state (the cache) depends on every beam's history,
 so a wrong reorder changes the results, with EOS likely enough that beams
@@ -6,7 +6,7 @@ finish at different steps: plain, with a forced prompt, with prompts started
 at `initial_index`, with the scanned-layers cache layout (`cache_offset=1`);
 the same with a cache read through an ancestors table (kept in place by
 pad_jax's search, reordered by t5x's); then a tiny random pad-jax model
-through `pad_jax.models`, and its attention through an ancestors table
+through `pad_jax.student.models`, and its attention through an ancestors table
 against the attention over a reordered cache.
 """
 
@@ -24,9 +24,9 @@ import seqio
 from t5x import decoding
 
 from conftest import REPO, subprocess_env
-from pad_jax import beam_search
-from pad_jax import models
-from pad_jax import network
+from pad_jax.decoding import beam_search
+from pad_jax.student import models
+from pad_jax.student import network
 
 VOCAB, DIM, EOS = 12, 8, 1
 
@@ -49,7 +49,7 @@ def _tokens_to_logits(offset, state):
 def _history_logits(state):
   """Next-token logits from every token so far, read through the ancestors.
 
-  The protocol of `pad_jax.network`'s self-attention: a row writes its
+  The protocol of `pad_jax.student.network`'s self-attention: a row writes its
   token at position `cache_index` of its own storage row and reads position
   k of its sequence from row `ancestors[g, i, k]` of its input `g`.
   """
@@ -175,10 +175,10 @@ def test_t5x_infer_run_file_selects_this_beam_search():
       model = gin.query_parameter("MODEL/macro.value").scoped_configurable_fn()
       print(model._decode_fn.__module__,
             model._default_decoder_params.num_decodes,
-            gin.query_parameter("pad_jax.beam_search.beam_search.alpha"))
+            gin.query_parameter("pad_jax.decoding.beam_search.beam_search.alpha"))
       """)
   result = subprocess.run([sys.executable, "-c", code], cwd=REPO,
                           env=subprocess_env(), capture_output=True,
                           text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stdout.split() == ["pad_jax.beam_search", "4", "0.6"]
+  assert result.stdout.split() == ["pad_jax.decoding.beam_search", "4", "0.6"]

@@ -26,9 +26,9 @@ from t5x import partitioning
 from t5x import utils
 from t5x.examples.t5 import network as t5x_network
 
-from pad_jax import convert_hf
-from pad_jax import models as pad_models
-from pad_jax import network as pad_network
+from pad_jax.student import hf_import as convert_hf
+from pad_jax.student import models as pad_models
+from pad_jax.student import network as pad_network
 from pad_jax.t5x_hooks import model_gin
 
 torch = pytest.importorskip("torch")

@@ -20,7 +20,7 @@ from pad_jax.t5x_hooks import datasets
 from pad_jax.teacher import gold
 from pad_jax.teacher import rationale_text
 from pad_jax.teacher import report as report_lib
-from pad_jax.vocab import REPO_ROOT
+from pad_jax.student.vocab import REPO_ROOT
 from tasks import program_tasks
 
 TRAIN_SIZE = 7473
@@ -121,7 +121,7 @@ def test_concise_programs_fit_codet5_small_and_pass_the_truncation_check(
                         for e, p in kept])
   settings = _feature_settings("runs/pad_finetune.gin")
   assert settings["TASK_FEATURE_LENGTHS"]["targets"] == 256
-  assert "pad_jax.vocab.CodeT5Vocabulary" in (
+  assert "pad_jax.student.vocab.CodeT5Vocabulary" in (
       REPO_ROOT / "gin_configs/models/codet5_small.gin").read_text()
   task = program_tasks.register_program_task("pad_gold_budget_test", str(path))
   for split in ("train", "validation"):  # t5x.train checks both before step 1.

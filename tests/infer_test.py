@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from pad_jax import convert_hf
-from pad_jax import infer
+from pad_jax.student import hf_import as convert_hf
+from pad_jax.decoding import decoder as infer
 from pad_jax.errors import DataError
 import train_testlib as tl
 

@@ -1,4 +1,4 @@
-"""Tests for pad_jax.kernels: the CPU decoding kernels against the jnp code."""
+"""Tests for pad_jax.student.kernels: the CPU decoding kernels against the jnp code."""
 
 import logging
 
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pad_jax import kernels
-from pad_jax import network
+from pad_jax.student import kernels
+from pad_jax.student import network
 
 
 @pytest.fixture(autouse=True)

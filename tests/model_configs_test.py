@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pad_jax import convert_hf
-from pad_jax import models as pad_models
-from pad_jax import network as pad_network
-from pad_jax import vocab as vocab_lib
+from pad_jax.student import hf_import as convert_hf
+from pad_jax.student import models as pad_models
+from pad_jax.student import network as pad_network
+from pad_jax.student import vocab as vocab_lib
 from pad_jax.t5x_hooks import model_gin
 
 torch = pytest.importorskip("torch")

@@ -1,4 +1,4 @@
-"""pad_jax.models.EncoderDecoderModel decodes exactly as t5x's model class.
+"""pad_jax.student.models.EncoderDecoderModel decodes exactly as t5x's model class.
 
 Tiny networks, a few decoding steps: greedy, sampling with several decodes
 and beam search give the same ids and scores with the cross-attention
@@ -18,9 +18,9 @@ from t5x import models as t5x_models
 from t5x.examples.t5 import layers
 from t5x.examples.t5 import network as t5x_network
 
-from pad_jax import kernels
-from pad_jax import models
-from pad_jax import network
+from pad_jax.student import kernels
+from pad_jax.student import models
+from pad_jax.student import network
 
 VOCAB = 64
 EOS = 1
@@ -90,7 +90,7 @@ def test_cross_attention_kv_shapes():
                          method=module.encode)
   kv = model._cross_attention_kv(params, encoded, enc)  # pylint: disable=protected-access
   # On CPU the tied output layer's table is stored transposed for the
-  # decoding steps' kernel (pad_jax.kernels).
+  # decoding steps' kernel (pad_jax.student.kernels).
   assert sorted(kv["decoder"]) == ["layers_0", "layers_1", "output_kernel"]
   layer = kv["decoder"]["layers_0"]["encoder_decoder_attention"]
   assert layer["key"].shape == layer["value"].shape == (2, 4, 10, 8)

@@ -18,14 +18,14 @@ from conftest import REPO
 from conftest import run_module
 from conftest import subprocess_env
 from pad_jax import jsonl
-from pad_jax import vocab
+from pad_jax.student import vocab
 from pad_jax.data import benchmarks
 from pad_jax.data.programs import ProgramRecord
 from pad_jax.data.programs import write_programs
 from pad_jax.execution.limits import ExecLimits
 from pad_jax.refine import data
-from pad_jax.refine import feedback
-from pad_jax.refine import formatting
+from pad_jax.decoding import feedback
+from pad_jax.decoding import refine_inputs as formatting
 from pad_jax.refine import mutations
 from pad_jax.teacher import gold
 

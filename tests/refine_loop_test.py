@@ -1,4 +1,4 @@
-"""pad_jax.refine.loop: self-refinement at inference with a decoder whose outputs we control.
+"""pad_jax.decoding.refine_loop: self-refinement at inference with a decoder whose outputs we control.
 
 The loop, the sandboxed executor, the feedback and the refinement input are
 the real ones; only the student is replaced by `ScriptedDecoder`, which
@@ -19,11 +19,11 @@ import pytest
 from conftest import REPO
 from pad_jax import jsonl
 from pad_jax.execution.limits import ExecLimits
-from pad_jax.refine import loop
+from pad_jax.decoding import refine_loop as loop
 
 DECODER_SOURCE = '''
 import json, time, types
-from pad_jax import vocab
+from pad_jax.student import vocab
 
 GOOD = "def solution():\\n    apples = {n}\\n    more = apples + 2\\n    return more"
 BAD = "def solution():\\n    apples = {n}\\n    more = total_apples + 2\\n    return more"
@@ -108,7 +108,7 @@ import sys
 sys.path.insert(0, sys.argv[1])
 import scripted_decoder
 from pad_jax.execution.limits import ExecLimits
-from pad_jax.refine import loop
+from pad_jax.decoding import refine_loop as loop
 questions = {questions}
 decoder = scripted_decoder.ScriptedDecoder(sys.argv[2], hang_on_refinement=sys.argv[4] == "hang")
 loop.refine_into(decoder, list(enumerate(questions)), sys.argv[3], rounds=2,

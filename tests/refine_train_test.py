@@ -15,7 +15,7 @@ import pytest
 from pad_jax import checkpoints
 from pad_jax import jsonl
 from pad_jax.refine import data
-from pad_jax.refine import loop
+from pad_jax.decoding import refine_loop as loop
 import train_testlib as tl
 
 

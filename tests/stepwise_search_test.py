@@ -15,13 +15,13 @@ import time
 import numpy as np
 import pytest
 
-from pad_jax import infer
+from pad_jax.decoding import decoder as infer
 from pad_jax.data import synthetic
 from pad_jax.execution import limits
-from pad_jax.stepwise import proposer as proposer_lib
-from pad_jax.stepwise import scorers
-from pad_jax.stepwise import search as search_lib
-from pad_jax.stepwise import steps
+from pad_jax.decoding import stepwise_proposer as proposer_lib
+from pad_jax.decoding import stepwise_scorers as scorers
+from pad_jax.decoding import stepwise_search as search_lib
+from pad_jax.decoding import stepwise_steps as steps
 from pad_jax.stepwise import verifier_data as builder
 from tasks import verifier_tasks
 import train_testlib as tl

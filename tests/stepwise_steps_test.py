@@ -1,10 +1,10 @@
-"""pad_jax.stepwise.steps: what a partial program runs as, judged by the real sandbox."""
+"""pad_jax.decoding.stepwise_steps: what a partial program runs as, judged by the real sandbox."""
 
 import pytest
 
-from pad_jax import infer
+from pad_jax.decoding import decoder as infer
 from pad_jax.execution import limits
-from pad_jax.stepwise import steps
+from pad_jax.decoding import stepwise_steps as steps
 
 HEADER = "def solution():\n    "
 

@@ -8,7 +8,7 @@ import pytest
 import seqio
 
 import tasks  # Registers every task.
-from pad_jax import vocab as vocab_lib
+from pad_jax.student import vocab as vocab_lib
 from pad_jax.data import benchmarks
 from pad_jax.data import programs
 from pad_jax.errors import DataError

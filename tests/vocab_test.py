@@ -1,4 +1,4 @@
-"""Tests for pad_jax.vocab: parity with Hugging Face, round trips, seqio TF path."""
+"""Tests for pad_jax.student.vocab: parity with Hugging Face, round trips, seqio TF path."""
 
 import copy
 import json
@@ -9,7 +9,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from pad_jax import vocab as vocab_lib
+from pad_jax.student import vocab as vocab_lib
 
 PROGRAMS = [
     "",
@@ -116,8 +116,8 @@ def test_identity_pickle_and_gin(codet5, tmp_path):
   gin.clear_config()
   try:
     gin.parse_config(f"""
-        VOCAB = @pad_jax.vocab.CodeT5Vocabulary()
-        pad_jax.vocab.CodeT5Vocabulary.vocab_dir = '{codet5.vocab_dir}'
+        VOCAB = @pad_jax.student.vocab.CodeT5Vocabulary()
+        pad_jax.student.vocab.CodeT5Vocabulary.vocab_dir = '{codet5.vocab_dir}'
     """)
     assert gin.query_parameter("%VOCAB").scoped_configurable_fn() == codet5
   finally:

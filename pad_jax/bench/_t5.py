@@ -46,8 +46,8 @@ SHAPES = {
 
 
 def pad_config(shape: Shape, **overrides: Any):
-  """`pad_jax.network.T5Config` for `shape` (fp32)."""
-  from pad_jax import network  # pylint: disable=import-outside-toplevel
+  """`pad_jax.student.network.T5Config` for `shape` (fp32)."""
+  from pad_jax.student import network  # pylint: disable=import-outside-toplevel
   return network.T5Config(**dataclasses.asdict(shape), dtype="float32",
                           **overrides)
 

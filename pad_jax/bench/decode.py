@@ -10,15 +10,15 @@ same number of steps, and with all beams of equal length neither side's
 length penalty (t5x's brevity penalty `alpha`, HF's `length_penalty`) nor
 early stopping changes which beam wins, so the ids are comparable.
 
-* `pad`: `pad_jax.models.EncoderDecoderModel.predict_batch_with_aux` over
-  `pad_jax.network.Transformer`, as the project's model gin files configure
+* `pad`: `pad_jax.student.models.EncoderDecoderModel.predict_batch_with_aux` over
+  `pad_jax.student.network.Transformer`, as the project's model gin files configure
   them (what `t5x.infer` and `python -m pad_jax.infer` run): cross-attention
   keys/values projected once per input before the loop; greedy is t5x's
   `temperature_sample` at temperature 0 (argmax), beam is
-  `pad_jax.beam_search.beam_search` (t5x's beam search; the self-attention
+  `pad_jax.decoding.beam_search.beam_search` (t5x's beam search; the self-attention
   cache stays in place and each beam reads it through its ancestors;
   `--beam_size` beams, all returned ids are the best beam's); on CPU its
-  decoding steps run `pad_jax.kernels` (skinny matrix products and
+  decoding steps run `pad_jax.student.kernels` (skinny matrix products and
   attention over the filled part of the cache; `cpu_kernels` in the report);
 * `pad_jnp` (greedy default): the same, traced with the kernels off (XLA's
   own dots and attention), so the kernels' share shows in the same run;
@@ -155,7 +155,7 @@ def hf_decode(shape: _t5.Shape, params: Any, inputs: np.ndarray,
 def _to_hf_state(shape: _t5.Shape, params: Any, like: dict) -> dict:
   """t5x params -> HF state dict, by inverting `convert_hf.convert_params`."""
   import torch  # pylint: disable=import-outside-toplevel
-  from pad_jax import convert_hf  # pylint: disable=import-outside-toplevel
+  from pad_jax.student import hf_import as convert_hf  # pylint: disable=import-outside-toplevel
   import flax  # pylint: disable=import-outside-toplevel
   # Map placeholder HF tensors (their index as the value) through the
   # converter to learn where each HF tensor lands, then copy back.
@@ -189,7 +189,7 @@ def _to_hf_state(shape: _t5.Shape, params: Any, like: dict) -> dict:
 
 def _traced_without_kernels(run: Callable[[], Any]) -> Callable[[], Any]:
   """`run` whose first call (the trace) uses the jnp code, not the kernels."""
-  from pad_jax import kernels  # pylint: disable=import-outside-toplevel
+  from pad_jax.student import kernels  # pylint: disable=import-outside-toplevel
   traced = []
 
   def call():
@@ -206,9 +206,9 @@ def _traced_without_kernels(run: Callable[[], Any]) -> Callable[[], Any]:
 def build(impls: list[str], shape: _t5.Shape, inputs: np.ndarray, steps: int,
           beams: int) -> dict[str, Callable[[], Any]]:
   """One decoding closure per implementation, all over the same weights."""
-  from pad_jax import beam_search as pad_beam_search  # pylint: disable=import-outside-toplevel
-  from pad_jax import models as pad_models  # pylint: disable=import-outside-toplevel
-  from pad_jax import network as pad_network  # pylint: disable=import-outside-toplevel
+  from pad_jax.decoding import beam_search as pad_beam_search  # pylint: disable=import-outside-toplevel
+  from pad_jax.student import models as pad_models  # pylint: disable=import-outside-toplevel
+  from pad_jax.student import network as pad_network  # pylint: disable=import-outside-toplevel
   from t5x import models as t5x_models  # pylint: disable=import-outside-toplevel
   from t5x.examples.t5 import network as t5x_network  # pylint: disable=import-outside-toplevel
 
@@ -241,11 +241,11 @@ def decode_bytes_per_step(shape: _t5.Shape, batch: int, inputs: int,
   """Bytes one cached decoding step reads (f32), on average over a call.
 
   The decoder's weights (the cross-attention key/value projections are not
-  read: `pad_jax.models` projects the encoder once), the tied output
+  read: `pad_jax.student.models` projects the encoder once), the tied output
   embedding, the self-attention cache (`batch * beams` rows) and the encoder
   keys/values (`batch` rows, shared by the beams). The self-attention cache
   has the full decode length; `filled_only` (the CPU attention kernel,
-  `pad_jax.kernels`) reads the positions written so far, (steps + 1) / 2 on
+  `pad_jax.student.kernels`) reads the positions written so far, (steps + 1) / 2 on
   average, else every step reads all of them. Beam search moves its cache
   on top of this.
   """
@@ -268,7 +268,7 @@ def bandwidth_floor(report: dict[str, Any], shape: _t5.Shape,
 
   `bandwidth`: `_t5.bandwidth_probe`'s bytes/s (`sum`: a plain reduction,
   what the memory system streams; `matvec`: XLA:CPU's 8-row dot, for
-  comparison). `kernels`: pad ran with `pad_jax.kernels` (greedy reads only
+  comparison). `kernels`: pad ran with `pad_jax.student.kernels` (greedy reads only
   the filled part of the self-attention cache).
   """
   steps = report["decode_length"]
@@ -318,7 +318,7 @@ def profile_notes(report: dict[str, Any], goal: float) -> list[str]:
       "is expected); docs/measured.md, "
       "'Student benchmarks: what the numbers say'.",
   ] + ([
-      "beam search (pad_jax.beam_search): the self-attention cache (12 "
+      "beam search (pad_jax.decoding.beam_search): the self-attention cache (12 "
       "arrays of [batch*beams, 8, 256, 64], 16.8 MB each at batch 8 x 4 "
       "beams) is no longer moved (it was gathered and then copied by XLA "
       "at every step, ~0.4 GB written per step): each layer keeps a "
@@ -390,7 +390,7 @@ def main(argv: list[str]) -> int:
     report["speedup_vs_hf"] = report["pad"].get("speedup_vs_hf")
     report["ids_equal_hf"] = report["pad"].get("ids_equal_hf")
     report["mfu"] = report["pad"]["mfu"]
-  from pad_jax import kernels  # pylint: disable=import-outside-toplevel
+  from pad_jax.student import kernels  # pylint: disable=import-outside-toplevel
   report["cpu_kernels"] = kernels.available()
   report["memory_floor"] = bandwidth_floor(report, shape, bandwidth,
                                            report["cpu_kernels"])

@@ -8,8 +8,8 @@ batch 8, inputs 128, targets 256, dropout 0.1, AdamW (lr 1e-4, weight decay
 
 * `pad`: t5x's training step (`trainer.train_with_lr`: loss with z-loss,
   gradients, optimizer update; partitioned and state-donated as
-  `t5x.trainer.Trainer` does) of `pad_jax.models.EncoderDecoderModel`
-  (fused output layer + cross-entropy) over `pad_jax.network.Transformer`,
+  `t5x.trainer.Trainer` does) of `pad_jax.student.models.EncoderDecoderModel`
+  (fused output layer + cross-entropy) over `pad_jax.student.network.Transformer`,
   what the project's model files give `t5x.train`;
 * `t5x`: the same step of t5x's `EncoderDecoderModel` over t5x's example
   network (`t5x.examples.t5.network`, one-hot embedding);
@@ -160,7 +160,7 @@ def profile_notes(report: dict[str, Any], goal: float) -> list[str]:
       "fused loss's loop body counted once (so below the model's "
       f"{report['model_gflop_per_step']} GFLOP, of which the output layer "
       "is a third).",
-      "Done (pad_jax.models, pad_jax.network): the output layer and "
+      "Done (pad_jax.student.models, pad_jax.student.network): the output layer and "
       "cross-entropy fused in 256-row chunks (no [8, 256, 32100] logits, "
       "one-hot, log-softmax or logits gradient); dense layers and the MLP "
       "as 2-D products (no transposed copies of the [tokens, mlp] "
@@ -181,8 +181,8 @@ def main(argv: list[str]) -> int:
     os.environ["XLA_FLAGS"] = _XLA_FLAGS.value
   _t5.set_thread_env()
   load = _t5.load_average()
-  from pad_jax import models as pad_models  # pylint: disable=import-outside-toplevel
-  from pad_jax import network as pad_network  # pylint: disable=import-outside-toplevel
+  from pad_jax.student import models as pad_models  # pylint: disable=import-outside-toplevel
+  from pad_jax.student import network as pad_network  # pylint: disable=import-outside-toplevel
   from t5x import models as t5x_models  # pylint: disable=import-outside-toplevel
   from t5x.examples.t5 import network as t5x_network  # pylint: disable=import-outside-toplevel
 

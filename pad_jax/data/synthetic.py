@@ -414,9 +414,9 @@ def write_splits(out_dir: str, sizes: Optional[Mapping[str, int]] = None,
 
 def demo_vocabulary():
   """The demo student's `seqio.Vocabulary` (1024 ids, digits split)."""
-  # Deferred on purpose: pad_jax.vocab imports seqio and TensorFlow (seconds),
+  # Deferred on purpose: pad_jax.student.vocab imports seqio and TensorFlow (seconds),
   # which generating or writing synthetic problems never needs.
-  from pad_jax import vocab  # pylint: disable=g-import-not-at-top
+  from pad_jax.student import vocab  # pylint: disable=g-import-not-at-top
   return vocab.CodeT5Vocabulary(DEMO_VOCAB_DIR, extra_ids=0)
 
 
@@ -436,7 +436,7 @@ def train_demo_vocab(out_dir: str = DEMO_VOCAB_DIR,
   Returns:
     `out_dir`.
   """
-  from pad_jax import vocab  # pylint: disable=g-import-not-at-top  # deferred: see demo_vocabulary
+  from pad_jax.student import vocab  # pylint: disable=g-import-not-at-top  # deferred: see demo_vocabulary
   records = generate("train", 20000, seed=1)
   texts = [r.question for r in records] + [r.program for r in records]
   texts += [e.question for e in benchmarks.load("gsm8k", "train", data_dir)]

@@ -32,8 +32,8 @@ from pad_jax.pipeline.synthesize_stage import SYNTHETIC
 
 # Modules whose configurables a model gin file may create lazily, after gin
 # has locked its config (e.g. `synthetic.demo_vocabulary()` imports
-# `pad_jax.vocab` when called): imported while the config is parsed.
-_DECODE_IMPORTS = ("pad_jax.vocab",)
+# `pad_jax.student.vocab` when called): imported while the config is parsed.
+_DECODE_IMPORTS = ("pad_jax.student.vocab",)
 
 
 def eval_sets(ctx: StageContext, cfg: DecodeConfig) -> dict[str, list[dict[str, Any]]]:
@@ -75,7 +75,7 @@ def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, An
   summary: dict[str, Any] = {"examples": {name: len(rows) for name, rows in sets.items()},
                              "checkpoint_dir": checkpoint["checkpoint_dir"]}
   if refine:
-    summary["refine"] = refine  # per round: fixed, broken (pad_jax.refine.loop)
+    summary["refine"] = refine  # per round: fixed, broken (pad_jax.decoding.refine_loop)
   if seconds:
     summary["seconds"] = seconds
     summary["seconds_per_question"] = {n: round(seconds[n] / max(1, len(sets[n])), 4)

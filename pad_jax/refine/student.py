@@ -1,7 +1,7 @@
 """The student's own failures as refinement data (PaD stage III, source (b)).
 
 The training questions are decoded with a trained checkpoint
-(`pad_jax.infer.decode_file`, resumable), every prediction is executed as
+(`pad_jax.decoder_lib.decode_file`, resumable), every prediction is executed as
 written, and the wrong ones (not runnable, or a wrong answer) become rows
 paired with a verified program of the same question. Files in OUT_DIR:
 `student_questions.jsonl` (the questions decoded), `student_decodes.jsonl`
@@ -13,7 +13,7 @@ from __future__ import annotations
 import pathlib
 from typing import Optional, Sequence
 
-from pad_jax import infer
+from pad_jax.decoding import decoder as decoder_lib
 from pad_jax import jsonl
 from pad_jax.data.programs import ProgramRecord
 from pad_jax.execution.limits import ExecLimits
@@ -41,7 +41,7 @@ def build_student(records: Sequence[ProgramRecord], out_dir: pathlib.Path, check
     jsonl.write_rows(questions, ({"id": r.id, "question": r.question, "answer": r.answer}
                                  for r in targets.values()))
   decodes = out_dir / DECODES_FILE
-  summary = infer.decode_file(checkpoint_dir, gin_files, str(questions), str(decodes),
+  summary = decoder_lib.decode_file(checkpoint_dir, gin_files, str(questions), str(decodes),
                               batch_size=batch_size, max_decode_length=max_decode_length,
                               max_input_length=max_input_length, vocab_dir=vocab_dir,
                               progress=progress)

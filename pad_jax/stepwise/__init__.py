@@ -1,12 +1,10 @@
-"""Step-by-step verified decoding (PaD stage IV).
+"""PaD stage IV, step-by-step verification: the step verifier's data.
 
-* `steps`: what a partial program is (lines, the runnable check of a prefix).
-* `proposer`: K candidate next lines per partial program from a t5x model
-  (`predict_batch_with_aux(..., prompt_with_targets=True)`, stop at a newline).
-* `scorers`: the reasoning scorers (log-probability; a trained step verifier).
-* `search`: the step-wise beam search and its resumable file loop.
 * `verifier_data`: `python -m pad_jax.stepwise.verifier_data`, the verifier's
   training data (prefixes labelled by sampled completions).
 
-See docs/stepwise.md.
+The search itself (`--decode=stepwise_beam`: partial programs, candidate
+lines, scorers, the beam over lines) is in `pad_jax.decoding`
+(`stepwise_steps`, `stepwise_proposer`, `stepwise_scorers`,
+`stepwise_search`). See docs/stepwise.md.
 """

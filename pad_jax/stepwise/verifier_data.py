@@ -37,13 +37,13 @@ import tqdm
 
 from pad_jax import answers
 from pad_jax import cli
-from pad_jax import infer
+from pad_jax.decoding import decoder as decoder_lib
 from pad_jax import jsonl
 from pad_jax.errors import ConfigError, DataError
 from pad_jax.execution import flags as exec_flags
 from pad_jax.execution import limits as limits_lib
-from pad_jax.stepwise import proposer as proposer_lib
-from pad_jax.stepwise import steps as steps_lib
+from pad_jax.decoding import stepwise_proposer as proposer_lib
+from pad_jax.decoding import stepwise_steps as steps_lib
 from tasks import verifier_tasks
 
 _CHUNK = 64  # decode rows per call
@@ -51,7 +51,7 @@ _CHUNK = 64  # decode rows per call
 
 def read_questions(path: str) -> list[dict[str, Any]]:
   """Input rows (`id`, `question`, numeric `answer`, optional `program`)."""
-  rows = infer.read_inputs(path)  # id and question checked
+  rows = decoder_lib.read_inputs(path)  # id and question checked
   for number, row in jsonl.iter_rows(path):
     if answers.parse_number(row.get("answer")) is None:
       raise DataError(path, number, "answer", "missing or not a number: "
@@ -170,13 +170,13 @@ def build(checkpoint_dir: str, input_path: str, output_path: str, *,
     raise ConfigError("--samples must be >= 0, --completions >= 1 and "
                       "--temperature > 0")
   rows = read_questions(input_path)
-  done = infer.read_done_ids(output_path)
+  done = decoder_lib.read_done_ids(output_path)
   todo = [r for r in rows if r["id"] not in done]
   summary = {"written": len(todo), "skipped": len(rows) - len(todo),
              "total": len(rows), "prefixes": 0, "correct": 0}
   start = time.time()
   if todo:
-    decoder = infer.Decoder(checkpoint_dir, gin_files, infer.DecodeOptions(
+    decoder = decoder_lib.Decoder(checkpoint_dir, gin_files, decoder_lib.DecodeOptions(
         decode="sample", max_decode_length=max_decode_length,
         max_input_length=max_input_length, seed=seed))
     proposer = proposer_lib.Proposer(

@@ -27,7 +27,7 @@ from t5x import utils
 import tensorflow as tf
 
 from pad_jax import atomic
-from pad_jax import vocab as vocab_lib
+from pad_jax.student import vocab as vocab_lib
 from pad_jax.t5x_hooks import task_lookup
 from tasks import cached_program_tasks
 from tasks import preprocessors as task_preprocessors

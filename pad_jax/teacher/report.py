@@ -64,9 +64,9 @@ class TargetBudget:
 
 def target_lengths(programs: Sequence[str], vocab_dir: Optional[str] = None) -> list[int]:
   """Target tokens of each program as a seqio task makes them (ids + EOS)."""
-  # Deferred on purpose: pad_jax.vocab pulls in TensorFlow and seqio (seconds),
+  # Deferred on purpose: pad_jax.student.vocab pulls in TensorFlow and seqio (seconds),
   # which the rest of the teacher never needs.
-  from pad_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from pad_jax.student import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   vocabulary = vocab_lib.CodeT5Vocabulary(vocab_dir)
   return [len(ids) + 1 for ids in vocabulary.encode_batch(list(programs))] if programs else []
 

@@ -5,7 +5,7 @@
   <faulty program>
   Feedback: <feedback>
 
-The student reads this text as `<s> text </s>` (`pad_jax.vocab.format_input`)
+The student reads this text as `<s> text </s>` (`pad_jax.student.vocab.format_input`)
 and writes the corrected program. The whole input, with `<s>` and `</s>`,
 fits `max_input_tokens` (512 for CodeT5, the paper's input length). When it
 would not, pieces are cut in this order, each at a token boundary:
@@ -57,7 +57,7 @@ def refinement_input(question: str, program: str, feedback: str, vocabulary: Any
   Args:
     question: the problem.
     program: the faulty program.
-    feedback: the interpreter's feedback (`pad_jax.refine.feedback`).
+    feedback: the interpreter's feedback (`pad_jax.decoding.feedback`).
     vocabulary: the student's vocabulary (anything with encode/decode).
     max_input_tokens: the student's input length, `<s>` and `</s>` included.
 

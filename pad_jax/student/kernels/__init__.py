@@ -17,7 +17,7 @@ the C++ compiler `$CXX` or `c++`, XLA's FFI headers from jaxlib) into a cache
 directory (`$PAD_JAX_KERNEL_CACHE`, default `~/.cache/pad_jax/kernels`),
 keyed by the sources, jax, the compiler, its flags and the CPU's features.
 
-`pad_jax.network` calls them where they apply (default backend CPU, float32,
+`pad_jax.student.network` calls them where they apply (default backend CPU, float32,
 a decoding step's shapes) and runs the plain jnp code otherwise: on GPU/TPU,
 for training batches, and wherever the kernels cannot be built (no compiler:
 one warning, then jnp). Set `PAD_JAX_CPU_KERNELS=0` to turn them off. Their

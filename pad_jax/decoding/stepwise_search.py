@@ -27,9 +27,9 @@ import tqdm
 
 from pad_jax import jsonl
 from pad_jax.execution import Executor
-from pad_jax.stepwise import proposer as proposer_lib
-from pad_jax.stepwise import scorers as scorers_lib
-from pad_jax.stepwise import steps as steps_lib
+from pad_jax.decoding import stepwise_proposer as proposer_lib
+from pad_jax.decoding import stepwise_scorers as scorers_lib
+from pad_jax.decoding import stepwise_steps as steps_lib
 
 
 @dataclasses.dataclass(frozen=True)

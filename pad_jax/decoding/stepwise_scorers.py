@@ -19,8 +19,8 @@ from typing import Any, Protocol, Sequence
 import jax
 import numpy as np
 
-from pad_jax import vocab as vocab_lib
-from pad_jax.stepwise import proposer as proposer_lib
+from pad_jax.student import vocab as vocab_lib
+from pad_jax.decoding import stepwise_proposer as proposer_lib
 from tasks import verifier_tasks
 
 
