@@ -3,7 +3,7 @@
 `register_refine_task(name, jsonl_path, ...)` registers a seqio task from a
 refinement file (`python -m pad_jax.refine`, `pad_jax.refine.data`): raw
 examples `id`, `inputs` = the refinement input
-(`pad_jax.decoding.refine_inputs.refinement_input`, cut to `max_input_tokens` of
+(`pad_jax.data.refine_inputs.refinement_input`, cut to `max_input_tokens` of
 the task's vocabulary, `<s>`/`</s>` included), `targets` = the verified
 program, `answer` (so validation runs the execution metric).
 
@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from pad_jax.errors import DataError
 from pad_jax.refine import data as refine_data
-from pad_jax.decoding import refine_inputs as formatting
+from pad_jax.data import refine_inputs as formatting
 from tasks import postprocessors
 from tasks import preprocessors
 from tasks import program_tasks

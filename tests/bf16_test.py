@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from pad_jax.t5x_hooks import model_gin
+from pad_jax.student import model_gin
 import train_testlib as tl
 
 STEPS = 3

@@ -14,7 +14,7 @@ from pad_jax.student import hf_import as convert_hf
 from pad_jax.student import models as pad_models
 from pad_jax.student import network as pad_network
 from pad_jax.student import vocab as vocab_lib
-from pad_jax.t5x_hooks import model_gin
+from pad_jax.student import model_gin
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -24,8 +24,8 @@ from pad_jax.data.programs import ProgramRecord
 from pad_jax.data.programs import write_programs
 from pad_jax.execution.limits import ExecLimits
 from pad_jax.refine import data
-from pad_jax.decoding import feedback
-from pad_jax.decoding import refine_inputs as formatting
+from pad_jax.execution import feedback
+from pad_jax.data import refine_inputs as formatting
 from pad_jax.refine import mutations
 from pad_jax.teacher import gold
 

@@ -37,7 +37,7 @@ import tasks  # pylint: disable=unused-import  (registers pad_demo_synthetic)
 from pad_jax import atomic
 from pad_jax import checkpoints
 from pad_jax import metrics
-from pad_jax.t5x_hooks import model_gin
+from pad_jax.student import model_gin
 from tasks import postprocessors
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -34,7 +34,7 @@ from pad_jax.execution import limits as exec_limits
 from pad_jax.decoding import stepwise_proposer
 from pad_jax.decoding import stepwise_scorers
 from pad_jax.decoding import stepwise_search
-from pad_jax.t5x_hooks import model_gin
+from pad_jax.student import model_gin
 
 DECODE_MODES = ("greedy", "beam", "sample", "stepwise_beam")
 

@@ -33,8 +33,8 @@ from pad_jax import atomic
 from pad_jax import jsonl
 from pad_jax.execution import scoring
 from pad_jax.execution.limits import ExecLimits
-from pad_jax.decoding import feedback as feedback_lib
-from pad_jax.decoding import refine_inputs as formatting
+from pad_jax.execution import feedback as feedback_lib
+from pad_jax.data import refine_inputs as formatting
 
 
 class BatchDecoder(Protocol):

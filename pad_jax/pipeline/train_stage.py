@@ -119,7 +119,7 @@ def cache_module(name: str, paths: Mapping[str, str], cfg: TrainConfig,
   vocabulary = "_MODEL.output_vocabulary" if cfg.vocabulary_macro else "None"
   return "\n".join([
       '"""Written by the pad-jax pipeline: the train stage\'s tasks for seqio\'s cache tool."""',
-      "from pad_jax.t5x_hooks import model_gin",
+      "from pad_jax.student import model_gin",
       "from tasks import cached_program_tasks", "",
       f"_MODEL = model_gin.load_model_from_gin({list(model_files)!r}, "
       f"search_paths={cfg.search_paths()!r}, with_optimizer=False)",

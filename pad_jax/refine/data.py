@@ -40,7 +40,7 @@ from pad_jax.data.programs import ProgramRecord
 from pad_jax.errors import DataError
 from pad_jax.execution.executor import ExecResult
 from pad_jax.execution.limits import ExecLimits
-from pad_jax.decoding import feedback as feedback_lib
+from pad_jax.execution import feedback as feedback_lib
 from pad_jax.refine import mutations
 
 ROWS_FILE = "refine.jsonl"

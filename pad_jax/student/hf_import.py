@@ -21,7 +21,7 @@ from t5x import train_state as train_state_lib
 from t5x import utils
 
 from pad_jax import atomic
-from pad_jax.t5x_hooks import model_gin
+from pad_jax.student import model_gin
 
 LAYER_NORM_EPSILON = 1e-6  # t5x's LayerNorm has it fixed.
 # Hugging Face activation names -> flax names with the same function.

@@ -57,7 +57,7 @@ def refinement_input(question: str, program: str, feedback: str, vocabulary: Any
   Args:
     question: the problem.
     program: the faulty program.
-    feedback: the interpreter's feedback (`pad_jax.decoding.feedback`).
+    feedback: the interpreter's feedback (`pad_jax.execution.feedback`).
     vocabulary: the student's vocabulary (anything with encode/decode).
     max_input_tokens: the student's input length, `<s>` and `</s>` included.
 
