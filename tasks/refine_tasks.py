@@ -27,8 +27,7 @@ import seqio
 import tensorflow as tf
 
 from pad_jax.errors import DataError
-from pad_jax.refine import data as refine_data
-from pad_jax.data import refine_inputs as formatting
+from pad_jax.data import refine_inputs
 from tasks import postprocessors
 from tasks import preprocessors
 from tasks import program_tasks
@@ -41,7 +40,7 @@ SPLITS = program_tasks.SPLITS
 def _split_rows(path: str, validation_fraction: float, seed: int, mtime_ns: int,
                 size: int) -> dict[str, tuple[dict[str, Any], ...]]:
   del mtime_ns, size  # Cache key only: a changed file is re-read.
-  rows = refine_data.read_rows(path)
+  rows = refine_inputs.read_rows(path)
   validation = program_tasks.split_question_ids([r["question_id"] for r in rows],
                                                 validation_fraction, seed)
   return {"train": tuple(r for r in rows if r["question_id"] not in validation),
@@ -69,7 +68,7 @@ def refine_dataset(split: str, shuffle_files: bool = False, seed: Optional[int] 
   rows = load_split(path, split, validation_fraction, split_seed)
   return preprocessors.string_dataset(
       ids=[r["id"] for r in rows],
-      inputs=[formatting.refinement_input(r["question"], r["program"], r["feedback"],
+      inputs=[refine_inputs.refinement_input(r["question"], r["program"], r["feedback"],
                                           vocabulary, max_input_tokens) for r in rows],
       targets=[r["target"] for r in rows],
       answers=[float(r["answer"]) for r in rows])
@@ -79,7 +78,7 @@ def refine_dataset(split: str, shuffle_files: bool = False, seed: Optional[int] 
 def register_refine_task(name: str, jsonl_path: str,
                          vocabulary: Optional[seqio.Vocabulary] = None,
                          validation_fraction: float = 0.05, seed: int = 0,
-                         max_input_tokens: int = formatting.MAX_INPUT_TOKENS) -> seqio.Task:
+                         max_input_tokens: int = refine_inputs.MAX_INPUT_TOKENS) -> seqio.Task:
   """Registers (idempotently) a refinement task from a refine.jsonl file.
 
   Raises:
@@ -114,7 +113,7 @@ def refine_mixture(refine_jsonl_path: str, programs_jsonl_path: str, name: str =
                    vocabulary: Optional[seqio.Vocabulary] = None,
                    refine_rate: Optional[float] = None, programs_rate: Optional[float] = None,
                    validation_fraction: float = 0.05, seed: int = 0,
-                   max_input_tokens: int = formatting.MAX_INPUT_TOKENS) -> str:
+                   max_input_tokens: int = refine_inputs.MAX_INPUT_TOKENS) -> str:
   """Registers the refinement + original-programs mixture `name`; returns `name`.
 
   Tasks `<name>_refinement` and `<name>_programs`; a rate of None is the

@@ -25,7 +25,7 @@ from pad_jax.data.programs import write_programs
 from pad_jax.execution.limits import ExecLimits
 from pad_jax.refine import data
 from pad_jax.execution import feedback
-from pad_jax.data import refine_inputs as formatting
+from pad_jax.data import refine_inputs
 from pad_jax.refine import mutations
 from pad_jax.teacher import gold
 
@@ -53,7 +53,7 @@ def codet5():
 
 
 def test_every_operator_yields_wrong_programs_with_real_feedback(records, built):
-  rows = data.read_rows(built / data.ROWS_FILE)
+  rows = refine_inputs.read_rows(built / data.ROWS_FILE)
   by_operator = {op: [r for r in rows if r["source"] == f"mutation:{op}"]
                  for op in mutations.OPERATORS}
   assert all(len(by_operator[op]) >= 20 for op in mutations.OPERATORS), {
@@ -103,24 +103,24 @@ def test_mutations_are_deterministic_and_keep_other_lines(records):
 
 
 def test_refinement_inputs_stay_within_the_budget(built, codet5):
-  rows = data.read_rows(built / data.ROWS_FILE)
+  rows = refine_inputs.read_rows(built / data.ROWS_FILE)
   for row in rows:
-    text = formatting.refinement_input(row["question"], row["program"], row["feedback"], codet5)
-    assert formatting.input_tokens(text, codet5) <= 512
-    assert text == formatting.render(row["question"], row["program"], row["feedback"])
+    text = refine_inputs.refinement_input(row["question"], row["program"], row["feedback"], codet5)
+    assert refine_inputs.input_tokens(text, codet5) <= 512
+    assert text == refine_inputs.render(row["question"], row["program"], row["feedback"])
   # An oversized case: every piece is cut, in the documented order.
   row = rows[0]
   long_program = row["program"] + "\n" + "\n".join(f"    extra_{i} = {i} * 3" for i in range(300))
   long_feedback = "runtime_error: NameError: " + "blah " * 400
   long_question = row["question"] + " And more." * 200
   for budget in (512, 256, 128):
-    text = formatting.refinement_input(long_question, long_program, long_feedback, codet5,
+    text = refine_inputs.refinement_input(long_question, long_program, long_feedback, codet5,
                                        budget)
-    assert formatting.input_tokens(text, codet5) <= budget
-  text = formatting.refinement_input(long_question, long_program, long_feedback, codet5, 512)
+    assert refine_inputs.input_tokens(text, codet5) <= budget
+  text = refine_inputs.refinement_input(long_question, long_program, long_feedback, codet5, 512)
   feedback_part = text.split("\nFeedback: ")[1]
   assert feedback_part.startswith("runtime_error: NameError:") and feedback_part.endswith(" ...")
-  assert len(codet5.encode(feedback_part)) <= formatting.FEEDBACK_TOKENS + 2
+  assert len(codet5.encode(feedback_part)) <= refine_inputs.FEEDBACK_TOKENS + 2
   assert "\n    ...\nFeedback:" in text and text.split("Program:\n")[1].startswith("def solution")
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from pad_jax import checkpoints
 from pad_jax import jsonl
+from pad_jax.data import refine_inputs
 from pad_jax.refine import data
 from pad_jax.decoding import refine_loop as loop
 import train_testlib as tl
@@ -48,7 +49,7 @@ def runs(tmp_path_factory):
 
 
 def test_refinement_data_has_mutants_and_the_students_own_failures(runs):
-  rows = data.read_rows(runs["refine_out"] / data.ROWS_FILE)
+  rows = refine_inputs.read_rows(runs["refine_out"] / data.ROWS_FILE)
   sources = {r["source"] for r in rows}
   assert "student" in sources and len(sources) >= 5
   student = [r for r in rows if r["source"] == "student"]

@@ -26,6 +26,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pad_jax import jsonl
+from pad_jax.errors import DataError
+
+# The fields of a refinement row (`refine.jsonl`, written by `pad_jax.refine`).
+FIELDS = ("id", "question_id", "question", "program", "feedback", "target", "answer")
 MAX_INPUT_TOKENS = 512
 FEEDBACK_TOKENS = 64
 QUESTION_TOKENS = 192
@@ -81,3 +86,18 @@ def refinement_input(question: str, program: str, feedback: str, vocabulary: Any
       ids = ids[:-1]
       text = vocabulary.decode(ids)
   return text
+
+
+def read_rows(path: Any) -> list[dict[str, Any]]:
+  """Reads and validates a refinement file (DataError naming file:line:field)."""
+  rows = []
+  for number, row in jsonl.iter_rows(path):
+    for field in FIELDS:
+      if field not in row:
+        raise DataError(path, number, field, "missing field (is this a refine.jsonl?)")
+    for field in ("id", "question_id", "question", "program", "feedback", "target"):
+      jsonl.get_text(row, field, path, number)
+    jsonl.get_number(row, "answer", path, number)
+    rows.append(row)
+  return rows
+

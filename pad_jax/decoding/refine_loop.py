@@ -3,7 +3,7 @@
 Round 0 decodes each question. A program that does not run, or returns no
 number (`feedback.needs_refinement`; the gold answer is never used to decide),
 is given back to the student in the refinement format
-(`formatting.refinement_input`: question + its program + the interpreter's
+(`refine_inputs.refinement_input`: question + its program + the interpreter's
 feedback) and decoded again; up to R such rounds. Each output row keeps the
 final `prediction` (the last round's program), `tokens` and `score`, and
 every round in `rounds`: `{round, prediction, status, value, error,
@@ -34,7 +34,7 @@ from pad_jax import jsonl
 from pad_jax.execution import scoring
 from pad_jax.execution.limits import ExecLimits
 from pad_jax.execution import feedback as feedback_lib
-from pad_jax.data import refine_inputs as formatting
+from pad_jax.data import refine_inputs
 
 
 class BatchDecoder(Protocol):
@@ -72,7 +72,7 @@ def _input_text(row: dict[str, Any], previous: Optional[dict[str, Any]], vocabul
                 max_input_tokens: int) -> str:
   if previous is None:
     return row["question"]
-  return formatting.refinement_input(row["question"], previous["prediction"],
+  return refine_inputs.refinement_input(row["question"], previous["prediction"],
                                      previous["feedback"], vocabulary, max_input_tokens)
 
 

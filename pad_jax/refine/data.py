@@ -37,7 +37,6 @@ from tqdm import tqdm
 
 from pad_jax import jsonl
 from pad_jax.data.programs import ProgramRecord
-from pad_jax.errors import DataError
 from pad_jax.execution.executor import ExecResult
 from pad_jax.execution.limits import ExecLimits
 from pad_jax.execution import feedback as feedback_lib
@@ -46,7 +45,6 @@ from pad_jax.refine import mutations
 ROWS_FILE = "refine.jsonl"
 PROGRESS_FILE = "progress.jsonl"
 REPORT_FILE = "report.json"
-FIELDS = ("id", "question_id", "question", "program", "feedback", "target", "answer")
 _CHUNK = 16  # Programs per executor call and per durable write.
 
 
@@ -187,18 +185,3 @@ def summarize(out_dir: pathlib.Path) -> dict[str, Any]:
       "by_status": dict(sorted(by_status.items())),
       "questions": len({r["question_id"] for r in rows}),
   }
-
-
-def read_rows(path: Any) -> list[dict[str, Any]]:
-  """Reads and validates a refinement file (DataError naming file:line:field)."""
-  rows = []
-  for number, row in jsonl.iter_rows(path):
-    for field in FIELDS:
-      if field not in row:
-        raise DataError(path, number, field, "missing field (is this a refine.jsonl?)")
-    for field in ("id", "question_id", "question", "program", "feedback", "target"):
-      jsonl.get_text(row, field, path, number)
-    jsonl.get_number(row, "answer", path, number)
-    rows.append(row)
-  return rows
-
