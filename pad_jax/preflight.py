@@ -69,8 +69,11 @@ _LOGICAL_DIMS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class T5xTrainSetup:
   """What t5x.train builds first from its gin config.
+
+  Read back from a parsed config to be checked; not a setting of its own
+  (the pipeline's train settings are `pad_jax.pipeline.configs.TrainConfig`).
 
   Attributes:
     partitioner: the `train.partitioner` (its mesh is not built yet).
@@ -102,7 +105,7 @@ def parse_train_gin(search_paths: Sequence[str], gin_files: Sequence[str],
     raise ConfigError(f"gin config: {cli.first_line(e)}") from None
 
 
-def read_train_config() -> TrainConfig:
+def read_train_setup() -> T5xTrainSetup:
   """Builds the partitioner, the train dataset config and the network config.
 
   The model is built without its optimizer: the optimizer's schedule may
@@ -119,7 +122,7 @@ def read_train_config() -> TrainConfig:
     raise ConfigError(f"gin config: {cli.first_line(e)}") from None
   if isinstance(model_dir, gin.config.ConfigurableReference):
     model_dir = model_dir.scoped_configurable_fn()
-  return TrainConfig(
+  return T5xTrainSetup(
       partitioner=partitioner,
       batch_size=dataset.batch_size,
       task=dataset.mixture_or_task_name,
@@ -150,17 +153,17 @@ def process_problems() -> list[str]:
   return []
 
 
-def task_problems(config: TrainConfig) -> list[str]:
+def task_problems(setup: T5xTrainSetup) -> list[str]:
   """MODEL_DIR given, MIXTURE_OR_TASK_NAME given and registered."""
   problems = []
-  if config.model_dir is None:
+  if setup.model_dir is None:
     problems.append("MODEL_DIR: required; give --gin.MODEL_DIR=\"'/path/to/run'\"")
-  if config.task is gin.REQUIRED:
+  if setup.task is gin.REQUIRED:
     problems.append("MIXTURE_OR_TASK_NAME: required; give "
                     "--gin.MIXTURE_OR_TASK_NAME=\"'pad_...'\" or \"@program_task()\"")
   else:
     try:
-      task_lookup.get_task(config.task)
+      task_lookup.get_task(setup.task)
     except ValueError as e:
       problems.append(cli.first_line(e))
   return problems
@@ -219,14 +222,14 @@ def axis_problems(dims: Mapping[str, int], rules: Sequence[tuple[str, Any]],
   return problems
 
 
-def summary_table(config: TrainConfig, mesh: jax.sharding.Mesh) -> str:
+def summary_table(setup: T5xTrainSetup, mesh: jax.sharding.Mesh) -> str:
   """The short table printed on success."""
-  data = config.partitioner.data_mesh_size
-  layout = config.partitioner.get_data_layout(config.batch_size)
+  data = setup.partitioner.data_mesh_size
+  layout = setup.partitioner.get_data_layout(setup.batch_size)
   devices = jax.devices()
   kinds = sorted({d.device_kind for d in devices})
-  dims = sharded_dims(config.network_config)
-  axes = mesh_axis_of(config.partitioner.logical_axis_rules)
+  dims = sharded_dims(setup.network_config)
+  axes = mesh_axis_of(setup.partitioner.logical_axis_rules)
   sharded = ", ".join(f"{n} {s}/{axes[n]}" for n, s in dims.items() if axes.get(n))
   rows = [
       ("devices", f"{len(devices)} {devices[0].platform} ({', '.join(kinds)}), "
@@ -234,14 +237,14 @@ def summary_table(config: TrainConfig, mesh: jax.sharding.Mesh) -> str:
       ("processes", f"{jax.process_count()}, this is process {jax.process_index()}"),
       ("mesh", " x ".join(f"{a} {n}" for a, n in mesh.shape.items())
                + f"  (axis names {tuple(mesh.axis_names)})"),
-      ("batch", f"BATCH_SIZE {config.batch_size}: {config.batch_size // data} per "
-                f"device ({config.batch_size} / data axis {data}); this process reads "
-                f"{config.batch_size // layout.num_shards} (data shard "
+      ("batch", f"BATCH_SIZE {setup.batch_size}: {setup.batch_size // data} per "
+                f"device ({setup.batch_size} / data axis {data}); this process reads "
+                f"{setup.batch_size // layout.num_shards} (data shard "
                 f"{layout.shard_id} of {layout.num_shards})"),
       ("sharded dims", sharded or "none (model axis 1 or no T5Config)"),
-      ("task", task_lookup.task_name(config.task)),
-      ("activations", str(getattr(config.network_config, "dtype", "?"))),
-      ("MODEL_DIR", str(config.model_dir)),
+      ("task", task_lookup.task_name(setup.task)),
+      ("activations", str(getattr(setup.network_config, "dtype", "?"))),
+      ("MODEL_DIR", str(setup.model_dir)),
   ]
   return "\n".join(f"  {name:<13} {value}" for name, value in rows)
 
@@ -265,20 +268,20 @@ def main(argv: Sequence[str]) -> int:
     start_distributed(_COORDINATOR_ADDRESS.value, _PROCESS_COUNT.value,
                       _PROCESS_INDEX.value, _INITIALIZATION_TIMEOUT.value)
   parse_train_gin(_GIN_SEARCH_PATHS.value, _GIN_FILE.value or [], _GIN_BINDINGS.value)
-  config = read_train_config()
-  mesh = build_mesh(config.partitioner)
+  setup = read_train_setup()
+  mesh = build_mesh(setup.partitioner)
   problems = [
       *process_problems(),
-      *task_problems(config),
-      *batch_problems(config.partitioner, config.batch_size),
-      *axis_problems(sharded_dims(config.network_config),
-                     config.partitioner.logical_axis_rules,
+      *task_problems(setup),
+      *batch_problems(setup.partitioner, setup.batch_size),
+      *axis_problems(sharded_dims(setup.network_config),
+                     setup.partitioner.logical_axis_rules,
                      mesh.shape),
   ]
   if problems:
     raise ConfigError("; ".join(problems))
   print(f"pad_jax.preflight: OK, t5x.train can start with this config\n"
-        f"{summary_table(config, mesh)}")
+        f"{summary_table(setup, mesh)}")
   return 0
 
 

@@ -7,9 +7,9 @@ r"""Execute programs from a JSONL file in the sandbox and score their answers.
 Input rows: `id`, a program (`--program_field`) and the gold answer
 (`--answer_field`). A program that parses and defines `solution()` runs
 exactly as written; other text (a raw completion around a code block) has
-the teacher's extraction applied first. The program field may also hold a
-list of K programs: the row's answer is then the majority vote of the
-runnable ones (self-consistency).
+extraction (`pad_jax.execution.extraction`) applied first. The program field
+may also hold a list of K programs: the row's answer is then the majority
+vote of the runnable ones (self-consistency).
 
 Output rows: `id`, `status`, `value`, `correct`, `error`, `seconds`,
 `num_programs`, `runnable_programs`. Summary: `n`, `accuracy`,

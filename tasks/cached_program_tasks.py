@@ -191,9 +191,7 @@ def register_cached_program_task(name: str, pattern: str,
 
 def member_names(name: str, jsonl_paths: Union[str, Mapping[str, str]]) -> list[str]:
   """The task names `cached_program_task` registers (one per source)."""
-  if isinstance(jsonl_paths, str):
-    return [name]
-  return [f"{name}_{source}" for source in sorted(jsonl_paths)]
+  return registry.source_task_names(name, jsonl_paths)
 
 
 def cached_program_task(name: str, jsonl_paths: Union[str, Mapping[str, str]],
@@ -202,29 +200,28 @@ def cached_program_task(name: str, jsonl_paths: Union[str, Mapping[str, str]],
                         validation_fraction: float = 0.05, seed: int = 0) -> str:
   """Registers (once) a cached task, or a mixture of one per source; returns `name`.
 
-  The cached counterpart of `tasks.pipeline_tasks.program_task`, for gin
+  The cached counterpart of `tasks.pipeline_tasks.program_task` (the same
+  sources and mixture, `registry.register_sources`), for gin
   (`MIXTURE_OR_TASK_NAME = @tasks.cached_program_tasks.cached_program_task()`)
   and for the module `seqio.scripts.cache_tasks_main` imports. A source's
   rate defaults to its number of cached training examples (or, before the
   cache exists, 1).
+
+  Raises:
+    DataError: no file matches a source's glob.
+    ValueError: no source, a bad `validation_fraction`, or a name registered
+      by other code.
   """
-  if name in seqio.TaskRegistry.names() or name in seqio.MixtureRegistry.names():
-    return name
-  if isinstance(jsonl_paths, str):
-    register_cached_program_task(name, jsonl_paths, vocabulary, validation_fraction, seed)
-    return name
-  if not jsonl_paths:
-    raise ConfigError("cached_program_task.jsonl_paths: empty")
-  members = []
-  for source, task_name in zip(sorted(jsonl_paths), member_names(name, jsonl_paths)):
-    task = register_cached_program_task(task_name, jsonl_paths[source], vocabulary,
-                                        validation_fraction, seed)
-    rate = (rates or {}).get(source)
-    if rate is None:
-      rate = float(task.num_input_examples("train") or 1) if task.cache_dir else 1.0
-    members.append((task_name, rate))
-  seqio.MixtureRegistry.add(name, members)
-  return name
+  return registry.register_sources(
+      name, jsonl_paths,
+      lambda task_name, pattern: register_cached_program_task(
+          task_name, pattern, vocabulary, validation_fraction, seed),
+      rates, default_rate=_cached_examples)
+
+
+def _cached_examples(task: seqio.Task, pattern: str) -> float:
+  del pattern  # The cache's statistics count the examples.
+  return float(task.num_input_examples("train") or 1) if task.cache_dir else 1.0
 
 
 def _vocabulary_from_env() -> Optional[seqio.Vocabulary]:

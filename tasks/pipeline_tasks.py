@@ -38,6 +38,7 @@ from pad_jax.data import programs
 from tasks import cot_tasks
 from tasks import preprocessors
 from tasks import program_tasks
+from tasks import registry
 
 FORMATS = ("program", "cot")
 
@@ -51,6 +52,14 @@ def program_task(name: str,
                  task_format: str = "program",
                  max_lengths: Optional[Mapping[str, int]] = None) -> str:
   """Registers (once) the task or mixture `name`; returns `name`.
+
+  The one in-memory program-task factory: `train_hooks.program_task` (the
+  command line's `@program_task()`) is a thin alias of it, and
+  `tasks.cached_program_tasks.cached_program_task` shares its handling of
+  sources (`registry.register_sources`). A second call with equal arguments
+  and unchanged files returns at once (t5x evaluates the gin reference for
+  every dataset it builds); other arguments or a changed file replace the
+  registration.
 
   Args:
     name: task (one source) or mixture (several sources) name.
@@ -66,8 +75,16 @@ def program_task(name: str,
 
   Returns:
     `name`, for `MIXTURE_OR_TASK_NAME`.
+
+  Raises:
+    ValueError: an unknown `task_format`, `max_lengths` with `cot`, no
+      source, or `name` registered by other code.
+    DataError: a missing or malformed program dataset (file:line:field).
   """
-  if name in seqio.TaskRegistry.names() or name in seqio.MixtureRegistry.names():
+  key = (_frozen(jsonl_paths), _stamps(jsonl_paths), _frozen(rates), vocabulary,
+         validation_fraction, seed, task_format, _frozen(max_lengths))
+  if _MADE.get(name) == key and (name in seqio.TaskRegistry.names()
+                                 or name in seqio.MixtureRegistry.names()):
     return name
   if task_format not in FORMATS:
     raise ValueError(f"program_task.task_format: unknown {task_format!r}; expected one of {FORMATS}")
@@ -79,32 +96,39 @@ def program_task(name: str,
     else:
       jsonl_paths = {source: fitting_rows(path, max_lengths, vocabulary)
                      for source, path in jsonl_paths.items()}
-  if isinstance(jsonl_paths, str):
-    _register(name, jsonl_paths, vocabulary, validation_fraction, seed, task_format)
-    return name
-  if not jsonl_paths:
-    raise ValueError("program_task.jsonl_paths is empty")
-  members = []
-  for source, path in sorted(jsonl_paths.items()):
-    task = f"{name}_{source}"
-    _register(task, path, vocabulary, validation_fraction, seed, task_format)
-    rate = (rates or {}).get(source)
-    if rate is None:
-      rate = float(_count_rows(path))
-    members.append((task, rate))
-  seqio.MixtureRegistry.add(name, members)
+  register = cot_tasks.register_cot_task if task_format == "cot" else (
+      program_tasks.register_program_task)
+  registry.register_sources(
+      name, jsonl_paths,
+      lambda task_name, path: register(task_name, path, vocabulary=vocabulary,
+                                       validation_fraction=validation_fraction, seed=seed),
+      rates, default_rate=lambda task, path: float(_count_rows(path)))
+  _MADE[name] = key
   return name
 
 
-def _register(name, path, vocabulary, validation_fraction, seed, task_format):
-  if name in seqio.TaskRegistry.names():
-    return
-  if task_format == "cot":
-    cot_tasks.register_cot_task(name, path, vocabulary=vocabulary,
-                                validation_fraction=validation_fraction, seed=seed)
-  else:
-    program_tasks.register_program_task(name, path, vocabulary=vocabulary,
-                                        validation_fraction=validation_fraction, seed=seed)
+# name -> the arguments `program_task` registered it with.
+_MADE: dict[str, tuple] = {}
+
+
+def _frozen(value: Any) -> Any:
+  """A gin-given mapping as a comparable tuple (other values unchanged)."""
+  if isinstance(value, Mapping):
+    return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+  return value
+
+
+def _stamps(jsonl_paths: Union[str, Mapping[str, str]]) -> tuple:
+  """(mtime, size) of each file: a changed file makes `program_task` register again."""
+  paths = [jsonl_paths] if isinstance(jsonl_paths, str) else sorted(jsonl_paths.values())
+  stamps = []
+  for path in paths:
+    try:
+      stat = os.stat(path)
+      stamps.append((stat.st_mtime_ns, stat.st_size))
+    except OSError:
+      stamps.append(None)  # Registering raises the DataError that names it.
+  return tuple(stamps)
 
 
 def _count_rows(path: str) -> int:

@@ -1,4 +1,4 @@
-"""Idempotent seqio task registration (used by every `register_*` in tasks/).
+"""Idempotent seqio task and mixture registration: every `add` of tasks/ is here.
 
 `register_once(name, owner, key, **task_kwargs)`:
 
@@ -11,11 +11,17 @@
   old task object);
 * registered by another owner or by other code -> ValueError, so e.g. a
   program task can never silently replace an eval task.
+
+`register_mixture_once(name, members)` does the same for a mixture, and
+`register_sources(name, jsonl_paths, register_source)` is the one way a
+dataset given as one file or as `{source: file}` becomes a task or a mixture
+of one task per source (the program-task factories of `tasks.pipeline_tasks`
+and `tasks.cached_program_tasks`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable, Mapping, Optional, Union
 
 import seqio
 
@@ -54,7 +60,11 @@ def register_once(name: str, owner: str, key: Hashable,
 
 
 def register_mixture_once(name: str, members: list[tuple[seqio.Task, float]]) -> seqio.Mixture:
-  """Registers mixture `name` of (task, rate); an equal one is kept, another replaced."""
+  """Registers mixture `name` of (task, rate); an equal one is kept, another replaced.
+
+  Raises:
+    ValueError: `name` is a mixture registered by other code.
+  """
   key = tuple((task.name, id(task), float(rate)) for task, rate in members)
   if name in seqio.MixtureRegistry.names():
     if _MIXTURES.get(name) == key:
@@ -67,3 +77,47 @@ def register_mixture_once(name: str, members: list[tuple[seqio.Task, float]]) ->
 
 
 _MIXTURES: dict[str, tuple] = {}
+
+
+def source_task_names(name: str, jsonl_paths: Union[str, Mapping[str, str]]) -> list[str]:
+  """The task names `register_sources` registers: `name`, or `<name>_<source>` each."""
+  if isinstance(jsonl_paths, str):
+    return [name]
+  return [f"{name}_{source}" for source in sorted(jsonl_paths)]
+
+
+def register_sources(name: str, jsonl_paths: Union[str, Mapping[str, str]],
+                     register_source: Callable[[str, str], seqio.Task],
+                     rates: Optional[Mapping[str, float]] = None,
+                     default_rate: Callable[[seqio.Task, str], float] = lambda task, path: 1.0
+                     ) -> str:
+  """Registers task `name` from one file, or a mixture of one task per source.
+
+  Args:
+    name: the task (one file) or mixture (`{source: file}`) name.
+    jsonl_paths: a file (or glob), or `{source: file}`.
+    register_source: `register_source(task_name, path)` registers (idempotently)
+      one source's task and returns it.
+    rates: mixing rate per source; a missing source gets `default_rate`.
+    default_rate: `default_rate(task, path)`, a source's rate when `rates`
+      lacks it.
+
+  Returns:
+    `name`, for `MIXTURE_OR_TASK_NAME`.
+
+  Raises:
+    ValueError: `jsonl_paths` is an empty mapping, or a name is registered by
+      other code.
+  """
+  if isinstance(jsonl_paths, str):
+    register_source(name, jsonl_paths)
+    return name
+  if not jsonl_paths:
+    raise ValueError(f"{name}: jsonl_paths is empty")
+  members = []
+  for source, task_name in zip(sorted(jsonl_paths), source_task_names(name, jsonl_paths)):
+    task = register_source(task_name, jsonl_paths[source])
+    rate = (rates or {}).get(source)
+    members.append((task, float(default_rate(task, jsonl_paths[source]) if rate is None else rate)))
+  register_mixture_once(name, members)
+  return name

@@ -1,10 +1,10 @@
-"""Tests for pad_jax.teacher.extraction on hand-written messy completions."""
+"""Tests for pad_jax.execution.extraction on hand-written messy completions."""
 
 import textwrap
 
 import pytest
 
-from pad_jax.teacher.extraction import extract_program
+from pad_jax.execution.extraction import extract_program
 
 FENCE = "```"
 

@@ -136,14 +136,6 @@ def test_cli_help_lists_the_executor_flags():
     assert f"{flag}:" in text, flag
 
 
-def test_normalize_program_ignores_comments_docstrings_and_spacing():
-  with_doc = 'def solution():\n    """Q?"""\n    x = 1 # one\n    return x'
-  assert verify_lib.normalize_program(with_doc) == verify_lib.normalize_program(
-      "def solution():\n  x=1\n  return x")
-  assert verify_lib.normalize_program(CORRECT) != verify_lib.normalize_program(
-      CORRECT.replace("4", "5"))
-
-
 def test_programs_register_as_a_seqio_task(run_dir, tmp_path):
   verify_lib.verify_dir(run_dir, ExecLimits(workers=1, timeout_s=1.0),
                         out_dir=tmp_path)

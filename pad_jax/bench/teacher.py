@@ -34,13 +34,13 @@ from pad_jax import atomic
 from pad_jax import jsonl
 from pad_jax.data import benchmarks
 from pad_jax.execution import Executor
+from pad_jax.execution.extraction import extract_program
 from pad_jax.execution.limits import ExecLimits
 from pad_jax.teacher import client as client_lib
 from pad_jax.teacher import gold
 from pad_jax.teacher import prompts
 from pad_jax.teacher import synthesize as synth
 from pad_jax.teacher import verify as verify_lib
-from pad_jax.teacher.extraction import extract_program
 
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/teacher.json", "Where to write the JSON.")
 _LATENCY = flags.DEFINE_float("latency_s", 0.2, "Fake server latency per request.")

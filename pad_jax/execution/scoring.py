@@ -6,7 +6,7 @@ the pipeline's score stage, so all three score a prediction the same way:
 * **Run what the model wrote.** A prediction that parses and defines
   `solution()` is executed unchanged, so its status is what `python` would
   do with it (a failing module-level import fails). Teacher-style extraction
-  (`pad_jax.teacher.extraction`) applies only to text that is not such a
+  (`pad_jax.execution.extraction`) applies only to text that is not such a
   program, e.g. chatty output around a code block (`program_to_run`).
 * **K predictions per question** (self-consistency): every one is executed;
   the answer is the majority vote of the values of those that ran
@@ -29,9 +29,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 from pad_jax import answers
 from pad_jax import jsonl
 from pad_jax.errors import DataError
+from pad_jax.execution import extraction
 from pad_jax.execution.executor import STATUSES, ExecResult, Executor
 from pad_jax.execution.limits import ExecLimits
-from pad_jax.teacher import extraction
 
 Prediction = Union[Optional[str], Sequence[Optional[str]]]
 

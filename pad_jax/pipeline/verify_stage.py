@@ -2,8 +2,9 @@
 
 The teacher's completions (`pad_jax.teacher.verify.verify_dir`: extraction,
 execution, per-question deduplication) and the synthetic training problems
-pass one gate: the same executor limits and answer comparison (`ExecLimits`,
-the same as `python -m pad_jax.verify`).
+pass one gate: the same executor limits (`ExecLimits`, the same as `python -m
+pad_jax.verify`) and the same verdicts and counts
+(`pad_jax.execution.verification`).
 
 Outputs: `verify/teacher/` (the teacher's `programs.jsonl`, `report.json`,
 `report.png`), `verify/programs.jsonl` (every kept program, what training
@@ -17,11 +18,14 @@ from typing import Any, Mapping, Sequence
 
 from pad_jax import atomic
 from pad_jax.data import programs as programs_lib
+from pad_jax.execution import verification
 from pad_jax.execution.limits import ExecLimits
 from pad_jax.pipeline import child
 from pad_jax.pipeline.stage import StageContext, StageError
 from pad_jax.pipeline.synthesize_stage import SYNTHETIC
 from pad_jax.teacher import verify as verify_lib
+
+_BATCH = 1024  # Programs per executor call (one progress-bar step).
 
 
 def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,21 +70,22 @@ def _verify_records(ctx: StageContext, limits: ExecLimits,
                     ) -> tuple[list[programs_lib.ProgramRecord], dict[str, Any]]:
   """Executes each record's program; keeps those whose value matches its answer."""
   bar = ctx.bar(total=len(records), unit="prog", desc_suffix=SYNTHETIC)
-  kept, statuses = [], collections.Counter()
-  by_variant: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+  verdicts = [verification.Verdict(row={"id": r.id, "answer": r.answer,
+                                        "prompt_variant": r.prompt_variant},
+                                   program=r.program, status="") for r in records]
+  results: dict[str, Any] = {}
   with limits.executor() as executor:
-    for record, result in zip(records, executor.imap(r.program for r in records)):
-      bar.update(1)
-      correct = result.ok and limits.matches(result.value, record.answer)
-      statuses[result.status if correct or not result.ok else "wrong_answer"] += 1
-      by_variant[str(record.prompt_variant)][1] += 1
-      if correct:
-        kept.append(record)
-        by_variant[str(record.prompt_variant)][0] += 1
+    for start in range(0, len(verdicts), _BATCH):
+      batch = verdicts[start:start + _BATCH]
+      verification.execute(executor, batch, results)
+      bar.update(len(batch))
   bar.close()
+  mode = limits.answer_mode
+  kept = [r for r, v in zip(records, verdicts) if v.match[mode]]
+  counts = verification.tally(verdicts, mode)
   return kept, {
       "programs": len(records), "kept": len(kept),
       "pass_rate": len(kept) / max(1, len(records)),
-      "status_counts": dict(statuses),
-      "pass_rate_by_variant": {v: k / n for v, (k, n) in sorted(by_variant.items())},
+      "status_counts": counts.outcome_counts(),
+      "pass_rate_by_variant": {v: right / n for v, (n, right) in sorted(counts.by_variant.items())},
   }

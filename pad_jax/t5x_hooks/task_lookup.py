@@ -7,7 +7,7 @@ from typing import Any, Optional
 import seqio
 from t5x import utils
 
-from tasks import program_tasks
+from tasks import pipeline_tasks
 
 
 def task_name(task: str | seqio.Task | seqio.Mixture) -> str:
@@ -75,7 +75,10 @@ def program_task(
   For the command line: `--gin.MIXTURE_OR_TASK_NAME="@program_task()"
   --gin.program_task.jsonl_path="'programs.jsonl'"` trains on a file without
   writing a registration module. `pad_finetune.gin` binds `vocabulary` to the
-  model file's `VOCABULARY`, so the task always matches the model.
+  model file's `VOCABULARY`, so the task always matches the model. A thin
+  alias of `tasks.pipeline_tasks.program_task` (one file, program format)
+  that keeps the gin name `train_hooks.program_task` of the run files and of
+  saved config.gin files.
 
   Args:
     jsonl_path: a program-dataset JSONL file.
@@ -87,11 +90,10 @@ def program_task(
   Returns:
     `name`.
   """
-  program_tasks.register_program_task(
+  return pipeline_tasks.program_task(
       name, jsonl_path, vocabulary=vocabulary,
       validation_fraction=validation_fraction, seed=seed,
   )
-  return name
 
 
 def verify_task_and_vocabulary(cfg: utils.DatasetConfig, model: Any) -> None:

@@ -1,11 +1,11 @@
-"""Teacher stage: program synthesis, the gold-rationale teacher, extraction, verification.
+"""Teacher stage: program synthesis, the gold-rationale teacher, verification.
 
-`extract_program` and `gold_program` are the two functions other stages use;
-importing the package loads only them (standard library only). The other
-submodules are imported by their callers.
+`gold_program` is the function other stages use; importing the package loads
+only it (standard library only). The other submodules are imported by their
+callers. Extraction (a program out of chatty text) is
+`pad_jax.execution.extraction`, shared with scoring.
 """
 
-from pad_jax.teacher.extraction import extract_program
 from pad_jax.teacher.gold import gold_program
 
-__all__ = ["extract_program", "gold_program"]
+__all__ = ["gold_program"]

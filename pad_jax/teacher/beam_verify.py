@@ -11,6 +11,7 @@ The pipeline (one stage per line):
        process reads one file)
     -> batches of rows -> `_VerifyFn`: extract, execute in one sandboxed
        `Executor` per worker (made in `setup`, closed in `teardown`), compare
+       (`pad_jax.execution.verification`, as the single process)
     -> per question id: `verify.select_programs` (the same sort and the same
        duplicate rule as the single process)
     -> per output shard (SHA-256 of the question id): `programs-SSSSS-of-NNNNN.jsonl`,
@@ -41,10 +42,11 @@ from pad_jax.data.programs import ProgramRecord
 from pad_jax.data.programs import write_programs
 from pad_jax.errors import ConfigError
 from pad_jax.errors import DataError
+from pad_jax.execution import verification
 from pad_jax.execution.limits import ExecLimits
+from pad_jax.execution.verification import Verdict
 from pad_jax.teacher import cache as cache_lib
 from pad_jax.teacher import verify as verify_lib
-from pad_jax.teacher.extraction import extract_program
 
 SHARD_PATTERN = "programs-*-of-*.jsonl"
 DEFAULT_GLOB = "completions*.jsonl"
@@ -93,9 +95,8 @@ class _VerifyFn(beam.DoFn):
     self._results = {}
 
   def process(self, rows: Sequence[dict[str, Any]]):
-    verdicts = [verify_lib.Verdict(row=row, program=extract_program(row.get("text")), status="")
-                for row in rows]
-    yield from verify_lib._verify_batch(self._executor, verdicts, self._results)  # pylint: disable=protected-access
+    verdicts = [verification.from_completion(row) for row in rows]
+    yield from verification.execute(self._executor, verdicts, self._results)
     if len(self._results) > 100_000:
       self._results.clear()  # A bound on memory; only repeated texts are re-run.
 
@@ -105,15 +106,15 @@ class _VerifyFn(beam.DoFn):
       self._executor = None
 
 
-def _select(keyed: tuple[str, Iterable[verify_lib.Verdict]], mode: str
+def _select(keyed: tuple[str, Iterable[Verdict]], mode: str
            ) -> tuple[list[ProgramRecord], int]:
   return verify_lib.select_programs(list(keyed[1]), mode)
 
 
-def _slim(verdict: verify_lib.Verdict) -> verify_lib.Verdict:
+def _slim(verdict: Verdict) -> Verdict:
   """A verdict without the completion text and program: all the report reads."""
   row = {k: v for k, v in verdict.row.items() if k not in ("text", "question")}
-  return verify_lib.Verdict(row=row, program=None, status=verdict.status, match=verdict.match)
+  return Verdict(row=row, program=None, status=verdict.status, match=verdict.match)
 
 
 def _write_shard(keyed: tuple[int, Iterable[list[ProgramRecord]]], out_dir: str,
@@ -124,7 +125,7 @@ def _write_shard(keyed: tuple[int, Iterable[list[ProgramRecord]]], out_dir: str,
   return write_programs(shard_path(out_dir, index, num_shards), records)
 
 
-def _write_report(verdicts: list[verify_lib.Verdict], kept: list[tuple[list[ProgramRecord], int]],
+def _write_report(verdicts: list[Verdict], kept: list[tuple[list[ProgramRecord], int]],
                   out_dir: str, mode: str, failed: list[dict[str, Any]],
                   manifest: dict[str, Any], start: float) -> dict[str, Any]:
   records = [r for group, _ in kept for r in group]

@@ -35,6 +35,7 @@ from typing import Any, Optional, Sequence
 
 from pad_jax import atomic
 from pad_jax.errors import ConfigError
+from pad_jax.execution import verification
 from pad_jax.teacher import cache as cache_lib
 
 REPORT_FILE = "report.json"
@@ -93,25 +94,18 @@ def apply_budget(records: Sequence[Any], budget: Optional[TargetBudget] = None
   return list(records), counts
 
 
-def build_report(verdicts, records, duplicates: int, failed_rows: list[dict[str, Any]],
-                 manifest: dict[str, Any], mode: str, seconds: float,
-                 target_budget: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def build_report(verdicts: Sequence[verification.Verdict], records, duplicates: int,
+                 failed_rows: list[dict[str, Any]], manifest: dict[str, Any], mode: str,
+                 seconds: float, target_budget: Optional[dict[str, Any]] = None
+                 ) -> dict[str, Any]:
   """Assembles the report dict (see the module docstring).
 
   `target_budget` is `apply_budget`'s count (None: counted here against
   `TargetBudget()`, nothing dropped).
   """
-  status_counts = collections.Counter(v.status for v in verdicts)
-  correct = {m: sum(1 for v in verdicts if v.match.get(m)) for m in ("pad", "strict")}
-  wrong = sum(1 for v in verdicts if v.status == "ok" and not v.match.get(mode))
-  by_variant: dict[str, dict[str, Any]] = {}
-  for verdict in verdicts:
-    entry = by_variant.setdefault(str(verdict.row.get("prompt_variant")),
-                                  {"completions": 0, "correct": 0})
-    entry["completions"] += 1
-    entry["correct"] += int(bool(verdict.match.get(mode)))
-  for entry in by_variant.values():
-    entry["pass_rate"] = round(entry["correct"] / entry["completions"], 4)
+  counts = verification.tally(verdicts, mode)
+  by_variant = {variant: {"completions": n, "correct": right, "pass_rate": round(right / n, 4)}
+                for variant, (n, right) in counts.by_variant.items()}
   question_ids = {v.row["id"] for v in verdicts} | {r.get("id") for r in failed_rows}
   questions = int(manifest.get("questions") or len(question_ids))
   with_program = len({r.id for r in records})
@@ -129,11 +123,11 @@ def build_report(verdicts, records, duplicates: int, failed_rows: list[dict[str,
       "failed_requests": len(failed_rows),
       "failure_reasons": dict(collections.Counter(
           _reason_kind(r.get("error", "")) for r in failed_rows).most_common(10)),
-      "extraction_failures": status_counts.get("extraction_failed", 0),
-      "status_counts": dict(sorted(status_counts.items())),
-      "correct": correct,
-      "wrong_answer": wrong,
-      "pass_rate": round(correct[mode] / len(verdicts), 4) if verdicts else 0.0,
+      "extraction_failures": counts.status_counts.get(verification.EXTRACTION_FAILED, 0),
+      "status_counts": dict(sorted(counts.status_counts.items())),
+      "correct": counts.correct,
+      "wrong_answer": counts.wrong_answer,
+      "pass_rate": round(counts.correct[mode] / len(verdicts), 4) if verdicts else 0.0,
       "pass_rate_by_variant": dict(sorted(by_variant.items())),
       "kept": len(records),
       "duplicates_dropped": duplicates,

@@ -1,11 +1,10 @@
 """Verification: completions -> executed, checked, deduplicated programs.
 
-For every row of `completions.jsonl`: extract the program
-(`extraction.extract_program`), run it in the sandboxed executor, compare its
-value with the gold answer under both answer modes, keep the programs that
-are correct under the chosen mode (PaD's lenient `pad` by default), drop exact
-duplicates per question (same code once whitespace, comments and docstrings
-are normalised away) and write
+For every row of `completions.jsonl`: extract the program, run it in the
+sandboxed executor, compare its value with the gold answer under both answer
+modes, keep the programs that are correct under the chosen mode (PaD's
+lenient `pad` by default), drop exact duplicates per question (same code once
+whitespace, comments and docstrings are normalised away) and write
 
 * `programs.jsonl`: the project's program-dataset format (`id`, `question`,
   `program`, `answer`, `teacher`, `prompt_variant`, `sample`), sorted by id;
@@ -14,12 +13,14 @@ are normalised away) and write
 `StreamingVerifier` does this while completions arrive (a background thread
 executes micro-batches as they come), `verify_dir` redoes it from
 `completions.jsonl` alone. Both are deterministic: the outputs depend only on
-the set of completions, not on their arrival order.
+the set of completions, not on their arrival order. What a completion's
+verdict is, which programs are duplicates and what is counted is
+`pad_jax.execution.verification` (shared with the Beam verifier and the
+pipeline's verify stage); this module reads and writes the files.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pathlib
@@ -27,7 +28,6 @@ import queue
 import sys
 import threading
 import time
-import types
 from typing import Any, Iterable, Optional, Union
 
 from absl import logging
@@ -38,51 +38,17 @@ from pad_jax import jsonl
 from pad_jax.data.programs import ProgramRecord
 from pad_jax.data.programs import write_programs
 from pad_jax.errors import DataError
+from pad_jax.execution import verification
 from pad_jax.execution.limits import ExecLimits
+from pad_jax.execution.verification import Verdict
 from pad_jax.teacher import cache as cache_lib
 from pad_jax.teacher import report as report_lib
-from pad_jax.teacher.extraction import extract_program
 
 PROGRAMS_FILE = "programs.jsonl"
 MANIFEST_FILE = "run.json"
-EXTRACTION_FAILED = "extraction_failed"
 _MICRO_BATCH = 1024
 
 PathLike = Union[str, os.PathLike]
-
-
-@dataclasses.dataclass
-class Verdict:
-  """What verification found for one completion row."""
-  row: dict[str, Any]
-  program: Optional[str]
-  status: str
-  value: Any = None
-  match: dict[str, bool] = dataclasses.field(default_factory=dict)
-
-
-def normalize_program(program: str) -> str:
-  """Canonical form for duplicate detection: blind to comments, docstrings
-  and spacing (two programs with the same bytecode, names and constants).
-
-  Compiling (C) is several times cheaper than an AST round trip, which
-  matters at PaD's scale (55,000 programs).
-  """
-  try:
-    code = compile(program, "<program>", "exec", dont_inherit=True)
-  except (SyntaxError, ValueError):
-    return " ".join(program.split())
-  return repr(_code_signature(code))
-
-
-def _code_signature(code: types.CodeType) -> tuple:
-  consts = list(code.co_consts)
-  if code.co_name != "<module>" and consts:
-    consts[0] = None  # A function's first constant is its docstring (or None).
-  return (code.co_code,
-          tuple(_code_signature(c) if isinstance(c, types.CodeType) else (type(c).__name__, repr(c))
-                for c in consts),
-          code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars)
 
 
 class StreamingVerifier:
@@ -121,7 +87,7 @@ class StreamingVerifier:
     if key in self._seen:
       return
     self._seen.add(key)
-    self._queue.put(Verdict(row=row, program=extract_program(row.get("text")), status=""))
+    self._queue.put(verification.from_completion(row))
 
   def submit_many(self, rows: Iterable[dict[str, Any]]) -> None:
     for row in rows:
@@ -154,7 +120,7 @@ class StreamingVerifier:
           if batch[-1] is None:
             done = True
             batch.pop()
-          self._verdicts.extend(_verify_batch(executor, batch, self._results))
+          self._verdicts.extend(verification.execute(executor, batch, self._results))
           bar.update(len(batch))
           correct = sum(v.match.get(self.limits.answer_mode, False) for v in batch)
           bar.set_postfix_str(f"correct={correct}/{len(batch)} in last batch", refresh=False)
@@ -168,63 +134,24 @@ class StreamingVerifier:
           break
 
 
-def _verify_batch(executor, verdicts: list[Verdict],
-                  seen: Optional[dict[str, Any]] = None) -> list[Verdict]:
-  """Executes the verdicts' programs (each distinct program text once)."""
-  if not verdicts:
-    return []
-  seen = {} if seen is None else seen
-  fresh = list(dict.fromkeys(v.program for v in verdicts
-                             if v.program is not None and v.program not in seen))
-  for program, result in zip(fresh, executor.run(fresh) if fresh else []):
-    seen[program] = result
-  for verdict in verdicts:
-    if verdict.program is not None:
-      result = seen[verdict.program]
-      verdict.status = result.status
-      verdict.value = result.value
-  for verdict in verdicts:
-    if verdict.program is None:
-      verdict.status = EXTRACTION_FAILED
-    ok = verdict.status == "ok"
-    verdict.match = {m: ok and answers.answers_match(verdict.value, verdict.row.get("answer"), m)
-                     for m in answers.MODES}
-  return verdicts
-
-
-def select_programs(verdicts: list[Verdict], mode: str) -> tuple[list[Any], int]:
-  """Correct programs, sorted by (id, variant, sample), minus duplicates.
+def select_programs(verdicts: list[Verdict], mode: str) -> tuple[list[ProgramRecord], int]:
+  """The kept programs (`verification.select`) as program-dataset records.
 
   Returns:
-    (ProgramRecords to write, number of duplicates dropped).
+    (ProgramRecords to write, sorted by (id, variant, sample); number of
+    duplicates dropped).
   """
-  correct = [v for v in verdicts if v.match.get(mode)]
-  correct.sort(key=lambda v: (str(v.row["id"]), str(v.row.get("prompt_variant")),
-                              int(v.row.get("sample", 0))))
-  texts_per_question: dict[str, set[str]] = {}
-  for verdict in correct:
-    texts_per_question.setdefault(verdict.row["id"], set()).add(verdict.program)
-  seen: set[tuple[str, str]] = set()
-  normalized: dict[str, str] = {}
-  records, duplicates = [], 0
-  for verdict in correct:
-    row = verdict.row
-    if len(texts_per_question[row["id"]]) == 1:
-      signature = (row["id"], verdict.program)  # Nothing to tell apart: skip parsing.
-    else:
-      if verdict.program not in normalized:
-        normalized[verdict.program] = normalize_program(verdict.program)
-      signature = (row["id"], normalized[verdict.program])
-    if signature in seen:
-      duplicates += 1
-      continue
-    seen.add(signature)
-    records.append(ProgramRecord(
-        id=str(row["id"]), question=row["question"], program=verdict.program,
-        answer=float(row["answer"]), teacher=str(row.get("teacher") or row.get("model")),
-        prompt_variant=row.get("prompt_variant", 0), sample=int(row.get("sample", 0)),
-        extra={"strict_match": bool(verdict.match.get("strict"))}))
-  return records, duplicates
+  kept, duplicates = verification.select(verdicts, mode)
+  return [_record(v) for v in kept], duplicates
+
+
+def _record(verdict: Verdict) -> ProgramRecord:
+  row = verdict.row
+  return ProgramRecord(
+      id=str(row["id"]), question=row["question"], program=verdict.program,
+      answer=float(row["answer"]), teacher=str(row.get("teacher") or row.get("model")),
+      prompt_variant=row.get("prompt_variant", 0), sample=int(row.get("sample", 0)),
+      extra={"strict_match": bool(verdict.match.get("strict"))})
 
 
 def write_outputs(out_dir: PathLike, verdicts: list[Verdict], answer_mode: str,

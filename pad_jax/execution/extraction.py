@@ -10,6 +10,9 @@ None when there is no program to be found.
 
 The result is canonical and idempotent: `extract_program(extract_program(t))
 == extract_program(t)`. Only the standard library is used (leaf module).
+Callers: verification of teacher completions (`verification.from_completion`)
+and scoring of predictions that are not already a program
+(`scoring.program_to_run`).
 """
 
 from __future__ import annotations
