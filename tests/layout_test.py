@@ -85,21 +85,41 @@ def test_no_module_over_the_size_limit():
   assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 
-def test_no_two_way_package_dependencies():
-  edges = collections.defaultdict(set)  # unit -> {(unit it imports, via)}
+def _package_edges() -> dict[str, dict[str, str]]:
+  """unit -> {unit it imports: one import that shows it}."""
+  edges = collections.defaultdict(dict)
   for path in _modules():
     here = _unit(_dotted(path))
-    for target in _imports(path):
+    for target in sorted(_imports(path)):
       there = _unit(target)
       if there != here:
-        edges[here].add((there, f"{path.relative_to(ROOT)} -> {target}"))
-  two_way = []
-  for a, outs in edges.items():
-    for b, via in outs:
-      back = [v for (c, v) in edges.get(b, ()) if c == a]
-      if back and a < b:
-        two_way.append(f"{a} <-> {b}: {via}; {back[0]}")
+        edges[here].setdefault(there, f"{path.relative_to(ROOT)} -> {target}")
+  return edges
+
+
+def test_no_two_way_package_dependencies():
+  edges = _package_edges()
+  two_way = [f"{a} <-> {b}: {via}; {edges[b][a]}"
+             for a, outs in edges.items() for b, via in outs.items()
+             if a < b and a in edges.get(b, {})]
   assert not two_way, "\n".join(sorted(two_way))
+
+
+def test_no_cycle_between_packages():
+  """Nor through a third: the packages form a layered graph."""
+  edges = _package_edges()
+  cycles = []
+
+  def visit(unit, path):
+    for nxt in sorted(edges.get(unit, {})):
+      if nxt == path[0]:
+        cycles.append(" -> ".join(path + [nxt]))
+      elif nxt not in path and nxt > path[0]:
+        visit(nxt, path + [nxt])
+
+  for start in sorted(edges):
+    visit(start, [start])
+  assert not cycles, "\n".join(cycles[:10])
 
 
 def test_top_level_holds_commands_shims_and_leaf_modules():
