@@ -42,6 +42,12 @@ def first_line(error: BaseException) -> str:
   return text.splitlines()[0] if text else type(error).__name__
 
 
+def one_line(error: BaseException) -> str:
+  """An error's whole message on one line (its line breaks become spaces)."""
+  text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+  return text or type(error).__name__
+
+
 @contextlib.contextmanager
 def quiet_gin_search() -> Iterator[None]:
   """Silences the root logger while gin parses files.
@@ -65,10 +71,10 @@ def exit_status(main: Callable[[list[str]], Optional[int]], argv: list[str],
   try:
     return main(argv) or 0
   except (DataError, ConfigError) as e:
-    print(f"{prefix}: {e}", file=sys.stderr)
+    print(f"{prefix}: {one_line(e)}", file=sys.stderr)
     return 2
   except OSError as e:
-    print(f"{prefix}: {e}", file=sys.stderr)
+    print(f"{prefix}: {one_line(e)}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
     print(f"{prefix}: interrupted; finished work is saved, run the same command again to resume",

@@ -17,7 +17,8 @@ reads `DIR/config.json` and `DIR/model.safetensors` (or a sharded
 Every tensor is mapped and shape-checked, unused or missing tensors are
 errors, and configurations the network cannot express exactly (another
 layer-norm epsilon, exact-erf GELU, ...) are refused with a one-line reason
-(`error: <file>: field '<f>': <why>`, exit status 2).
+(`error: <file>: field '<f>': <why>`, exit status 2), as every command's
+errors are (`pad_jax/cli.py`).
 
 Output layer: T5 v1.0 / CodeT5 tie it to the embedding and scale the decoder
 output by `d_model**-0.5` (`logits_via_embedding = True`). Any other
@@ -29,27 +30,20 @@ computes the same logits.
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app
 from absl import flags
 
-from pad_jax.student.hf_import import ConversionError
+from pad_jax import cli
+from pad_jax import tf_devices
 from pad_jax.student.hf_import import convert
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _HF_DIR.value or not _OUT_DIR.value:
-    print("error: --hf_dir and --out_dir are required", file=sys.stderr)
-    return 2
-  try:
-    path = convert(_HF_DIR.value, _OUT_DIR.value)
-  except ConversionError as e:
-    # Input the converter cannot take: one line, status 2.
-    print("error: " + str(e).replace("\n", " "), file=sys.stderr)
-    return 2
+  """Converts --hf_dir into --out_dir (errors: see `pad_jax.cli`)."""
+  tf_devices.hide_accelerators_from_tf()  # TF (imported by t5x) stays on the host
+  cli.no_arguments(argv)
+  cli.require(hf_dir=_HF_DIR.value, out_dir=_OUT_DIR.value)
+  path = convert(_HF_DIR.value, _OUT_DIR.value)  # ConversionError: a ConfigError
   print(f"wrote {path} and {os.path.join(_OUT_DIR.value, 'model.gin')}")
   return 0
 
@@ -62,4 +56,4 @@ if __name__ == "__main__":
                                 "pytorch_model.bin).")
   _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output t5x model directory "
                                  "(gets checkpoint_0/ and model.gin).")
-  app.run(main)
+  cli.run(main)

@@ -12,7 +12,6 @@ checked before anything runs: a bad config is one line, exit status 2.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Sequence
 
@@ -58,5 +57,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   cli.run(main, prefix="pad_jax.experiments", argv=runner.rewrite_gin_args(sys.argv))

@@ -26,6 +26,7 @@ from t5x import partitioning
 from t5x import utils
 from t5x.examples.t5 import network as t5x_network
 
+from pad_jax import errors
 from pad_jax.student import hf_import as convert_hf
 from pad_jax.student import models as pad_models
 from pad_jax.student import network as pad_network
@@ -255,6 +256,15 @@ def _convert_cli(*flags):
   return subprocess.run([sys.executable, "-m", "pad_jax.convert_hf", *flags],
                         capture_output=True, text=True, timeout=300,
                         check=False)
+
+
+def test_cli_follows_the_error_convention(tmp_path):
+  # ConversionError is a ConfigError: `pad_jax.cli` prints it in one line, status 2.
+  assert issubclass(convert_hf.ConversionError, errors.ConfigError)
+  proc = _convert_cli(f"--hf_dir={tmp_path}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1] == "error: --out_dir is required"
+  assert "Traceback" not in proc.stderr
 
 
 def test_help_lists_the_flags():

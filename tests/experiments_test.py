@@ -232,3 +232,22 @@ def test_result_row_counts_the_examples_kept_within_the_lengths(tmp_path):
   (tmp_path / "report.json").write_text(json.dumps(report))
   row = experiments._result_row("p", {}, tmp_path)  # pylint: disable=protected-access
   assert row["train_examples"] == 9 and row["synthetic_n"] == 20
+
+
+def _gin_includes(path: pathlib.Path) -> list[str]:
+  """The files a gin file includes (its `include '...'` lines)."""
+  lines = [line.strip() for line in path.read_text().splitlines()]
+  return [line.split(None, 1)[1].strip("'\"") for line in lines if line.startswith("include ")]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "gin_configs" / "experiments").glob("*.gin"))
+                         + sorted((REPO / "gin_configs" / "pipelines").glob("*.gin")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_experiment_files_include_at_most_one_level(path):
+  """experiment -> pad_common.gin at most: every value is in one of two files."""
+  for included in _gin_includes(path):
+    target = REPO / "gin_configs" / included
+    assert target.is_file(), f"{path}: include {included!r}: no such file under gin_configs/"
+    assert not _gin_includes(target), (
+        f"{path}: includes {included}, which includes {_gin_includes(target)}; include only "
+        "files that include nothing (experiment -> common)")

@@ -120,4 +120,31 @@ def test_cli_redraws_a_report(tmp_path):
   assert json.loads(out.stdout)["synthetic_accuracy"] == 0.5
   bad = subprocess.run([sys.executable, "-m", "pad_jax.pipeline.report", f"--run_dir={tmp_path}/nope"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert bad.returncode == 2 and "not a directory" in bad.stderr
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1] == f"error: --run_dir: not a directory: {tmp_path}/nope"
+  assert "Traceback" not in bad.stderr
+
+
+def test_accuracy_legend_names_each_eval_set(tmp_path, monkeypatch):
+  """A mixture's training eval writes one curve per eval set: each legend says which."""
+  curves = {"train/accuracy": [[10, 0.3], [20, 0.5]],
+            "training_eval/pad_x/accuracy": [[10, 0.28], [20, 0.4]],
+            "training_eval/pad_x_gold/accuracy": [[10, 0.2], [20, 0.3]],
+            "training_eval/pad_x_synthetic/accuracy": [[10, 0.35], [20, 0.6]]}
+  legends = []
+  real_save = report_lib.save
+
+  def save(plt, fig, path, **kwargs):
+    legends.extend(text.get_text() for text in fig.axes[0].get_legend().get_texts())
+    return real_save(plt, fig, path, **kwargs)
+
+  monkeypatch.setattr(report_lib, "save", save)
+  assert report_lib.plot_curves(curves, ["accuracy"], "accuracy", tmp_path / "a.png",
+                                final_points={"gsm8k execution accuracy": (20, 0.1)}) == "a.png"
+  assert legends == ["train token accuracy",
+                     "pad_x validation (teacher-forced) token accuracy",
+                     "pad_x_gold validation (teacher-forced) token accuracy",
+                     "pad_x_synthetic validation (teacher-forced) token accuracy",
+                     "gsm8k execution accuracy"]
+  assert (report_lib.series_label("inference_eval/pad_eval_gsm8k", "loss_per_nonpadding_target_token")
+          == "pad_eval_gsm8k validation (decoded) loss per token")

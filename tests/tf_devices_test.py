@@ -8,6 +8,7 @@ visible devices end up CPU only. Each check runs in a fresh subprocess whose
 """
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -108,3 +109,55 @@ def test_too_late_on_an_accelerator_box_warns_instead_of_failing(monkeypatch):
   monkeypatch.setattr(logging, "warning", lambda msg, *args: warnings.append(msg % args))
   assert tf_devices.hide_accelerators_from_tf() is False
   assert len(warnings) == 2 and "GPU" in warnings[0] and "TPU" in warnings[1]
+
+
+# TF's lines about a missing NVIDIA driver (and any other CUDA start-up line).
+_CUDA_NOISE = ("E0000", "cuInit", "cuda drivers", "cuda_platform", "cudart_stub")
+
+
+def test_filter_drops_only_the_no_driver_lines(capfd, monkeypatch):
+  monkeypatch.setattr(tf_devices, "nvidia_driver_present", lambda: False)
+  with tf_devices.no_driver_lines_filtered():
+    os.write(2, b"kept 1\n"
+             b"I0000 00:00:1.2 5096 cudart_stub.cc:31] Could not find cuda drivers on your "
+             b"machine, GPU will not be used.\n"
+             b"E0000 00:00:1.3 5096 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA "
+             b"error: Failed call to cuInit: UNKNOWN ERROR (303)\n"
+             b"E0000 00:00:1.4 5096 other.cc:1] a real error\n")
+  assert capfd.readouterr().err == "kept 1\nE0000 00:00:1.4 5096 other.cc:1] a real error\n"
+  monkeypatch.setattr(tf_devices, "nvidia_driver_present", lambda: True)
+  with tf_devices.no_driver_lines_filtered():  # a driver: a failing cuInit is a real error
+    os.write(2, b"E0000 cuda_platform.cc:52] failed call to cuInit\n")
+  assert "cuInit" in capfd.readouterr().err
+
+
+def _cuda_noise(*command: str) -> list[str]:
+  """The CUDA start-up lines `python COMMAND` writes to stderr, at TF's default log level."""
+  env = subprocess_env()
+  env.pop("TF_CPP_MIN_LOG_LEVEL")  # at 3 TF would hide every error, this one too
+  result = subprocess.run([sys.executable, *command], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode in (0, 1), result.stderr[-3000:]  # absl's --help exits 1
+  return [line for line in result.stderr.splitlines()
+          if any(word in line for word in _CUDA_NOISE)]
+
+
+@pytest.fixture(scope="module")
+def tf_alone_is_noisy():
+  """Skips unless TF on its own prints the lines here (a CPU host, a full TF wheel)."""
+  if tf_devices.nvidia_driver_present():
+    pytest.skip("a GPU host: cuInit succeeds")
+  if not _cuda_noise("-c", "import tensorflow as tf; tf.config.list_physical_devices()"):
+    pytest.skip("this TensorFlow prints no CUDA lines on its own")
+
+
+@pytest.mark.parametrize("command", [
+    ["-c", "import pad_jax.tf_devices, tensorflow as tf; "
+           "print(list(tf.data.Dataset.range(2).as_numpy_iterator()))"],
+    ["-m", "pad_jax.pipeline", "--help"],
+    ["-m", "pad_jax.infer", "--help"],
+], ids=["import_then_tf_data", "pipeline_help", "infer_help"])
+def test_no_cuda_lines_on_a_machine_without_a_gpu(tf_alone_is_noisy, command):
+  """No `E0000 ... failed call to cuInit` (TF starting without a driver) from our commands."""
+  del tf_alone_is_noisy
+  assert not _cuda_noise(*command)

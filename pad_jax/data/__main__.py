@@ -12,7 +12,8 @@ Usage:
 
 The benchmark data directory is --data_dir, else $PAD_DATA_DIR, else
 <repo>/../shared/data. Bad input prints one line naming the file, line and
-field, and exits with status 1 (a wrong command line: status 2).
+field, a wrong command line one line naming the flag, both with exit status
+2; an I/O failure exits with status 1 (`pad_jax/cli.py`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import json
 import sys
 from typing import Sequence
 
-from absl import app
 from absl import flags
 
+from pad_jax import cli
 from pad_jax.data import benchmarks
 from pad_jax.data import programs
-from pad_jax.errors import DataError
+from pad_jax.errors import ConfigError
 
 _FORMAT = flags.DEFINE_enum(
     "format", "table", ["table", "json"], "stats: output format.")
@@ -46,10 +47,6 @@ _PATH = flags.DEFINE_string(
 _ALLOW_TORN_TAIL = flags.DEFINE_bool(
     "allow_torn_tail", False,
     "validate: skip an unfinished last line left by a killed writer.")
-
-
-class _UsageError(Exception):
-  """A wrong command line: reported in one line, exit status 2."""
 
 
 def format_table(counts: dict[str, dict[str, int]], data_dir: str) -> str:
@@ -79,12 +76,12 @@ def _stats() -> None:
 
 def _show() -> None:
   if _BENCHMARK.value is None:
-    raise _UsageError("show needs --benchmark="
-                         + "|".join(benchmarks.BENCHMARKS))
+    raise ConfigError("show needs --benchmark="
+                      + "|".join(benchmarks.BENCHMARKS) + " (see --help)")
   splits = benchmarks.BENCHMARKS[_BENCHMARK.value]
   if _SPLIT.value not in splits:
-    raise _UsageError(f"--split: {_BENCHMARK.value} has splits "
-                         f"{', '.join(splits)}; got {_SPLIT.value!r}")
+    raise ConfigError(f"--split: {_BENCHMARK.value} has splits "
+                      f"{', '.join(splits)}; got {_SPLIT.value!r} (see --help)")
   examples = benchmarks.load(_BENCHMARK.value, _SPLIT.value, _DATA_DIR.value)
   if _LIMIT.value is not None:
     examples = examples[:_LIMIT.value]
@@ -94,7 +91,7 @@ def _show() -> None:
 
 def _validate() -> None:
   if not _PATH.value:
-    raise _UsageError("validate needs --path=FILE.jsonl")
+    raise ConfigError("validate needs --path=FILE.jsonl (see --help)")
   records = programs.read_programs(_PATH.value,
                                    allow_torn_tail=_ALLOW_TORN_TAIL.value)
   teachers = collections.Counter(r.teacher for r in records)
@@ -106,25 +103,21 @@ def _validate() -> None:
   }))
 
 
-def main(argv: Sequence[str]) -> None:
+def main(argv: Sequence[str]) -> int:
+  """Runs one command (errors: see `pad_jax.cli`)."""
   commands = {"stats": _stats, "show": _show, "validate": _validate}
+  if len(argv) != 2 or argv[1] not in commands:
+    raise ConfigError(
+        f"expected one command, {' | '.join(commands)}; got "
+        f"{' '.join(argv[1:]) or 'none'} (see --help)")
   try:
-    if len(argv) != 2 or argv[1] not in commands:
-      raise _UsageError(
-          f"expected one command, {' | '.join(commands)}; got "
-          f"{' '.join(argv[1:]) or 'none'}")
     commands[argv[1]]()
-  except _UsageError as e:
-    print(f"error: {e} (see --help)", file=sys.stderr)
-    sys.exit(2)
-  except DataError as e:  # bad input: status 2, as in every pad-jax command
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   except BrokenPipeError:
-    # `... show | head`: the reader went away; not an error.
+    # `... show | head`: the reader went away; not an error (and no
+    # "Exception ignored" when stdout is flushed at exit).
     sys.stderr.close()
-    sys.exit(0)
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

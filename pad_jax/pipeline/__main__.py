@@ -13,7 +13,6 @@ it stopped when started again with the same command (see `runner.py`).
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Sequence
 
@@ -58,5 +57,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   cli.run(main, prefix="pad_jax.pipeline", argv=runner.rewrite_gin_args(sys.argv))

@@ -39,6 +39,10 @@ def child_env(keep_secrets: bool = False,
   if not keep_secrets:
     for name in SECRET_ENV_VARS:
       env.pop(name, None)
+  # `t5x.train` starts TF (hiding its GPUs) before any pad-jax code runs in
+  # it, so `pad_jax.tf_devices` cannot filter TF's "no NVIDIA driver" lines
+  # there; the children's logs are quiet this way instead (it must be set
+  # before TF is imported: the child's environment is that place).
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   env["PYTHONUNBUFFERED"] = "1"
   if extra:

@@ -24,18 +24,19 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import sys
 from typing import Any, Mapping, Optional, Sequence
 
-from absl import app
 from absl import flags
 
 from pad_jax import atomic
+from pad_jax import cli
 from pad_jax import jsonl
+from pad_jax import tf_devices
+from pad_jax.errors import ConfigError
 from pad_jax.pipeline import run_dir as run_dir_lib
 from pad_jax.pipeline.configs import ReportConfig
 from pad_jax.pipeline.stage import StageContext
-from tasks import pipeline_tasks
+from tasks import pipeline_tasks  # after tf_devices: it imports TensorFlow
 
 PLOTS_DIR = "report"
 _EXAMPLES_SHOWN = 3
@@ -156,14 +157,26 @@ def _select(curves: Mapping[str, Sequence], metric: str) -> dict[str, Sequence]:
 
 
 def collection_label(collection: str) -> str:
-  """t5x's summary directories in words."""
-  if collection == "train":
-    return "train"
-  if collection.startswith("training_eval/"):
-    return "validation (teacher-forced)"
-  if collection.startswith("inference_eval/"):
-    return "validation (decoded)"
+  """t5x's summary directory in words, naming the eval set.
+
+  t5x writes one directory per eval task (`training_eval/<task>`,
+  `inference_eval/<task>`; a mixture gets one for itself and one per
+  member), so the label names the task: `pad_x_gold validation
+  (teacher-forced)`.
+  """
+  kinds = {"training_eval": "validation (teacher-forced)",
+           "inference_eval": "validation (decoded)"}
+  kind, _, task = collection.partition("/")
+  if kind in kinds and task:
+    return f"{task} {kinds[kind]}"
   return collection
+
+
+def series_label(collection: str, metric: str) -> str:
+  """The legend of one curve: `collection_label` and the metric in words."""
+  name = {"loss_per_nonpadding_target_token": "loss per token",
+          "accuracy": "token accuracy"}.get(metric, metric)
+  return f"{collection_label(collection)} {name}"
 
 
 def plot_curves(curves: Mapping[str, Sequence], metrics: Sequence[str], ylabel: str,
@@ -180,10 +193,8 @@ def plot_curves(curves: Mapping[str, Sequence], metrics: Sequence[str], ylabel: 
   for metric in metrics:
     for collection, points in sorted(_select(curves, metric).items()):
       steps, values = zip(*points)
-      name = {"loss_per_nonpadding_target_token": "loss per token",
-              "accuracy": "token accuracy"}.get(metric, metric)
       ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3,
-              label=f"{collection_label(collection)} {name}")
+              label=series_label(collection, metric))
       drawn += 1
   if not drawn:
     plt.close(fig)
@@ -293,8 +304,7 @@ def markdown(run: run_dir_lib.RunDir, report: Mapping[str, Any], plots: Mapping[
     for tag, value in sorted(final.items()):
       collection, _, metric = tag.rpartition("/")
       if metric in ("loss_per_nonpadding_target_token", "accuracy"):
-        name = "loss per token" if metric.startswith("loss") else "token accuracy"
-        shown[f"{collection_label(collection)} {name}"] = value
+        shown[series_label(collection, metric)] = value
     lines += [f"Student trained for {train.get('step')} steps; final "
               + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) + ".", ""]
     for fit in (train.get("fit") or {}).values():
@@ -367,13 +377,13 @@ def write_report(run: run_dir_lib.RunDir, cfg: ReportConfig) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> int:
-  """`python -m pad_jax.report --run_dir=DIR`: redraws a run's report."""
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  """`python -m pad_jax.pipeline.report --run_dir=DIR`: redraws a run's report."""
+  tf_devices.hide_accelerators_from_tf()  # TF (imported by seqio) stays on the host
+  cli.no_arguments(argv)
   run_dir = flags.FLAGS.run_dir  # pylint: disable=redefined-outer-name
-  if not run_dir or not os.path.isdir(run_dir):
-    print(f"pad_jax.report: --run_dir: not a directory: {run_dir}", file=sys.stderr)
-    return 2
+  cli.require(run_dir=run_dir)
+  if not os.path.isdir(run_dir):
+    raise ConfigError(f"--run_dir: not a directory: {run_dir}")
   headline = write_report(run_dir_lib.RunDir(run_dir), ReportConfig(title=flags.FLAGS.title))
   print(json.dumps(headline, indent=2, sort_keys=True))
   return 0
@@ -384,4 +394,4 @@ if __name__ == "__main__":
   # pipeline does) adds no flags to another program.
   flags.DEFINE_string("run_dir", None, "A pipeline run directory.")
   flags.DEFINE_string("title", "pad-jax run", "The report's heading.")
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -21,6 +21,7 @@ from t5x import train_state as train_state_lib
 from t5x import utils
 
 from pad_jax import atomic
+from pad_jax.errors import ConfigError
 from pad_jax.student import model_gin
 
 LAYER_NORM_EPSILON = 1e-6  # t5x's LayerNorm has it fixed.
@@ -39,8 +40,11 @@ FRESH_OPTIMIZER_ASSIGNMENT_MAP = ((r"state/param_states.*", None),)
 _EMBED_DUPLICATES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
 
-class ConversionError(ValueError):
-  """The checkpoint or its config cannot be converted exactly."""
+class ConversionError(ConfigError):
+  """The checkpoint or its config cannot be converted exactly.
+
+  A `ConfigError`, so commands report it as one line, exit status 2.
+  """
 
 
 # ------------------------------------------------------------------------------
