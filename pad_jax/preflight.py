@@ -39,6 +39,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 from absl import flags
 from absl import logging
+
+from pad_jax import tf_devices  # pylint: disable=g-bad-import-order  # before anything imports TensorFlow (quietly)
 import gin
 import jax
 from orbax.checkpoint import multihost
@@ -46,7 +48,6 @@ from t5x import gin_utils
 from t5x import train as t5x_train
 
 from pad_jax import cli
-from pad_jax import tf_devices
 from pad_jax.errors import ConfigError
 from pad_jax.t5x_hooks import task_lookup
 

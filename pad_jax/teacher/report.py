@@ -1,7 +1,7 @@
 """The teacher's verification report: what a teacher run produced and kept.
 
 `write_verify_report` writes `report.json` and `report.png` into a teacher
-output directory (the pipeline's run report is `pad_jax.report`, not this).
+output directory (the pipeline's run report is `pad_jax.pipeline.report`, not this).
 
 report.json keys:
   teacher, model, benchmark, split, mode: provenance and the answer mode used;
