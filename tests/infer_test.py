@@ -6,6 +6,7 @@ greedy token ids must equal `generate` on the HF CodeT5 tokenizer's ids.
 A tiny `t5x.train` MODEL_DIR is decoded from its own config.gin.
 """
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,9 @@ import pytest
 
 from pad_jax.student import hf_import as convert_hf
 from pad_jax.decoding import decoder as infer
-from pad_jax.errors import DataError
+from pad_jax.decoding import files as decode_files
+from pad_jax.decoding.settings import DecodeSettings
+from pad_jax.errors import ConfigError, DataError
 import train_testlib as tl
 
 torch = pytest.importorskip("torch")
@@ -62,15 +65,13 @@ def test_greedy_matches_hf_generate_and_resumes(student, tmp_path):
   out = str(tmp_path / "out.jsonl")
   # Decode the first two, then "crash" mid-row; the rerun finishes the rest.
   _write_inputs(tmp_path / "first.jsonl", QUESTIONS[:2])
-  summary = infer.decode_file(model_dir, [], str(tmp_path / "first.jsonl"),
-                              out, max_decode_length=MAX_DECODE, batch_size=2,
-                              progress=False)
+  settings = DecodeSettings(max_decode_length=MAX_DECODE, batch_size=2)
+  summary = decode_files.decode_file(settings, model_dir, str(tmp_path / "first.jsonl"),
+                                     out, progress=False)
   assert summary["decoded"] == 2
   with open(out, "a") as f:
     f.write('{"id": "q2", "predic')
-  summary = infer.decode_file(model_dir, [], inputs, out,
-                              max_decode_length=MAX_DECODE, batch_size=2,
-                              progress=False)
+  summary = decode_files.decode_file(settings, model_dir, inputs, out, progress=False)
   assert (summary["decoded"], summary["skipped"]) == (1, 2)
   rows = _read(out)
   assert [r["id"] for r in rows] == ["q0", "q1", "q2"]
@@ -94,19 +95,20 @@ def test_sample_and_beam_write_k_decodes(student, tmp_path):
   _, _, model_dir = student
   inputs = _write_inputs(tmp_path / "in.jsonl", QUESTIONS[:2])
   out = str(tmp_path / "sample.jsonl")
-  infer.decode_file(model_dir, [], inputs, out, decode="sample",
-                    num_decodes=3, temperature=1.0, top_k=20,
-                    max_decode_length=MAX_DECODE, batch_size=2, seed=1,
-                    progress=False)
+  decode_files.decode_file(
+      DecodeSettings(decode="sample", num_decodes=3, temperature=1.0, top_k=20,
+                     max_decode_length=MAX_DECODE, batch_size=2, seed=1),
+      model_dir, inputs, out, progress=False)
   for row in _read(out):
     assert len(row["predictions"]) == len(row["predictions_tokens"]) == 3
     assert row["scores"] == sorted(row["scores"], reverse=True)
     assert row["prediction"] == row["predictions"][0]
     assert len({tuple(t) for t in row["predictions_tokens"]}) > 1
   out = str(tmp_path / "beam.jsonl")
-  infer.decode_file(model_dir, [], inputs, out, decode="beam", beam_size=3,
-                    num_decodes=2, max_decode_length=MAX_DECODE, batch_size=2,
-                    progress=False)
+  decode_files.decode_file(
+      DecodeSettings(decode="beam", beam_size=3, num_decodes=2,
+                     max_decode_length=MAX_DECODE, batch_size=2),
+      model_dir, inputs, out, progress=False)
   for row in _read(out):
     assert len(row["predictions"]) == 2
     assert row["scores"][0] >= row["scores"][1]
@@ -129,10 +131,9 @@ def test_bad_inputs_name_the_line(tmp_path):
     infer.read_inputs(str(path))
   with pytest.raises(DataError, match="missing.jsonl: file not found"):
     infer.read_inputs(str(tmp_path / "missing.jsonl"))
-  with pytest.raises(ValueError, match="--num_decodes"):
-    infer.DecodeOptions(decode="greedy", num_decodes=2).validate()
-  with pytest.raises(ValueError, match="--num_decodes"):
-    infer.DecodeOptions(decode="beam", beam_size=2, num_decodes=3).validate()
+  with pytest.raises(ConfigError, match="^DecodeSettings.num_decodes"):
+    decode_files.decode_file(DecodeSettings(decode="greedy", num_decodes=2),
+                             str(tmp_path), str(path), str(tmp_path / "out.jsonl"))
   # The CLI: a one-line error naming file, line (and field), exit status 2.
   proc = _infer_cli(f"--checkpoint_dir={tmp_path}", f"--input={path}",
                     f"--output={tmp_path / 'out.jsonl'}")
@@ -159,6 +160,8 @@ def test_help_lists_the_flags():
   # absl prints the usage and exits with status 1 (its convention).
   assert proc.returncode in (0, 1), proc.stderr[-2000:]
   assert "--checkpoint_dir" in proc.stdout and "--num_decodes" in proc.stdout
+  for field in dataclasses.fields(DecodeSettings):  # one flag per setting
+    assert f"--{field.name}" in proc.stdout
   assert "Traceback" not in proc.stderr
 
 
@@ -224,13 +227,17 @@ def test_decodes_a_t5x_model_dir_from_its_config_gin(t5x_model_dir, tmp_path):
   assert all(0 <= t < 1024 for r in rows for t in r["tokens"])
 
 
-def test_refine_rounds_options_are_checked_before_any_work(tmp_path):
+def test_settings_flags_are_checked_before_any_work(tmp_path):
   inputs = _write_inputs(tmp_path / "in.jsonl")
   common = ["--checkpoint_dir=/nonexistent", f"--input={inputs}",
             f"--output={tmp_path / 'out.jsonl'}"]
-  for flags in (["--refine_rounds=-1"],
-                ["--refine_rounds=1", "--decode=sample", "--num_decodes=2"]):
+  for flags, flag in ((["--refine_rounds=-1"], "--refine_rounds"),
+                      (["--refine_rounds=1", "--decode=sample", "--num_decodes=2"],
+                       "--refine_rounds"),
+                      (["--num_decodes=4"], "--num_decodes"),
+                      (["--decode=beam", "--beam_size=2", "--num_decodes=3"], "--num_decodes")):
     proc = _infer_cli(*common, *flags)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: --refine_rounds:")
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {flag}:")
+  assert not (tmp_path / "out.jsonl").exists()
   assert "--refine_rounds" in _infer_cli("--help").stdout

@@ -9,6 +9,7 @@ that the finished stages were skipped, that training resumed from the
 checkpoint, and that every stage's outputs are complete.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -21,6 +22,7 @@ import pytest
 
 from conftest import PY, REPO, run_module, subprocess_env
 from pad_jax import checkpoints
+from pad_jax.decoding import settings as settings_lib
 from pad_jax.errors import ConfigError
 from pad_jax.pipeline import configs
 from pad_jax.pipeline import run_dir as run_dir_lib
@@ -378,6 +380,9 @@ def test_cli_unknown_configurable_names_the_binding():
      "ScoreConfig.answer_format: must be one of ('program', 'text'), got 'txt'"),
     ("ExecLimits.timeout_s = -1.0", "ExecLimits.timeout_s: must be a number > 0"),
     ("DecodeConfig.benchmarks = ['gsm9k']", "DecodeConfig.benchmarks: unknown ['gsm9k']"),
+    # A decode setting infer would refuse (DecodeSettings' checks) stops the
+    # pipeline here, not in the decode stage's child.
+    ("DecodeConfig.num_decodes = 4", "DecodeConfig.num_decodes: must be 1 with decode 'greedy'"),
 ])
 def test_cli_bad_setting_in_a_late_stage_fails_before_the_first_stage(tmp_path, binding, message):
   run_dir = tmp_path / "run"
@@ -387,6 +392,7 @@ def test_cli_bad_setting_in_a_late_stage_fails_before_the_first_stage(tmp_path, 
   assert out.returncode == 2
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith(f"pad_jax.pipeline: bad config: {message}"), out.stderr
+  assert out.stderr.count("pad_jax.pipeline:") == 1  # one line of ours
   assert "Traceback" not in out.stderr  # (above it: only TensorFlow's import-time notices)
   assert not run_dir.exists()  # nothing ran, not even the first stage
 
@@ -409,24 +415,44 @@ def test_decode_config_stepwise_beam_and_refine_rounds():
   stepwise = configs.DecodeConfig(decode="stepwise_beam", beam_size=3, step_candidates=5, top_k=8)
   stepwise.validate()
   assert stepwise.infer_flags() == [
-      "--decode=stepwise_beam", "--max_decode_length=256", "--beam_size=3",
-      "--step_candidates=5", "--temperature=0.7", "--top_k=8"]
+      "--decode=stepwise_beam", "--num_decodes=1", "--beam_size=3", "--alpha=0.6",
+      "--temperature=0.7", "--top_k=8", "--max_decode_length=256", "--max_input_length=512",
+      "--batch_size=8", "--seed=0", "--step_candidates=5", "--refine_rounds=0"]
   refine = configs.DecodeConfig(refine_rounds=2, max_input_length=256)
   refine.validate()
-  assert refine.infer_flags() == ["--decode=greedy", "--max_decode_length=256",
-                                  "--max_input_length=256", "--refine_rounds=2"]
+  assert "--refine_rounds=2" in refine.infer_flags()
+  assert "--max_input_length=256" in refine.infer_flags()
   for kwargs, message in [
       (dict(decode="stepwise_beam", num_decodes=2), "DecodeConfig.num_decodes: must be 1 with"),
-      (dict(decode="stepwise_beam", step_candidates=0), "DecodeConfig.step_candidates: must be >= 1"),
+      (dict(decode="stepwise_beam", step_candidates=0),
+       "DecodeConfig.step_candidates: must be an integer >= 1"),
       (dict(step_verifier="/no/such"), "DecodeConfig.step_verifier: is only for decode"),
-      (dict(decode="stepwise_beam", step_verifier="/no/such"), "DecodeConfig.step_verifier: '/no/such' does not exist"),
+      (dict(decode="stepwise_beam", step_verifier="/no/such"),
+       "DecodeConfig.step_verifier: does not exist, got '/no/such'"),
       (dict(decode="sample", num_decodes=5, refine_rounds=1), "DecodeConfig.refine_rounds: refines one"),
       (dict(decode="stepwise_beam", refine_rounds=1), "DecodeConfig.refine_rounds: refines one"),
       (dict(refine_rounds=-1), "DecodeConfig.refine_rounds: must be an integer >= 0"),
       (dict(decode="beem"), "DecodeConfig.decode: must be one of"),
+      (dict(decode="greedy", num_decodes=4), "DecodeConfig.num_decodes: must be 1 with decode 'greedy'"),
+      (dict(decode="beam", beam_size=2, num_decodes=3), "DecodeConfig.num_decodes: must be <= beam_size"),
+      (dict(benchmarks=[], synthetic=False), "DecodeConfig.synthetic: is False"),
   ]:
     with pytest.raises(ConfigError, match="^" + message):
       configs.DecodeConfig(**kwargs).validate()
+
+
+def test_decode_config_is_the_decode_settings_plus_what_to_decode():
+  """One settings type: DecodeConfig's decode fields are DecodeSettings', same defaults."""
+  settings_fields = {f.name: f.default for f in dataclasses.fields(settings_lib.DecodeSettings)}
+  config_fields = {f.name: f.default for f in dataclasses.fields(configs.DecodeConfig)}
+  assert {k: config_fields[k] for k in settings_fields} == settings_fields
+  assert set(config_fields) - set(settings_fields) == {
+      "benchmarks", "split", "synthetic", "limit", "time_each_set"}
+  # The child's flags carry every setting and nothing of the pipeline's own.
+  flags = configs.DecodeConfig(limit=3, decode="sample", num_decodes=5).infer_flags()
+  assert [f.split("=")[0][2:] for f in flags] == [
+      k for k in settings_fields if k != "step_verifier"]
+  assert "--num_decodes=5" in flags and not any("limit" in f for f in flags)
 
 
 def test_refine_config_is_checked_before_the_first_stage():

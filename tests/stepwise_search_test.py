@@ -15,7 +15,9 @@ import time
 import numpy as np
 import pytest
 
-from pad_jax.decoding import decoder as infer
+from pad_jax.decoding import decoder as decoder_lib
+from pad_jax.decoding import files as decode_files
+from pad_jax.decoding.settings import DecodeSettings
 from pad_jax.data import synthetic
 from pad_jax.execution import limits
 from pad_jax.decoding import stepwise_proposer as proposer_lib
@@ -73,15 +75,14 @@ def _prefixes_run(tokens, vocabulary, executor):
 def test_one_beam_one_candidate_is_greedy(student, tmp_path):
   model_dir, _ = student
   questions = _write_questions(tmp_path / "in.jsonl", 8)
-  common = dict(max_decode_length=MAX_DECODE, max_input_length=64,
-                batch_size=3, progress=False)
-  infer.decode_file(str(model_dir), [], questions, str(tmp_path / "g.jsonl"),
-                    decode="greedy", **common)
-  infer.decode_file(str(model_dir), [], questions, str(tmp_path / "s.jsonl"),
-                    decode="stepwise_beam", beam_size=1, step_candidates=1,
-                    **common)
+  common = dict(max_decode_length=MAX_DECODE, max_input_length=64, batch_size=3)
+  decode_files.decode_file(DecodeSettings(decode="greedy", **common), str(model_dir),
+                           questions, str(tmp_path / "g.jsonl"), progress=False)
+  decode_files.decode_file(
+      DecodeSettings(decode="stepwise_beam", beam_size=1, step_candidates=1, **common),
+      str(model_dir), questions, str(tmp_path / "s.jsonl"), progress=False)
   greedy, stepwise = _read(tmp_path / "g.jsonl"), _read(tmp_path / "s.jsonl")
-  decoder = infer.Decoder(str(model_dir), options=infer.DecodeOptions(
+  decoder = decoder_lib.Decoder(str(model_dir), options=DecodeSettings(
       max_decode_length=8))
   vocabulary = decoder.vocabulary
   eos = vocabulary.eos_id
@@ -154,7 +155,7 @@ class _CountingExecutor:
 
 def test_failing_prefixes_are_executed_and_pruned(student):
   model_dir, _ = student
-  decoder = infer.Decoder(str(model_dir), options=infer.DecodeOptions(
+  decoder = decoder_lib.Decoder(str(model_dir), options=DecodeSettings(
       decode="stepwise_beam", max_decode_length=MAX_DECODE,
       max_input_length=64))
   proposer = _PlantingProposer(proposer_lib.Proposer(
@@ -308,11 +309,12 @@ def test_verifier_trains_on_t5x_and_scores_the_search(student, verifier_data,
 
   questions = _write_questions(tmp_path / "in.jsonl", 2)
   scored = tmp_path / "scored.jsonl"
-  infer.decode_file(str(model_dir), [], questions, str(scored),
-                    decode="stepwise_beam", beam_size=2, step_candidates=2,
-                    step_verifier=str(verifier_dir), max_decode_length=MAX_DECODE,
-                    max_input_length=256, batch_size=2, progress=False)
-  verifier = infer.Decoder(str(verifier_dir), options=infer.DecodeOptions(
+  decode_files.decode_file(
+      DecodeSettings(decode="stepwise_beam", beam_size=2, step_candidates=2,
+                     step_verifier=str(verifier_dir), max_decode_length=MAX_DECODE,
+                     max_input_length=256, batch_size=2),
+      str(model_dir), questions, str(scored), progress=False)
+  verifier = decoder_lib.Decoder(str(verifier_dir), options=DecodeSettings(
       max_decode_length=8, max_input_length=256))
   scorer = scorers.VerifierScorer(verifier.model, verifier.params,
                                   verifier.vocabulary, 256)

@@ -2,7 +2,6 @@
 
 import pytest
 
-from pad_jax.decoding import decoder as infer
 from pad_jax.execution import limits
 from pad_jax.decoding import stepwise_steps as steps
 
@@ -56,14 +55,3 @@ def test_the_sandbox_prunes_failing_prefixes():
   assert results["name"].status == "runtime_error"
   assert results["nan"].status == "bad_return"
   assert results["text"].status == "bad_return"
-
-
-def test_decode_options_check_the_stepwise_flags():
-  infer.DecodeOptions(decode="stepwise_beam", beam_size=2,
-                      step_candidates=3).validate()
-  for options, flag in (
-      (dict(step_candidates=0), "--step_candidates"),
-      (dict(num_decodes=2), "--num_decodes"),
-      (dict(step_candidates=2, temperature=0.0), "--temperature")):
-    with pytest.raises(ValueError, match=flag):
-      infer.DecodeOptions(decode="stepwise_beam", **options).validate()

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import gin
 
 from pad_jax.data import benchmarks
+from pad_jax.decoding.settings import DecodeSettings
 from pad_jax.errors import ConfigError
 from pad_jax.execution import limits as limits_lib
 from pad_jax.refine import mutations
@@ -41,7 +42,6 @@ GIN_CONFIGS = REPO_ROOT / "gin_configs"
 ALL_STAGES = ("synthesize", "verify", "train", "refine", "decode", "score", "report")
 STAGES = tuple(s for s in ALL_STAGES if s != "refine")
 TEACHERS = ("gold", "openai", "none")
-DECODE_MODES = ("greedy", "beam", "sample", "stepwise_beam")
 TASK_FORMATS = ("program", "cot")
 ANSWER_FORMATS = ("program", "text")
 
@@ -243,54 +243,34 @@ class TrainConfig:
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class DecodeConfig:
-  """What the trained student decodes (`python -m pad_jax.infer`).
+class DecodeConfig(DecodeSettings):
+  """What the trained student decodes, and how (`python -m pad_jax.infer`).
+
+  How: the fields of `pad_jax.decoding.settings.DecodeSettings` (`decode`,
+  `num_decodes`, `beam_size`, `alpha`, `temperature`, `top_k`,
+  `max_decode_length`, `max_input_length`, `batch_size`, `seed`,
+  `step_candidates`, `step_verifier`, `refine_rounds`), bound as
+  `DecodeConfig.decode = 'greedy'` etc., with its defaults and its checks;
+  the decode stage passes them to infer as flags (`infer_flags()`).
+  `refine_rounds` needs a student trained on refinement data (the `refine`
+  stage).
+
+  What (the pipeline's own fields):
 
   Attributes:
     benchmarks: benchmark names to decode (`gsm8k`, `svamp`, `asdiv`, ...).
     split: their split.
     synthetic: also decode the synthetic held-out problems.
     limit: at most N examples per eval set (None: all).
-    decode: `greedy`, `beam`, `sample` or `stepwise_beam` (PaD's stage IV:
-      one line at a time, failing prefixes pruned; docs/stepwise.md).
-    num_decodes: decodes per question (K > 1: self-consistency).
-    beam_size: beam width (decode `beam`; `stepwise_beam`: partial programs
-      kept per question).
-    temperature: sampling temperature (decode `sample`; `stepwise_beam`:
-      of the step candidates after the first).
-    top_k: top-k sampling (decode `sample`, `stepwise_beam`; None: off).
-    step_candidates: candidate next lines per partial program
-      (`stepwise_beam`).
-    step_verifier: a trained step verifier's checkpoint as the reasoning
-      scorer (`stepwise_beam`; None: the student's log-probability).
-    refine_rounds: self-refinement rounds (PaD's stage III at inference:
-      decode, execute, and on failure decode again from the feedback, up to
-      R rounds; 0: off). Needs a student trained on refinement data (the
-      `refine` stage).
     time_each_set: decode each eval set in its own infer child, so that the
       score stage reports seconds per question per set (each child's time
       includes restoring the checkpoint and compiling).
-    batch_size: decode batch size (None: infer's default).
-    max_decode_length: longest program in tokens.
-    max_input_length: longest input in tokens (None: infer's default, 512);
-      with `refine_rounds` also the refinement input's budget.
   """
 
   benchmarks: Sequence[str] = ("gsm8k",)
   split: str = "test"
   synthetic: bool = True
   limit: Optional[int] = None
-  decode: str = "greedy"
-  num_decodes: int = 1
-  beam_size: int = 4
-  temperature: float = 0.7
-  top_k: Optional[int] = None
-  batch_size: Optional[int] = None
-  max_decode_length: int = 256
-  max_input_length: Optional[int] = None
-  step_candidates: int = 4
-  step_verifier: Optional[str] = None
-  refine_rounds: int = 0
   time_each_set: bool = False
 
   def validate(self) -> None:
@@ -302,52 +282,8 @@ class DecodeConfig:
         ("synthetic", bool(self.benchmarks) or self.synthetic,
          "is False and DecodeConfig.benchmarks is empty: nothing to decode"),
         ("limit", self.limit is None or self.limit > 0, "must be None or > 0"),
-        _one_of(self, "decode", DECODE_MODES),
-        ("num_decodes", self.num_decodes >= 1, "must be >= 1"),
-        ("beam_size", self.beam_size >= 1, "must be >= 1"),
-        ("temperature", self.temperature > 0, "must be > 0"),
-        ("top_k", self.top_k is None or self.top_k >= 1, "must be None or >= 1"),
-        ("batch_size", self.batch_size is None or self.batch_size >= 1, "must be None or >= 1"),
-        ("max_decode_length", self.max_decode_length >= 1, "must be >= 1"),
-        ("step_candidates", self.step_candidates >= 1, "must be >= 1"),
-        ("num_decodes", self.decode != "stepwise_beam" or self.num_decodes == 1,
-         "must be 1 with decode 'stepwise_beam' (it writes one program)"),
-        ("step_verifier", self.step_verifier is None or self.decode == "stepwise_beam",
-         "is only for decode 'stepwise_beam'"),
-        ("refine_rounds", isinstance(self.refine_rounds, int) and self.refine_rounds >= 0,
-         "must be an integer >= 0"),
-        ("refine_rounds", self.refine_rounds == 0 or (
-            self.decode in ("greedy", "beam", "sample") and self.num_decodes == 1),
-         "refines one decoded program per question: decode 'greedy', 'beam' or 'sample' "
-         "with num_decodes 1"),
-        ("max_input_length", self.max_input_length is None or self.max_input_length >= 2,
-         "must be None or >= 2"),
     ], self)
-    if self.step_verifier is not None and not pathlib.Path(self.step_verifier).exists():
-      raise ConfigError(f"DecodeConfig.step_verifier: {self.step_verifier!r} does not exist")
-
-  def infer_flags(self) -> list[str]:
-    """The decoding flags of `python -m pad_jax.infer`."""
-    flags = [f"--decode={self.decode}", f"--max_decode_length={self.max_decode_length}"]
-    if self.max_input_length:
-      flags.append(f"--max_input_length={self.max_input_length}")
-    if self.decode in ("beam", "stepwise_beam"):
-      flags.append(f"--beam_size={self.beam_size}")
-    if self.decode == "stepwise_beam":
-      flags.append(f"--step_candidates={self.step_candidates}")
-      if self.step_verifier:
-        flags.append(f"--step_verifier={self.step_verifier}")
-    if self.decode in ("sample", "stepwise_beam"):
-      flags.append(f"--temperature={self.temperature}")
-      if self.top_k:
-        flags.append(f"--top_k={self.top_k}")
-    if self.num_decodes > 1:
-      flags.append(f"--num_decodes={self.num_decodes}")
-    if self.refine_rounds:
-      flags.append(f"--refine_rounds={self.refine_rounds}")
-    if self.batch_size:
-      flags.append(f"--batch_size={self.batch_size}")
-    return flags
+    super().validate()  # the decode settings, as infer checks them
 
 
 @gin.configurable

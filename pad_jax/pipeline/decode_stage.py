@@ -1,7 +1,9 @@
 """The decode stage: the trained student writes a program for every eval question.
 
 One `python -m pad_jax.infer` child decodes all eval sets (one model load and
-compilation); infer appends per batch and skips finished ids, so a killed
+compilation) with `DecodeConfig`'s decode settings as its flags
+(`DecodeSettings.infer_flags`, every field, checked before the first stage
+as infer checks them); infer appends per batch and skips finished ids, so a killed
 stage resumes. Outputs: `decode/<eval_set>.inputs.jsonl` (`id`, `question`,
 `answer`), `decode/<eval_set>.jsonl` (infer's rows: `id`, `prediction`,
 `tokens`, and `predictions` when several decodes are asked) and

@@ -1,7 +1,7 @@
 """The student's own failures as refinement data (PaD stage III, source (b)).
 
 The training questions are decoded with a trained checkpoint
-(`pad_jax.decoder_lib.decode_file`, resumable), every prediction is executed as
+(`pad_jax.decoding.files.decode_file`, resumable), every prediction is executed as
 written, and the wrong ones (not runnable, or a wrong answer) become rows
 paired with a verified program of the same question. Files in OUT_DIR:
 `student_questions.jsonl` (the questions decoded), `student_decodes.jsonl`
@@ -13,8 +13,9 @@ from __future__ import annotations
 import pathlib
 from typing import Optional, Sequence
 
-from pad_jax.decoding import decoder as decoder_lib
 from pad_jax import jsonl
+from pad_jax.decoding import files as decode_files
+from pad_jax.decoding.settings import DecodeSettings
 from pad_jax.data.programs import ProgramRecord
 from pad_jax.execution.limits import ExecLimits
 from pad_jax.refine import data
@@ -41,10 +42,11 @@ def build_student(records: Sequence[ProgramRecord], out_dir: pathlib.Path, check
     jsonl.write_rows(questions, ({"id": r.id, "question": r.question, "answer": r.answer}
                                  for r in targets.values()))
   decodes = out_dir / DECODES_FILE
-  summary = decoder_lib.decode_file(checkpoint_dir, gin_files, str(questions), str(decodes),
-                              batch_size=batch_size, max_decode_length=max_decode_length,
-                              max_input_length=max_input_length, vocab_dir=vocab_dir,
-                              progress=progress)
+  settings = DecodeSettings(batch_size=batch_size, max_decode_length=max_decode_length,
+                            max_input_length=max_input_length)
+  summary = decode_files.decode_file(settings, checkpoint_dir, str(questions), str(decodes),
+                                     gin_files=gin_files, vocab_dir=vocab_dir,
+                                     progress=progress)
   groups = []
   for row in jsonl.read_resumable(decodes):
     record = targets.get(str(row["id"]))

@@ -38,6 +38,7 @@ import tqdm
 from pad_jax import answers
 from pad_jax import cli
 from pad_jax.decoding import decoder as decoder_lib
+from pad_jax.decoding.settings import DecodeSettings
 from pad_jax import jsonl
 from pad_jax.errors import ConfigError, DataError
 from pad_jax.execution import flags as exec_flags
@@ -176,7 +177,7 @@ def build(checkpoint_dir: str, input_path: str, output_path: str, *,
              "total": len(rows), "prefixes": 0, "correct": 0}
   start = time.time()
   if todo:
-    decoder = decoder_lib.Decoder(checkpoint_dir, gin_files, decoder_lib.DecodeOptions(
+    decoder = decoder_lib.Decoder(checkpoint_dir, gin_files, DecodeSettings(
         decode="sample", max_decode_length=max_decode_length,
         max_input_length=max_input_length, seed=seed))
     proposer = proposer_lib.Proposer(
