@@ -45,9 +45,8 @@ Rows are appended (fsync'd) per batch; rerunning the same command skips the
 ids already in `--output` (resume, `pad_jax.jsonl`'s rule: a torn last line
 is redone, a malformed line elsewhere is an error). Bad input (a malformed
 input line, a bad flag) stops the run with exit status 2 and one line
-`error: file:line: field 'f': message` or `error: --flag: message`; a
-missing checkpoint or model file with one line and status 1
-(`pad_jax.cli`).
+`error: file:line: field 'f': message` or `error: --flag: message` (a
+missing checkpoint or model file included; `pad_jax.cli`).
 
 `--checkpoint_dir` is a `checkpoint_<step>` directory or a model directory
 (its latest checkpoint). The model is defined by `--gin_file` (t5x-style,
@@ -72,6 +71,7 @@ from pad_jax.decoding import files
 from pad_jax.decoding import refine_loop
 from pad_jax.decoding.settings import DECODE_MODES
 from pad_jax.decoding.settings import DecodeSettings
+from pad_jax.errors import ConfigError
 
 
 def settings_from_flags(values: flags.FlagValues = flags.FLAGS) -> DecodeSettings:
@@ -88,11 +88,14 @@ def main(argv: list[str]) -> int:
               output=values.output)
   settings = settings_from_flags(values)
   settings.validate(prefix="--")  # the message names the flag
-  summary = files.decode_file(
-      settings, values.checkpoint_dir, values.input, values.output,
-      gin_files=values.gin_file, gin_search_paths=values.gin_search_paths,
-      gin_bindings=values.gin_bindings, vocab_dir=values.vocab_dir,
-      resume=values.resume)
+  try:
+    summary = files.decode_file(
+        settings, values.checkpoint_dir, values.input, values.output,
+        gin_files=values.gin_file, gin_search_paths=values.gin_search_paths,
+        gin_bindings=values.gin_bindings, vocab_dir=values.vocab_dir,
+        resume=values.resume)
+  except FileNotFoundError as e:  # a file the flags name (its path is in the message)
+    raise ConfigError(str(e)) from e
   if "refine" in summary:
     print(refine_loop.table(summary["refine"]), file=sys.stderr)
   print(json.dumps(summary))
