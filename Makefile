@@ -2,6 +2,9 @@
 # Accelerator hosts: `make setup-tpu` (Cloud TPU VM worker) or `make setup-gpu`
 # (NVIDIA, CUDA 12): pad-jax with jax[tpu]/jax[cuda12]==0.10.2 and t5x, airio,
 # jestimator pinned from GitHub, no test dependencies (docs/tpu_vm.md).
+# Optional: a C++17 compiler (`c++` or $CXX) for the CPU decoding kernels,
+# built on first use; without one decoding runs the jnp code (docs/student.md)
+# and tests/kernels_test.py skips its kernel tests.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -61,6 +61,9 @@ setuptools.setup(
     version="0.1.0",
     description="Program-aided Distillation (PaD) of math reasoning into small T5 students, on JAX/t5x.",
     packages=setuptools.find_packages(include=["pad_jax", "pad_jax.*", "tasks", "tasks.*"]),
+    # The CPU decoding kernels ship as C++ sources, compiled on first use; a
+    # C++17 compiler (`c++` or $CXX) is optional: without one, decoding runs
+    # the jnp code (same ids, slower on CPU; docs/student.md).
     package_data={"pad_jax": ["data/demo_vocab/*", "student/kernels/*.cc",
                              "student/kernels/*.h"]},
     python_requires=">=3.11,<3.12",

@@ -25,6 +25,7 @@ from t5x import decoding
 
 from conftest import REPO, subprocess_env
 from pad_jax.decoding import beam_search
+from pad_jax.student import attention
 from pad_jax.student import models
 from pad_jax.student import network
 
@@ -127,10 +128,10 @@ def test_ancestor_attention_is_attention_over_the_reordered_cache():
   position = np.arange(length)
   reordered = [x[source, :, position].transpose(0, 2, 1, 3)
                for x in (np.asarray(key), np.asarray(value))]
-  ours = network.cached_attention(query, key, value, bias, jnp.float32,
-                                  True, ancestors=ancestors)
-  theirs = network.cached_attention(query, *reordered, bias, jnp.float32,
-                                    True)
+  ours = attention.cached_attention(query, key, value, bias, jnp.float32,
+                                    True, ancestors=ancestors)
+  theirs = attention.cached_attention(query, *reordered, bias, jnp.float32,
+                                      True)
   np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 

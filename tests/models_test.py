@@ -18,6 +18,7 @@ from t5x import models as t5x_models
 from t5x.examples.t5 import layers
 from t5x.examples.t5 import network as t5x_network
 
+from pad_jax.student import attention
 from pad_jax.student import kernels
 from pad_jax.student import models
 from pad_jax.student import network
@@ -89,16 +90,24 @@ def test_cross_attention_kv_shapes():
   encoded = module.apply({"params": params}, enc, enable_dropout=False,
                          method=module.encode)
   kv = model._cross_attention_kv(params, encoded, enc)  # pylint: disable=protected-access
-  # On CPU the tied output layer's table is stored transposed for the
-  # decoding steps' kernel (pad_jax.student.kernels).
-  assert sorted(kv["decoder"]) == ["layers_0", "layers_1", "output_kernel"]
+  # One structure on every host, kernels or not: the tied output layer's
+  # table transposed sits beside the layers' keys and values.
+  with kernels.disabled():
+    no_kernels = model._cross_attention_kv(params, encoded, enc)  # pylint: disable=protected-access
+  assert (jax.tree_util.tree_structure(kv) ==
+          jax.tree_util.tree_structure(no_kernels))
+  assert sorted(kv) == ["decoder", attention.OUTPUT_KERNEL]
+  assert sorted(kv["decoder"]) == ["layers_0", "layers_1"]
   layer = kv["decoder"]["layers_0"]["encoder_decoder_attention"]
   assert layer["key"].shape == layer["value"].shape == (2, 4, 10, 8)
-  np.testing.assert_array_equal(kv["decoder"]["output_kernel"],
+  np.testing.assert_array_equal(kv[attention.OUTPUT_KERNEL],
                                 params["token_embedder"]["embedding"].T)
-  with kernels.disabled():  # Elsewhere (GPU, TPU) it is not made.
-    kv = model._cross_attention_kv(params, encoded, enc)  # pylint: disable=protected-access
-  assert sorted(kv["decoder"]) == ["layers_0", "layers_1"]
+  untied = network.Transformer(network.T5Config(
+      **dict(SHAPE, logits_via_embedding=False)))
+  model = models.EncoderDecoderModel(untied, None, None, None)
+  params = _params(model, batch)["params"]
+  kv = model._cross_attention_kv(params, encoded, enc)  # pylint: disable=protected-access
+  assert sorted(kv) == ["decoder"]
 
 
 def test_t5x_network_falls_back_to_t5x_decoding():
@@ -124,7 +133,7 @@ def test_grouped_attention_equals_expanded_attention():
   expected = layers.dot_product_attention(
       query, expand(key), expand(value), bias=expand(bias),
       deterministic=True, float32_logits=True)
-  got = network.cached_attention(
+  got = attention.cached_attention(
       query, key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3), bias,
       dtype=np.float32, float32_logits=True)
   np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

@@ -48,12 +48,13 @@ from jax import lax
 import jax.numpy as jnp
 from t5x import decoding
 
-NEG_INF = decoding.NEG_INF
-
 # A cache leaf by this name, `[batch, 1, length]` int32 as the network
 # shapes it, marks the arrays beside it (its layer's keys and values) as
 # addressed through it; see `_expand_cache` and `_reorder_cache`.
-ANCESTORS = 'beam_ancestors'
+from pad_jax.student.attention import ANCESTORS  # pylint: disable=g-importing-member
+
+NEG_INF = decoding.NEG_INF
+
 # Leaves t5x's `decoding.cache_map` leaves alone (scalars, shared biases).
 _NOT_PER_ROW = ('cache_index', 'cached_bias', 'position_embedder_index')
 

@@ -10,16 +10,17 @@ layer: for CodeT5-small at input length 128 that is ~90% of a step's FLOPs.
 tree, checkpoints; a subclass, STYLE rule 3) whose `predict_batch_with_aux`
 projects those keys and values once per input before the loop
 (`network.Transformer.cross_attention_kv`) and hands them to every step as
-the read-only `cross_attention` variable collection (on CPU with a tied
-output layer it also carries the embedding table transposed, for
-`pad_jax.student.kernels`). They are not put in the
-decoding cache on purpose: beam search reorders its cache at every step
-(`decoding.cache_gather_beams`, a one-hot contraction over every cache
-array), and all beams of one input share the same keys/values, so carrying
-them there would copy them per beam and per step for nothing. Instead they
-keep their `[batch, ...]` shape and the decoder attends to them from all the
-beams (or `num_decodes` samples) of an input at once
-(`network.cached_attention`).
+the read-only `cross_attention` variable collection (with a tied output
+layer it also carries the embedding table transposed,
+`attention.OUTPUT_KERNEL`, which the CPU kernel reads faster; on every host
+alike, so the collection's structure never depends on the kernels). They
+are not put in the decoding cache on purpose: beam search reorders its
+cache at every step (`decoding.cache_gather_beams`, a one-hot contraction
+over every cache array), and all beams of one input share the same
+keys/values, so carrying them there would copy them per beam and per step
+for nothing. Instead they keep their `[batch, ...]` shape and the decoder
+attends to them from all the beams (or `num_decodes` samples) of an input
+at once (`attention.cached_attention`).
 
 A module without `cross_attention_kv` (t5x's example network) decodes
 exactly as with t5x's class.
@@ -47,7 +48,7 @@ from t5x import decoding
 from t5x import losses
 from t5x import models
 
-from pad_jax.student import network
+from pad_jax.student import attention
 
 PyTree = Any
 
@@ -265,12 +266,22 @@ class EncoderDecoderModel(models.EncoderDecoderModel):
 
   def _cross_attention_kv(self, params: PyTree, encoded_inputs: jnp.ndarray,
                           encoder_input_tokens: jnp.ndarray) -> PyTree:
-    """Every decoder layer's cross-attention keys and values, `[batch, ...]`."""
+    """The `cross_attention` collection of a decoding call, `[batch, ...]`.
+
+    Every decoder layer's cross-attention keys and values and, with a tied
+    output layer, the embedding table transposed (`attention.OUTPUT_KERNEL`,
+    `[emb_dim, vocab]`), made once here rather than at every step.
+    """
     _, variables = self.module.apply(
         {'params': params}, encoded_inputs, encoder_input_tokens,
-        mutable=[network.CROSS_ATTENTION],
+        mutable=[attention.CROSS_ATTENTION],
         method=self.module.cross_attention_kv)
-    return variables[network.CROSS_ATTENTION]
+    collection = dict(variables[attention.CROSS_ATTENTION])
+    kernel, vocab_axis, _ = self.module.apply(
+        {'params': params}, method=self.module.output_layer)
+    if vocab_axis == 0:  # Tied: the `[vocab, emb_dim]` token embedding.
+      collection[attention.OUTPUT_KERNEL] = kernel.T
+    return collection
 
   def _logits_from_slice_with_kv(
       self, decoding_state: decoding.DecodingState, params: PyTree,
@@ -284,7 +295,7 @@ class EncoderDecoderModel(models.EncoderDecoderModel):
     flat_ids = decoding_state.cur_token
     flat_logits, new_vars = self.module.apply(
         {'params': params, 'cache': decoding_state.cache,
-         network.CROSS_ATTENTION: cross_kv},
+         attention.CROSS_ATTENTION: cross_kv},
         encoded_inputs, raw_inputs, flat_ids, flat_ids,
         enable_dropout=False, decode=True,
         max_decode_length=max_decode_length, mutable=['cache'],

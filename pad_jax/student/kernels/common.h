@@ -1,4 +1,5 @@
-// What the CPU decoding kernels share: the vector type and the parallel loop.
+// What the CPU decoding kernels share: the constants from Python, the vector
+// type and the parallel loop.
 
 #ifndef PAD_JAX_KERNELS_COMMON_H_
 #define PAD_JAX_KERNELS_COMMON_H_
@@ -11,7 +12,20 @@
 
 #include "xla/ffi/api/ffi.h"
 
+// Defined once, in pad_jax/student/kernels/__init__.py (MAX_ROWS, MASKED),
+// and passed by its build() as -D flags.
+#if !defined(PAD_KERNELS_MAX_ROWS) || !defined(PAD_KERNELS_MASKED)
+#error "build with pad_jax.student.kernels.build(), which defines PAD_KERNELS_*"
+#endif
+#define PAD_KERNELS_STR(x) PAD_KERNELS_STR2(x)
+#define PAD_KERNELS_STR2(x) #x
+
 namespace pad_kernels {
+
+// Rows of x per skinny matmul call.
+constexpr int64_t kMaxRows = PAD_KERNELS_MAX_ROWS;
+// A bias at or below this marks a masked position (not read).
+constexpr float kMasked = PAD_KERNELS_MASKED;
 
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;

@@ -2,11 +2,11 @@
 // key/value cache, reading only the cache positions the bias does not mask.
 //
 //   q     [B, R, H, D]   R query rows per batch entry (samples x positions)
-//   k, v  [B, H, L, D]   the heads-major decode cache (pad_jax.network)
+//   k, v  [B, H, L, D]   the heads-major decode cache (pad_jax.student)
 //   bias  [B, H, R, L]   additive; <= kMasked marks a masked position
 //   out   [B, R, H, D]   softmax(q.k + bias) . v, in float32
 //
-// The values of `network.cached_attention` (an einsum, a softmax, an einsum)
+// The values of `kernels.attention_reference` (an einsum, a softmax, an einsum)
 // up to the order of the float32 sums: a masked position's logit is
 // q.k - 1e10, whose exp underflows to exactly 0 next to any unmasked one, so
 // skipping it changes nothing. A row with every position masked gets what
@@ -29,8 +29,6 @@ namespace ffi = xla::ffi;
 using namespace pad_kernels;  // NOLINT: the kernels' shared vocabulary.
 
 namespace {
-
-constexpr float kMasked = -1e9f;
 
 typedef int32_t IVec __attribute__((vector_size(kLanes * 4), aligned(4)));
 

@@ -1,6 +1,6 @@
 // Skinny float32 matrix products for decoding on CPU: y[M, N] = x[M, K] . w,
-// M <= 32 rows (a decoding step's batch, beams or samples), w a large weight
-// matrix read once.
+// M <= kMaxRows rows (a decoding step's batch, beams or samples), w a large
+// weight matrix read once.
 //
 //   transpose_w = false: w is [K, N] row-major (t5x's dense kernels).
 //   transpose_w = true:  w is [N, K] row-major (a tied output embedding).
@@ -24,7 +24,7 @@
 //
 // Threads come from XLA's intra-op pool (common.h, ParallelParts).
 //
-// Built by pad_jax/kernels/__init__.py for the machine it runs on
+// Built by pad_jax/student/kernels/__init__.py for the machine it runs on
 // (-march=native) and registered as the XLA FFI target
 // "pad_skinny_matmul_f32" on the CPU platform.
 
@@ -41,7 +41,6 @@ using namespace pad_kernels;  // NOLINT: the kernels' shared vocabulary.
 namespace {
 
 constexpr int kGroup = 8;      // Rows of x per register tile.
-constexpr int kMaxRows = 32;  // Rows of x per call.
 constexpr int64_t kColumnBlock = 2048;  // [K, N]: a part's columns at a time.
 constexpr int64_t kMinRowsPerPart = 64;
 
@@ -236,7 +235,8 @@ ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t N = transpose_w ? wd[0] : wd[1];
   if ((transpose_w ? wd[1] : wd[0]) != K || rows < 1 || rows > kMaxRows) {
     return ffi::Error::InvalidArgument(
-        "pad_skinny_matmul: shapes do not match, or more than 32 rows");
+        "pad_skinny_matmul: shapes do not match, or more than "
+        PAD_KERNELS_STR(PAD_KERNELS_MAX_ROWS) " rows");
   }
   const float* xp = x.typed_data();
   const float* wp = w.typed_data();
