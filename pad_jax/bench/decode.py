@@ -324,7 +324,7 @@ def profile_notes(report: dict[str, Any], goal: float) -> list[str]:
       "at every step, ~0.4 GB written per step): each layer keeps a "
       "[batch, beams, 256] table of ancestors and the attention reads "
       "every beam's positions from its ancestors' rows "
-      "(network.ancestor_attention). What that costs: every key array is "
+      "(attention.ancestor_attention). What that costs: every key array is "
       "read once per beam (4 matrix-vector products per layer; one "
       "4-query product against the [.., 256, 64] key layout ran several "
       "times slower on XLA:CPU), values once. Left: a key cache stored "

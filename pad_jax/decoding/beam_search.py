@@ -18,7 +18,7 @@ Apache License 2.0) with three changes, all about memory traffic per step:
   what beam `m` of input `b` wrote at each step, the table
   (`[batch, beams, length]` ints, `[b, i, k] = m`: position `k` of beam
   `i`'s sequence is in row `m`) is what moves, and the network reads
-  through it (`network.ancestor_attention`). Reordering 12 arrays of
+  through it (`attention.ancestor_attention`). Reordering 12 arrays of
   `[32, 8, 256, 64]` floats at CodeT5-small batch 8 x 4 beams wrote
   ~0.4 GB per step (the gather and the loop-carry copy XLA adds after
   it); the tables are 32 KB each. The network gets the table one beam
