@@ -1,8 +1,17 @@
 """Parse and compare numeric answers (a leaf module: imports nothing from pad_jax).
 
-Two comparison modes:
+Three comparison modes:
 
-* ``pad``: the PaD paper's lenient check, ``round(pred) == round(gold)``.
+* ``tolerance`` (the default, `DEFAULT_MODE`): ``|pred - gold| <= max(1e-4,
+  1e-12 * |gold|)``: float noise such as ``40.00000000000001`` for 40 is
+  right at any magnitude, ``16.5`` for 16 is wrong. It never calls a wrong
+  answer right: a relative 1e-4 would call 20001 right for gold 20000 (GSM8K
+  has answers that large), and a relative 1e-12 is still a thousand times
+  float64's rounding after a few operations.
+* ``pad``: the PaD paper's check, ``round(pred) == round(gold)``, kept by name
+  to replicate the paper's evaluation. It is lenient: it calls ``16.5`` right
+  for gold 16 (Python rounds half to even) and, on integer-gold benchmarks,
+  every ``x.4``/``x.5`` near the gold.
 * ``strict``: PAL's check, ``|pred - gold| < 1e-3`` (relative for |gold| > 1e3).
 
 nan, inf and complex values never equal anything.
@@ -17,7 +26,10 @@ import numbers
 import re
 from typing import Any, Optional
 
-MODES = ("pad", "strict")
+MODES = ("tolerance", "pad", "strict")
+DEFAULT_MODE = "tolerance"
+ABSOLUTE_TOLERANCE = 1e-4
+RELATIVE_TOLERANCE = 1e-12
 
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _STRIP_CHARS = "$€£ \t\n"
@@ -82,13 +94,15 @@ def _parse_string(text: str) -> Optional[float]:
   return number if math.isfinite(number) else None
 
 
-def answers_match(prediction: Any, gold: Any, mode: str = "pad") -> bool:
-  """True if `prediction` equals `gold` under `mode` ("pad" or "strict")."""
+def answers_match(prediction: Any, gold: Any, mode: str = DEFAULT_MODE) -> bool:
+  """True if `prediction` equals `gold` under `mode` (one of `MODES`)."""
   if mode not in MODES:
     raise ValueError(f"unknown answer mode {mode!r}; expected one of {MODES}")
   pred, ref = parse_number(prediction), parse_number(gold)
   if pred is None or ref is None:
     return False
+  if mode == "tolerance":
+    return abs(pred - ref) <= max(ABSOLUTE_TOLERANCE, RELATIVE_TOLERANCE * abs(ref))
   if mode == "pad":
     try:
       return round(pred) == round(ref)

@@ -28,9 +28,9 @@ def test_parse_number_rejects(value):
 
 
 def test_pad_mode_rounds():
-  assert answers.answers_match(17.6, 18)
-  assert answers.answers_match("18", 18.2)
-  assert not answers.answers_match(17.4, 18)
+  assert answers.answers_match(17.6, 18, mode="pad")
+  assert answers.answers_match("18", 18.2, mode="pad")
+  assert not answers.answers_match(17.4, 18, mode="pad")
 
 
 def test_strict_mode():
@@ -50,3 +50,17 @@ def test_nonfinite_never_match(bad):
 def test_unknown_mode():
   with pytest.raises(ValueError, match="unknown answer mode"):
     answers.answers_match(1, 1, mode="fuzzy")
+
+
+def test_tolerance_mode_is_the_default_and_never_calls_a_wrong_answer_right():
+  assert answers.DEFAULT_MODE == "tolerance"
+  assert answers.answers_match(40.00000000000001, 40)  # float noise
+  assert answers.answers_match(0.30000000000000004, 0.3)
+  assert not answers.answers_match(16.5, 16)  # round(16.5) == 16 in Python
+  assert not answers.answers_match(16.4, 16)
+  assert not answers.answers_match(20_001, 20_000)  # a relative 1e-4 would say yes
+  assert not answers.answers_match(1_000_000.5, 1_000_000)
+  assert answers.answers_match(3e12 / 7 * 7, 3e12)  # float noise at any magnitude
+  assert answers.answers_match(2.50004, 2.5)
+  # The paper's rounding stays available by name, and is lenient.
+  assert answers.answers_match(16.5, 16, mode="pad")

@@ -58,7 +58,7 @@ def test_faults_retried_wrong_programs_dropped_key_hygiene(examples, tmp_path):
   assert kept and all(WRONG_MARK not in r.program for r in kept)
   assert {r.prompt_variant for r in kept} == {0}
   assert all("print(" not in r.program for r in kept)  # Extracted, not raw.
-  assert report["kept"] == len(kept) == report["correct"]["pad"]
+  assert report["kept"] == len(kept) == report["correct"][report["mode"]]
   no_gold = sum(1 for c in completions if "not sure" in c["text"])  # Question 23 has none.
   assert report["extraction_failures"] == no_gold
   assert report["wrong_answer"] == sum(

@@ -36,6 +36,24 @@ ROWS = [
 ]
 
 
+def test_the_default_mode_never_keeps_a_wrong_answer(tmp_path):
+  # Real gpt-3.5-turbo GSM8K completions return 16.5 for gold 16 (Python's
+  # round(16.5) == 16 made the paper's check keep it) and float noise such as
+  # 40.00000000000001 for gold 40 (right).
+  in_dir = tmp_path / "in"
+  in_dir.mkdir()
+  rows = [_row("k1", "q1", "def solution():\n    return 33 / 2", answer=16.0),
+          _row("k2", "q2", "def solution():\n    return 0.1 * 3 * 400 / 3", answer=40.0)]
+  assert 0.1 * 3 * 400 / 3 == 40.00000000000001
+  (in_dir / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  report = verify_lib.verify_dir(in_dir, ExecLimits(workers=1, timeout_s=5.0),
+                                 out_dir=tmp_path / "out")
+  assert [p.id for p in read_programs(tmp_path / "out" / "programs.jsonl")] == ["q2"]
+  assert report["mode"] == "tolerance"
+  # Both counts, as before: the paper's rounding would have kept both.
+  assert report["correct"] == {"tolerance": 1, "pad": 2, "strict": 1}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
   directory = tmp_path_factory.mktemp("verify")
@@ -50,7 +68,8 @@ def run_dir(tmp_path_factory):
 
 
 def test_verify_dir_keeps_correct_deduplicated_programs(run_dir, tmp_path):
-  report = verify_lib.verify_dir(run_dir, ExecLimits(workers=1, timeout_s=1.0),
+  # The paper's rounded comparison, by name (q4's 7.4 is "right" for 7 there).
+  report = verify_lib.verify_dir(run_dir, ExecLimits(workers=1, timeout_s=1.0, answer_mode="pad"),
                                  out_dir=tmp_path)
   programs = read_programs(tmp_path / "programs.jsonl")
   assert [(p.id, p.sample) for p in programs] == [("q1", 0), ("q4", 0)]
@@ -62,7 +81,7 @@ def test_verify_dir_keeps_correct_deduplicated_programs(run_dir, tmp_path):
   assert report["status_counts"]["runtime_error"] == 1
   assert report["status_counts"]["timeout"] == 1
   assert report["status_counts"]["forbidden_import"] == 1
-  assert report["correct"] == {"pad": 3, "strict": 2}
+  assert report["correct"] == {"tolerance": 2, "pad": 3, "strict": 2}
   assert report["wrong_answer"] == 1
   assert report["pass_rate"] == pytest.approx(3 / 8, abs=1e-4)
   assert report["pass_rate_by_variant"]["1"] == {"completions": 2, "correct": 1,
@@ -86,7 +105,8 @@ def test_strict_mode_keeps_fewer(run_dir, tmp_path):
 
 def test_cli_redoes_verification_and_reports_bad_rows(run_dir, tmp_path):
   result = subprocess.run([sys.executable, "-m", "pad_jax.verify", f"--in_dir={run_dir}",
-                           f"--out_dir={tmp_path}", "--workers=1", "--timeout_s=1"],
+                           f"--out_dir={tmp_path}", "--workers=1", "--timeout_s=1",
+                           "--mode=pad"],
                           capture_output=True, timeout=120)
   assert result.returncode == 0, result.stderr.decode()[-2000:]
   assert "kept 2 programs" in result.stdout.decode()
@@ -137,7 +157,7 @@ def test_cli_help_lists_the_executor_flags():
 
 
 def test_programs_register_as_a_seqio_task(run_dir, tmp_path):
-  verify_lib.verify_dir(run_dir, ExecLimits(workers=1, timeout_s=1.0),
+  verify_lib.verify_dir(run_dir, ExecLimits(workers=1, timeout_s=1.0, answer_mode="pad"),
                         out_dir=tmp_path)
   from tasks import program_tasks  # pylint: disable=g-import-not-at-top
   task = program_tasks.register_program_task("teacher_verify_test_task",

@@ -38,7 +38,7 @@ def test_execute_runs_each_text_once_and_compares_under_every_mode():
   assert executor.ran.count(CORRECT) == 1
   assert [v.status for v in verdicts] == ["ok", "ok", "ok", "runtime_error",
                                           verification.EXTRACTION_FAILED]
-  assert verdicts[2].match == {"pad": True, "strict": False}
+  assert verdicts[2].match == {"tolerance": False, "pad": True, "strict": False}
   verification.execute(executor, [_verdict("q6", CORRECT)], seen)
   assert executor.ran.count(CORRECT) == 1  # Seen before: not run again.
 
@@ -76,7 +76,7 @@ def test_tally_counts_statuses_correct_and_variants():
   counts = verification.tally(verdicts, "pad")
   assert counts.status_counts == {"ok": 2, "runtime_error": 1,
                                   verification.EXTRACTION_FAILED: 1}
-  assert counts.correct == {"pad": 1, "strict": 1}
+  assert counts.correct == {"tolerance": 1, "pad": 1, "strict": 1}
   assert counts.wrong_answer == 1
   assert counts.by_variant == {"0": [2, 1], "1": [2, 0]}
   assert counts.outcome_counts() == {"runtime_error": 1, verification.EXTRACTION_FAILED: 1,

@@ -28,7 +28,9 @@ def define() -> None:
       workers=flags.DEFINE_integer("workers", DEFAULT.workers,
                                    "Executor worker processes (default: usable CPUs)."),
       answer_mode=flags.DEFINE_enum("mode", DEFAULT.answer_mode, list(answers.MODES),
-                                    "Answer comparison: pad (rounded, the paper's) or "
+                                    "Answer comparison: tolerance (|pred - gold| <= max(1e-4, "
+                                    "1e-12 * |gold|); never calls a wrong answer right), pad "
+                                    "(rounded, the paper's; lenient: 16.5 is right for 16) or "
                                     "strict (|pred - gold| < 1e-3, PAL's)."),
       exec_mode=flags.DEFINE_enum("exec_mode", DEFAULT.exec_mode, list(MODES),
                                   "Answer = what solution() returns, or the last printed number."),

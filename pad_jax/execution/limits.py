@@ -36,8 +36,10 @@ class ExecLimits:
     timeout_s: wall-clock limit per program (its CPU limit is this + 1 s).
     memory_mb: address-space limit per program.
     workers: executor worker processes (None: the usable CPU count).
-    answer_mode: answer comparison, "pad" (round(pred) == round(gold), the
-      paper's) or "strict" (|pred - gold| < 1e-3, PAL's).
+    answer_mode: answer comparison (`pad_jax.answers`): "tolerance" (the
+      default: |pred - gold| <= max(1e-4, 1e-12 * |gold|), never calls a
+      wrong answer right), "pad" (round(pred) == round(gold), the paper's; lenient:
+      16.5 is right for 16) or "strict" (|pred - gold| < 1e-3, PAL's).
     exec_mode: "return" (the answer is what `solution()` returns) or "print"
       (the last number the program prints).
     isolation: the most isolation to attempt, "auto" for the strongest the
@@ -47,7 +49,7 @@ class ExecLimits:
   timeout_s: float = _EXECUTOR_DEFAULTS["timeout_s"]
   memory_mb: int = _EXECUTOR_DEFAULTS["memory_mb"]
   workers: Optional[int] = _EXECUTOR_DEFAULTS["workers"]
-  answer_mode: str = "pad"
+  answer_mode: str = answers.DEFAULT_MODE
   exec_mode: str = _EXECUTOR_DEFAULTS["mode"]
   isolation: str = _EXECUTOR_DEFAULTS["isolation"]
 
