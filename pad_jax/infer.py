@@ -27,8 +27,9 @@ Decoding modes: `greedy` (argmax; K must be 1), `beam` (beam search of width
 beams), `sample` (temperature sampling, optionally top-k), `stepwise_beam`
 (PaD's step-by-step verified decoding: one line at a time, `--beam_size`
 partial programs x `--step_candidates` next lines, prefixes executed and
-failing ones pruned, the rest ranked by the log-probability or a
-`--step_verifier`; rows add `steps` and `complete`; docs/stepwise.md).
+failing ones pruned, the rest ranked by the log-probability, mixed with a
+`--step_verifier`'s score by `--step_verifier_weight`; rows add `steps` and
+`complete`; docs/stepwise.md).
 
 `--refine_rounds=R` (PaD's self-refinement, `pad_jax.decoding.refine_loop`): each
 prediction is executed, and one that does not run or returns no number is
@@ -152,8 +153,14 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
       "--top_k).", flag_values=values)
   flags.DEFINE_string(
       "step_verifier", d.step_verifier, "--decode=stepwise_beam: a step verifier "
-      "checkpoint (runs/step_verifier.gin) as the reasoning scorer; default "
-      "the student's length-normalized log-probability.", flag_values=values)
+      "checkpoint (runs/step_verifier.gin) scoring the steps with the student's "
+      "length-normalized log-probability (--step_verifier_weight); default the "
+      "log-probability alone.", flag_values=values)
+  flags.DEFINE_float(
+      "step_verifier_weight", d.step_verifier_weight, "--step_verifier's weight w in a "
+      "step's score: (1 - w) * the student's length-normalized log-probability + w * the "
+      "verifier's log p('correct'); 0: log-probability only, 1: verifier only.",
+      flag_values=values)
   flags.DEFINE_integer(
       "refine_rounds", d.refine_rounds, "Self-refinement: re-decode a program that fails "
       "when run, with its feedback, up to this many rounds (0: off).", flag_values=values)

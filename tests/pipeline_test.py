@@ -417,7 +417,7 @@ def test_decode_config_stepwise_beam_and_refine_rounds():
   assert stepwise.infer_flags() == [
       "--decode=stepwise_beam", "--num_decodes=1", "--beam_size=3", "--alpha=0.6",
       "--temperature=0.7", "--top_k=8", "--max_decode_length=256", "--max_input_length=512",
-      "--batch_size=8", "--seed=0", "--step_candidates=5", "--refine_rounds=0"]
+      "--batch_size=8", "--seed=0", "--step_candidates=5", "--step_verifier_weight=0.5", "--refine_rounds=0"]
   refine = configs.DecodeConfig(refine_rounds=2, max_input_length=256)
   refine.validate()
   assert "--refine_rounds=2" in refine.infer_flags()
@@ -482,7 +482,7 @@ def test_refine_stage_commands(tmp_path):
   for flag in ("--operators=wrong_operator,dropped_step", "--per_operator=2",
                "--checkpoint_dir=/m/checkpoint_30", "--gin_file=/g/model0_tiny.gin",
                "--batch_size=4", "--max_decode_length=64", "--timeout_s=2.0", "--workers=1",
-               "--mode=pad"):
+               "--mode=tolerance"):
     assert flag in command, flag
   no_student = refine_stage.refine_data_command(
       configs.RefineConfig(student_failures=False), {"limits": ExecLimits()}, tmp_path / "s.jsonl",

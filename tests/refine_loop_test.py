@@ -146,3 +146,39 @@ def test_resumes_after_kill_9_without_redoing_finished_rounds(tmp_path):
   assert sorted(r["id"] for r in rows) == [q["id"] for q in QUESTIONS]
   assert all(r["rounds"][-1]["correct"] for r in rows)
   assert [r["round"] for r in jsonl.read_rows(rounds_file)] == [0] * 5 + [1, 1]
+
+
+def _training_and_inference(results):
+  """What pad_jax.refine keeps and what the loop refines, for the same executed programs."""
+  from pad_jax.refine import data  # pylint: disable=g-import-not-at-top
+  limits = ExecLimits(workers=1)
+  candidates = [data.Candidate(row_id=f"q{i}/student/0", record=f"student:q{i}",
+                               question_id=f"q{i}", question="Ann has 1 apple.",
+                               program="def solution():\n    return 1", target="t",
+                               answer=999.0, source="student") for i in range(len(results))]
+  rows, _ = data.judge(candidates, results, limits)
+  trained = {r["question_id"]: r["feedback"] for r in rows}
+  batch = [{"id": c.question_id, "question": c.question} for c in candidates]
+  decoded = [{"prediction": c.program, "tokens": [], "score": 0.0} for c in candidates]
+  entries = loop._round_rows(batch, 0, decoded, results, limits)  # pylint: disable=protected-access
+  refined = {e["id"]: e["feedback"] for e in entries if e["needs_refinement"]}
+  return trained, refined
+
+
+def test_the_inference_trigger_and_the_training_filter_are_one_function(monkeypatch):
+  from pad_jax.execution import feedback  # pylint: disable=g-import-not-at-top
+  from pad_jax.execution.executor import ExecResult  # pylint: disable=g-import-not-at-top
+  results = [ExecResult("ok", 12.0, None, 0.1), ExecResult("ok", None, None, 0.1),
+             ExecResult("runtime_error", None, "ZeroDivisionError: division by zero", 0.1),
+             ExecResult("timeout", None, None, 2.0), ExecResult("ok", -4.0, None, 0.1),
+             ExecResult("bad_return", None, "returned 'x' (not a finite number)", 0.1)]
+  trained, refined = _training_and_inference(results)
+  # A wrong number (the gold answer is 999) is neither taught nor refined.
+  assert trained == refined and set(trained) == {"q1", "q2", "q3", "q5"}
+  assert all(text == feedback.refinement_feedback(results[int(q[1:])])
+             for q, text in trained.items())
+  # Both sides call feedback.refinement_feedback: replace it, and both follow.
+  monkeypatch.setattr(feedback, "refinement_feedback",
+                      lambda r: f"stub {r.status}" if r.value != 12.0 else None)
+  trained, refined = _training_and_inference(results)
+  assert trained == refined == {f"q{i}": f"stub {results[i].status}" for i in range(1, 6)}

@@ -60,9 +60,11 @@ def test_bad_rows_name_file_line_field(tmp_path, row, field):
 def test_builder_cli_help_and_one_line_errors(tmp_path):
   proc = run_module("pad_jax.stepwise.verifier_data", "--help")
   assert proc.returncode in (0, 1) and "--completions" in proc.stdout
+  # The student as infer restores it (the pipeline's stage passes these).
+  assert "--gin_search_paths" in proc.stdout and "--vocab_dir" in proc.stdout
   proc = run_module("pad_jax.infer", "--help")
   assert "stepwise_beam" in proc.stdout and "--step_candidates" in proc.stdout
-  assert "--step_verifier" in proc.stdout
+  assert "--step_verifier" in proc.stdout and "--step_verifier_weight" in proc.stdout
   path = tmp_path / "q.jsonl"
   path.write_text('{"id": 1, "question": "q?", "answer": "x"}\n')
   proc = run_module("pad_jax.stepwise.verifier_data",

@@ -106,12 +106,12 @@ def _stepwise_into(decoder: Decoder, todo: Todo, output_path: str,
   """`decode='stepwise_beam'`: `stepwise_search` over this student."""
   o = decoder.options
   scorer = stepwise_scorers.LogProbScorer()
-  if o.step_verifier:
+  if o.verifier_weight > 0:  # a step verifier, mixed in with weight w
     verifier = Decoder(o.step_verifier, options=DecodeSettings(
         max_decode_length=8, max_input_length=o.max_input_length))
-    scorer = stepwise_scorers.VerifierScorer(
+    scorer = stepwise_scorers.CombinedScorer(stepwise_scorers.VerifierScorer(
         verifier.model, verifier.params, verifier.vocabulary,
-        o.max_input_length)
+        o.max_input_length), o.verifier_weight)
   with exec_limits.DEFAULT.executor() as executor:
     search = stepwise_search.StepwiseSearch(
         stepwise_proposer.Proposer(

@@ -1,8 +1,9 @@
 """Self-refinement at inference: decode, execute, feed the feedback back, R rounds.
 
 Round 0 decodes each question. A program that does not run, or returns no
-number (`feedback.needs_refinement`; the gold answer is never used to decide),
-is given back to the student in the refinement format
+number (`feedback.refinement_feedback`, the same function that chooses and
+words the training rows of `pad_jax.refine`; the gold answer is never used to
+decide), is given back to the student in the refinement format
 (`refine_inputs.refinement_input`: question + its program + the interpreter's
 feedback) and decoded again; up to R such rounds. Each output row keeps the
 final `prediction` (the last round's program), `tokens` and `score`, and
@@ -80,11 +81,12 @@ def _round_rows(batch: Sequence[dict[str, Any]], number: int, decoded: Sequence[
                 results: Sequence[Any], limits: ExecLimits) -> list[dict[str, Any]]:
   out = []
   for row, fields, result in zip(batch, decoded, results):
-    failed = feedback_lib.needs_refinement(result)
+    # The trigger and the text are one call, the one pad_jax.refine trains on.
+    text = feedback_lib.refinement_feedback(result)
     entry = {"id": row["id"], "round": number, "prediction": fields["prediction"],
              "tokens": fields["tokens"], "score": fields["score"], "status": result.status,
-             "value": result.value, "error": result.error, "needs_refinement": failed,
-             "feedback": feedback_lib.feedback(result) if failed else None}
+             "value": result.value, "error": result.error,
+             "needs_refinement": text is not None, "feedback": text}
     gold = answers.parse_number(row.get("answer"))
     if gold is not None:
       entry["correct"] = bool(result.ok and limits.matches(result.value, gold))

@@ -63,6 +63,13 @@ class DecodeSettings:
       (`stepwise_beam`).
     step_verifier: a trained step verifier's checkpoint scoring partial
       programs (`stepwise_beam`; None: the student's log-probability).
+    step_verifier_weight: w, the verifier's weight in a step's score with a
+      `step_verifier`: `(1 - w) * the student's length-normalized
+      log-probability + w * the verifier's log p("correct")`
+      (`stepwise_scorers.CombinedScorer`; both are log-probabilities, <= 0):
+      0 the log-probability only (the verifier is not loaded), 1 the
+      verifier only. Without a `step_verifier` the score is the
+      log-probability (w = 0) whatever this says.
     refine_rounds: R self-refinement rounds (PaD's stage III at inference:
       a program that fails when run is decoded again from its feedback, up to
       R times; `pad_jax.decoding.refine_loop`; 0: off). Needs a student
@@ -81,7 +88,13 @@ class DecodeSettings:
   seed: int = 0
   step_candidates: int = 4
   step_verifier: Optional[str] = None
+  step_verifier_weight: float = 0.5
   refine_rounds: int = 0
+
+  @property
+  def verifier_weight(self) -> float:
+    """The verifier's weight w in a step's score (0 without a verifier)."""
+    return 0.0 if self.step_verifier is None else float(self.step_verifier_weight)
 
   @property
   def width(self) -> int:
@@ -132,6 +145,9 @@ class DecodeSettings:
       yield "num_decodes", "must be 1 with decode 'stepwise_beam' (it writes one program)"
     if self.step_verifier is not None and self.decode != "stepwise_beam":
       yield "step_verifier", "is only for decode 'stepwise_beam'"
+    if not (_is_number(self.step_verifier_weight) and 0 <= self.step_verifier_weight <= 1):
+      yield "step_verifier_weight", ("must be a number in [0, 1] (0: the log-probability "
+                                     "only, 1: the verifier only)")
     if self.refine_rounds and (self.decode not in REFINABLE_MODES or self.num_decodes != 1):
       yield "refine_rounds", (f"refines one decoded program per question: decode one of "
                               f"{REFINABLE_MODES} with num_decodes 1")

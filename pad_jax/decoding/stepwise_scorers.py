@@ -9,12 +9,16 @@
   score is `log p("correct") - logsumexp(log p("correct"), log p("wrong"))`
   from t5x `score_batch` of the two label sequences (each with its EOS): the
   log-probability of "correct" among the two labels, in (-inf, 0].
+* `CombinedScorer`: both, weighted by w (`--step_verifier_weight`):
+  `score = (1 - w) * logprob / #ids + w * verifier log p("correct")`, two
+  log-probabilities (<= 0) mixed linearly; w = 0 is `LogProbScorer`, w = 1
+  `VerifierScorer`, each exactly (the other is not computed).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 import jax
 import numpy as np
@@ -112,3 +116,32 @@ class VerifierScorer:
     scores = scores.reshape(len(inputs), len(self._labels))
     correct = scores[:, verifier_tasks.LABELS.index(verifier_tasks.CORRECT)]
     return [float(s) for s in correct - np.logaddexp.reduce(scores, axis=1)]
+
+
+class CombinedScorer:
+  """`(1 - w) * generation + w * verifier` (two log-probabilities, <= 0).
+
+  Args:
+    verifier: the step verifier's scorer (`VerifierScorer`).
+    weight: w in [0, 1]; 0 ranks by `generation` alone, 1 by `verifier`
+      alone (the other scorer is then not called).
+    generation: the student's scorer (default `LogProbScorer`).
+  """
+
+  name = "combined"
+
+  def __init__(self, verifier: Scorer, weight: float,
+               generation: Optional[Scorer] = None):
+    if not 0 <= weight <= 1:
+      raise ValueError(f"weight must be in [0, 1], got {weight!r}")
+    self.verifier, self.weight = verifier, float(weight)
+    self.generation = generation or LogProbScorer()
+
+  def score(self, candidates: Sequence[Candidate]) -> list[float]:
+    w = self.weight
+    if w == 0:
+      return self.generation.score(candidates)
+    if w == 1:
+      return self.verifier.score(candidates)
+    return [(1 - w) * g + w * v for g, v in zip(self.generation.score(candidates),
+                                                 self.verifier.score(candidates))]

@@ -2,11 +2,19 @@
 
 A reasoning step is one line of the program. A partial program (a prefix) is
 checked by executing it: `runnable(prefix)` turns the prefix into a complete
-`solution()` program that returns the value the last line assigned, so the
-executor's own checks (syntax, runtime error, a non-finite or non-numeric
-returned value) judge the step. A prefix whose last statement is not finished
-yet (an open bracket, a block header without its body, an open triple-quoted
-string) is `incomplete`: kept unexecuted until a later line completes it.
+`solution()` program that runs the prefix's lines and then returns a number
+whatever the type of the value the last line assigned (a list, a dict, a
+string, `inf` are values a correct program holds on its way to the answer):
+`return x if x != x else 0` for a last line `x = ...`. So a step is pruned
+only when it does not run: a syntax error, an exception, a timeout (the
+executor's statuses, which the search counts by reason); the one value
+pruned is a NaN (`x != x`, returned, the executor's `bad_return`), the
+result of an invalid float operation (`inf - inf`, `0 * inf`) that Python
+does not raise for. A whole program (its last line `solution()`'s `return`,
+or ended by the model) runs as written and must return a finite number.
+A prefix whose last statement is not finished yet (an open bracket, a block
+header without its body, an open triple-quoted string) is `incomplete`:
+kept unexecuted until a later line completes it.
 """
 
 from __future__ import annotations
@@ -63,7 +71,8 @@ def _solution(tree: ast.Module) -> Optional[ast.FunctionDef]:
 def _assigned_name(statement: ast.stmt) -> Optional[str]:
   if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
     target = statement.targets[0]
-  elif isinstance(statement, (ast.AugAssign, ast.AnnAssign)):
+  elif isinstance(statement, ast.AugAssign) or (
+      isinstance(statement, ast.AnnAssign) and statement.value is not None):
     target = statement.target
   else:
     return None
@@ -102,6 +111,17 @@ def runnable(prefix: str, finished: bool = False) -> Check:
   indent = " " * func.body[0].col_offset
   if isinstance(last, ast.Return):
     return Check(RUN, program=source, complete=True)
-  name = _assigned_name(last)
-  tail = f"{indent}return {name if name else 0}\n"
-  return Check(RUN, program=source + tail)
+  return Check(RUN, program=source + _prefix_return(_assigned_name(last), indent))
+
+
+def _prefix_return(name: Optional[str], indent: str) -> str:
+  """The line that ends a prefix's runnable program.
+
+  It returns 0 for every value of `name` but a NaN (`name != name`), which
+  it returns for the executor to prune (`bad_return`): a list, a dict, a
+  string, a bool, `inf` or a huge integer never prune a step. After a line
+  that assigns no name: `return 0`.
+  """
+  if name is None:
+    return f"{indent}return 0\n"
+  return f"{indent}return {name} if {name} != {name} else 0\n"

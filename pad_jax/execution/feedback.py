@@ -1,19 +1,29 @@
-"""What the interpreter says about a faulty program: the refinement feedback.
+"""What the interpreter says about a faulty program: the refinement feedback and trigger.
 
-The feedback is the executor's own report (`ExecResult`), never the gold
-answer:
+One function, `refinement_feedback(result)`, decides both which programs are
+refined and what they are told, from the executor's report (`ExecResult`)
+alone, never from the gold answer, so training (`pad_jax.refine`) and
+inference (`pad_jax.decoding.refine_loop`) see the same thing:
 
-* a program that failed: its status and message, which name the exception
-  and the failing line, e.g.
+* a program that did not run (syntax or runtime error, timeout, memory,
+  forbidden import, no `solution()`, ...): its status and message, which name
+  the exception and the failing line, e.g.
   `runtime_error: NameError: name 'total_cost' is not defined (line 4: ...)`;
-* a program that ran but is wrong (training data only, where the gold
-  answer is known): `returned 47.5, expected a different answer`.
+* a program that returned no finite number: the executor reports it as
+  `bad_return` with what it returned (`bad_return: returned 'abc' (not a
+  finite number)`); an `ok` result without a number (never written by the
+  executor) says `returned None, not a number`.
 
-At inference the gold answer is not used: only programs that do not run, or
-return no number, get feedback (`needs_refinement`).
+A program that runs and returns a finite number is not refined, whatever
+the number: only the gold answer could say it is wrong, and inference has no
+gold answer. (A plausibility check such as "a negative answer" is left out on
+purpose: 146 of GSM-Hard's 1,319 gold answers are negative, so it would send
+correct programs back for repair; docs/refinement.md.)
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 from pad_jax.answers import parse_number
 from pad_jax.execution.executor import ExecResult
@@ -29,14 +39,35 @@ def format_value(value: object) -> str:
   return f"{number:.6g}"
 
 
-def feedback(result: ExecResult) -> str:
-  """The feedback for one executed faulty program (see the module docstring)."""
-  if result.ok:
-    return f"returned {format_value(result.value)}, expected a different answer"
-  message = " ".join((result.error or "").split())
-  return f"{result.status}: {message}" if message else result.status
+def refinement_feedback(result: ExecResult) -> Optional[str]:
+  """The feedback of a program that is refined, or None for one that is not.
+
+  The one definition of stage III's trigger and feedback text (see the module
+  docstring): training rows are built only from programs for which this is
+  not None, with this text, and inference refines exactly those programs.
+  """
+  if not result.ok:
+    message = " ".join((result.error or "").split())
+    return f"{result.status}: {message}" if message else result.status
+  if parse_number(result.value) is None:
+    return f"returned {format_value(result.value)}, not a number"
+  return None
 
 
 def needs_refinement(result: ExecResult) -> bool:
-  """Inference's trigger: the program did not run or returned no number."""
-  return not result.ok or parse_number(result.value) is None
+  """The trigger: the program did not run or returned no number (`refinement_feedback`)."""
+  return refinement_feedback(result) is not None
+
+
+def feedback(result: ExecResult) -> str:
+  """The feedback of a program that needs refinement.
+
+  Raises:
+    ValueError: the program ran and returned a number: it is not refined,
+      and there is no feedback that does not need the gold answer.
+  """
+  text = refinement_feedback(result)
+  if text is None:
+    raise ValueError(f"returned {format_value(result.value)}: a program that runs and "
+                     "returns a number gets no refinement feedback")
+  return text

@@ -37,10 +37,12 @@ from pad_jax.teacher import planning
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 GIN_CONFIGS = REPO_ROOT / "gin_configs"
-# Every stage, in order; `refine` (PaD's stage III) is optional and not in the
-# default `STAGES`.
-ALL_STAGES = ("synthesize", "verify", "train", "refine", "decode", "score", "report")
-STAGES = tuple(s for s in ALL_STAGES if s != "refine")
+# Every stage, in order; `refine` (PaD's stage III) and `stepwise_verifier`
+# (the scorer of stage IV) are optional and not in the default `STAGES`.
+ALL_STAGES = ("synthesize", "verify", "train", "refine", "stepwise_verifier", "decode",
+              "score", "report")
+OPTIONAL_STAGES = ("refine", "stepwise_verifier")
+STAGES = tuple(s for s in ALL_STAGES if s not in OPTIONAL_STAGES)
 TEACHERS = ("gold", "openai", "none")
 TASK_FORMATS = ("program", "cot")
 ANSWER_FORMATS = ("program", "text")
@@ -69,7 +71,8 @@ class PipelineConfig:
     run_dir: where every stage writes (macro RUN_DIR in the gin files).
     title: the report's title.
     stages: the stages to run, in order: a prefix of STAGES (e.g. to stop
-      after training), with `refine` after `train` for PaD's stage III.
+      after training), with `refine` after `train` for PaD's stage III, and
+      `stepwise_verifier` before `decode` to train stage IV's step verifier.
   """
 
   run_dir: str = "outputs/demo"
@@ -82,7 +85,10 @@ class PipelineConfig:
              and order == sorted(set(order)),
              f"must be stages out of {ALL_STAGES}, in that order"),
             ("stages", "refine" not in self.stages or "train" in self.stages,
-             "has 'refine' without 'train' (refinement continues the trained student)")], self)
+             "has 'refine' without 'train' (refinement continues the trained student)"),
+            ("stages", "stepwise_verifier" not in self.stages or "train" in self.stages,
+             "has 'stepwise_verifier' without 'train' (the trained student writes its data)"),
+            ], self)
 
 
 @gin.configurable
@@ -249,7 +255,7 @@ class DecodeConfig(DecodeSettings):
   How: the fields of `pad_jax.decoding.settings.DecodeSettings` (`decode`,
   `num_decodes`, `beam_size`, `alpha`, `temperature`, `top_k`,
   `max_decode_length`, `max_input_length`, `batch_size`, `seed`,
-  `step_candidates`, `step_verifier`, `refine_rounds`), bound as
+  `step_candidates`, `step_verifier`, `step_verifier_weight`, `refine_rounds`), bound as
   `DecodeConfig.decode = 'greedy'` etc., with its defaults and its checks;
   the decode stage passes them to infer as flags (`infer_flags()`).
   `refine_rounds` needs a student trained on refinement data (the `refine`
@@ -293,8 +299,9 @@ class RefineConfig:
 
   The `refine` stage (after `train`) writes refinement rows (question +
   faulty program + interpreter feedback -> verified program) from (a)
-  mutations of the verified programs and (b) the trained student's own wrong
-  programs on the training questions (`python -m pad_jax.refine`), then
+  mutations of the verified programs and (b) the trained student's own
+  failures on the training questions (`python -m pad_jax.refine`; only
+  programs inference would refine, `feedback.refinement_feedback`), then
   continues training the student with t5x on them mixed with the original
   programs. Decoding with `DecodeConfig.refine_rounds` uses that student.
 
@@ -315,6 +322,11 @@ class RefineConfig:
     macros: more t5x macros for the continued training.
     max_decode_length: the student's decode length for its failures.
     batch_size: the student's decode batch size.
+    rounds: refinement rounds (PaD's iterated refinement). Round 1 is the
+      data above and training from the trained student; round k > 1 decodes
+      the training questions with round k-1's student, adds its failures to
+      the refinement rows and continues training from round k-1's checkpoint
+      (`train_steps` more steps each round). 1: a single round.
   """
 
   sources: Optional[Sequence[str]] = None
@@ -328,9 +340,12 @@ class RefineConfig:
   macros: Optional[Mapping[str, Any]] = None
   max_decode_length: int = 256
   batch_size: int = 32
+  rounds: int = 1
 
   def validate(self) -> None:
     known = ("all",) + tuple(mutations.OPERATORS)
+    rounds_ok = isinstance(self.rounds, int) and not isinstance(self.rounds, bool) \
+        and self.rounds >= 1
     _check([
         ("limit", self.limit is None or self.limit > 0, "must be None or > 0"),
         ("operators", bool(self.operators) and all(o in known for o in self.operators),
@@ -341,11 +356,100 @@ class RefineConfig:
         ("train_steps", self.train_steps is None or self.train_steps > 0, "must be None or > 0"),
         ("max_decode_length", self.max_decode_length >= 1, "must be >= 1"),
         ("batch_size", self.batch_size >= 1, "must be >= 1"),
+        ("rounds", rounds_ok, "must be an integer >= 1"),
+        ("rounds", not rounds_ok or self.rounds == 1 or self.student_failures,
+         "is > 1 but student_failures is False: rounds after the first have no new data "
+         "(they decode the training questions with the last round's student)"),
         ("macros", all(isinstance(k, str) and k.isidentifier() for k in (self.macros or {})),
          "keys must be gin macro names"),
     ], self)
     for name in self.run_gin_files:
       TrainConfig().find_gin_file(name)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class StepwiseVerifierConfig:
+  """The scorer of PaD's stage IV: step-verifier data, then the verifier trained with t5x.
+
+  The `stepwise_verifier` stage (after `train` and `refine`, before
+  `decode`; off unless in `PipelineConfig.stages`) labels the line prefixes
+  of one verified program per training question and of `samples` programs
+  the trained student samples for it (`python -m
+  pad_jax.stepwise.verifier_data`: a prefix is `correct` when one of
+  `completions` completions from it reaches the gold answer), trains the
+  verifier on them (`python -m t5x.train`, `run_gin_files`), and the decode
+  stage gives its checkpoint to infer as `step_verifier`, mixed with the
+  student's log-probability by `DecodeConfig.step_verifier_weight`
+  (docs/stepwise.md). `DecodeConfig.decode` must then be `stepwise_beam`.
+
+  Attributes:
+    sources: verified sources whose questions are labelled (None: those the
+      train stage trained on).
+    limit: only the first N questions of each source (None: all).
+    samples: student programs sampled per question.
+    completions: completions sampled per prefix to label it.
+    temperature: the student's sampling temperature.
+    top_k: its top-k (0: off).
+    max_decode_length: the most ids of a student program.
+    max_input_length: the student's input budget.
+    batch_size: questions labelled per batch.
+    seed: sampling seed.
+    model_gin_files: the verifier's model gin files (None: the student's).
+    run_gin_files: its t5x run file(s) (looked up like
+      `TrainConfig.run_gin_files`).
+    train_steps: `TRAIN_STEPS` of the verifier (None: the run file's).
+    macros: more t5x macros, e.g. `{'INITIAL_CHECKPOINT_PATH': ...}` (the
+      converted CodeT5 the verifier starts from; default: from scratch).
+  """
+
+  sources: Optional[Sequence[str]] = None
+  limit: Optional[int] = None
+  samples: int = 4
+  completions: int = 4
+  temperature: float = 1.0
+  top_k: int = 0
+  max_decode_length: int = 256
+  max_input_length: int = 512
+  batch_size: int = 8
+  seed: int = 0
+  model_gin_files: Optional[Sequence[str]] = None
+  run_gin_files: Sequence[str] = ("runs/step_verifier.gin",)
+  train_steps: Optional[int] = None
+  macros: Optional[Mapping[str, Any]] = None
+
+  def validate(self) -> None:
+    _check([
+        ("limit", self.limit is None or self.limit > 0, "must be None or > 0"),
+        ("samples", self.samples >= 0, "must be >= 0"),
+        ("completions", self.completions >= 1, "must be >= 1"),
+        ("temperature", self.temperature > 0, "must be > 0"),
+        ("top_k", self.top_k >= 0, "must be >= 0 (0: off)"),
+        ("max_decode_length", self.max_decode_length >= 1, "must be >= 1"),
+        ("max_input_length", self.max_input_length >= 2, "must be >= 2 (<s> and </s>)"),
+        ("batch_size", self.batch_size >= 1, "must be >= 1"),
+        ("seed", self.seed >= 0, "must be >= 0"),
+        ("train_steps", self.train_steps is None or self.train_steps > 0, "must be None or > 0"),
+        ("run_gin_files", bool(self.run_gin_files), "must name at least one run gin file"),
+        ("macros", all(isinstance(k, str) and k.isidentifier() for k in (self.macros or {})),
+         "keys must be gin macro names"),
+    ], self)
+    for name in list(self.model_gin_files or ()) + list(self.run_gin_files):
+      TrainConfig().find_gin_file(name)
+
+
+def _check_across_stages(configs: Mapping[str, Mapping[str, Any]]) -> None:
+  """What one stage's config asks of another's (ConfigError naming the field)."""
+  if "stepwise_verifier" in configs and "decode" in configs:
+    decode = configs["decode"]["decode"]
+    _check([
+        ("decode", decode.decode == "stepwise_beam",
+         "must be 'stepwise_beam' with the stepwise_verifier stage (its verifier scores steps)"),
+        ("step_verifier", decode.step_verifier is None,
+         "must be None with the stepwise_verifier stage (the stage gives its verifier)"),
+        ("step_verifier_weight", decode.step_verifier_weight > 0,
+         "is 0 with the stepwise_verifier stage: its verifier would not be used"),
+    ], decode)
 
 
 @gin.configurable
@@ -382,6 +486,8 @@ _FACTORIES: dict[str, Callable[[], Mapping[str, Any]]] = {
     "verify": lambda: {"limits": ExecLimits()},
     "train": lambda: {"train": TrainConfig()},
     "refine": lambda: {"refine": RefineConfig(), "train": TrainConfig(), "limits": ExecLimits()},
+    "stepwise_verifier": lambda: {"stepwise_verifier": StepwiseVerifierConfig(),
+                                  "train": TrainConfig(), "limits": ExecLimits()},
     "decode": lambda: {"decode": DecodeConfig()},
     "score": lambda: {"score": ScoreConfig(), "limits": ExecLimits()},
     "report": lambda: {"report": ReportConfig()},
@@ -398,6 +504,7 @@ def stage_configs(stages: Sequence[str]) -> dict[str, dict[str, Any]]:
   for parts in configs.values():
     for config in parts.values():
       config.validate()
+  _check_across_stages(configs)
   return configs
 
 

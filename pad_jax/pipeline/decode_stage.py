@@ -14,11 +14,13 @@ With `DecodeConfig.time_each_set` each eval set gets its own child
 gives `seconds` and `seconds_per_question` per set: infer's own time for that
 set (restoring the checkpoint, compiling, decoding, and the executor calls of
 `stepwise_beam` or refinement), without the child's Python start-up. After a
-train stage with a `refine` stage, the refined checkpoint decodes.
+train stage with a `refine` stage, the refined checkpoint decodes; after a
+`stepwise_verifier` stage, its verifier is infer's `--step_verifier`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any, Mapping
@@ -59,6 +61,9 @@ def eval_sets(ctx: StageContext, cfg: DecodeConfig) -> dict[str, list[dict[str, 
 def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
   """Decodes every eval set with the checkpoint of the last training stage."""
   cfg: DecodeConfig = configs["decode"]
+  if "stepwise_verifier" in upstream:  # stage IV's scorer, trained by the pipeline
+    cfg = dataclasses.replace(
+        cfg, step_verifier=upstream["stepwise_verifier"]["summary"]["checkpoint_dir"])
   checkpoint = trained_checkpoint(upstream)
   sets = eval_sets(ctx, cfg)
   for name, rows in sets.items():
@@ -76,6 +81,8 @@ def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, An
       refine[stem] = infer_summary["refine"]
   summary: dict[str, Any] = {"examples": {name: len(rows) for name, rows in sets.items()},
                              "checkpoint_dir": checkpoint["checkpoint_dir"]}
+  if cfg.step_verifier:
+    summary["step_verifier"] = cfg.step_verifier
   if refine:
     summary["refine"] = refine  # per round: fixed, broken (pad_jax.decoding.refine_loop)
   if seconds:

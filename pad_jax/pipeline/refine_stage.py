@@ -1,22 +1,34 @@
-"""The refine stage (PaD's stage III): refinement data, then the student trained further.
+"""The refine stage (PaD's stage III): refinement data, then the student trained further, in rounds.
 
-After `train`, the stage (1) writes the programs the student was trained on
+After `train`, the stage writes the programs the student was trained on
 (`refine/programs.jsonl`, the kept ones when over-length examples were
 dropped) and those it refines from (`refine/sources.jsonl`: the first
-`RefineConfig.limit` programs of each source); (2) runs
-`python -m pad_jax.refine` on them: every mutation operator applied to every
-program and executed in the sandbox, plus the trained student's own wrong
-programs on those questions (`refine/data/refine.jsonl`, resumable);
-(3) runs `python -m t5x.train` with the student's model gin files,
-`RefineConfig.run_gin_files` (`runs/pad_refine.gin`: the refinement task
-mixed with the original programs) and `refine/refine.gin` (the data and the
-trained checkpoint as macros), which continues from the trained checkpoint.
+`RefineConfig.limit` programs of each source), then runs
+`RefineConfig.rounds` rounds, round k in `refine/round_<k>/`:
 
-Its summary has the train stage's keys (`checkpoint_dir`, `model_gin_files`,
-...), so the decode stage decodes the refined student; decode with
-`DecodeConfig.refine_rounds = R` to refine at inference too. A killed stage
-resumes: `pad_jax.refine` skips finished programs and t5x restores the latest
-checkpoint in `refine/model/`.
+1. data, `python -m pad_jax.refine` into `round_<k>/data/` (resumable). Round
+   1: every mutation operator applied to every source program, plus the
+   trained student's own failures on those questions; round k > 1: the
+   failures of round k-1's student only (`--per_operator=0
+   --student_round=k-1`: source `student:round_<k-1>`). Either way only the
+   programs inference would refine become rows, with the feedback inference
+   gives (`pad_jax.execution.feedback.refinement_feedback`, docs/refinement.md);
+2. the refinement rows of the mixture, `round_<k>/refine.jsonl`: rounds 1..k's
+   rows together (the new failures are added to what earlier rounds had);
+3. `python -m t5x.train` with the student's model gin files,
+   `RefineConfig.run_gin_files` (`runs/pad_refine.gin`: the refinement task
+   mixed with the original programs) and `round_<k>/refine.gin` (the data and
+   the checkpoint to continue from as macros): round 1 continues from the
+   trained student, round k from round k-1's checkpoint, into
+   `round_<k>/model/` (`RefineConfig.train_steps` steps each);
+4. `round_<k>/DONE.json`, the round's summary, written last.
+
+The stage's summary has the train stage's keys (`checkpoint_dir`,
+`model_gin_files`, ...) for the last round's student, so the decode stage
+decodes it; decode with `DecodeConfig.refine_rounds = R` to refine at
+inference too. A killed stage resumes: finished rounds (`DONE.json`) are not
+redone; in the interrupted round `pad_jax.refine` skips finished programs
+and decodes, and t5x restores the latest checkpoint in `round_<k>/model/`.
 """
 
 from __future__ import annotations
@@ -24,10 +36,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from pad_jax import atomic
 from pad_jax import checkpoints
+from pad_jax import jsonl
 from pad_jax.data import programs as programs_lib
 from pad_jax.execution import flags as exec_flags
 from pad_jax.pipeline import child
@@ -38,6 +51,12 @@ from pad_jax.pipeline.stage import StageContext, StageError
 from pad_jax.refine import data as refine_data
 
 DATA_DIR = "data"
+ROUND_DONE = "DONE.json"
+
+
+def round_dir(stage_dir: pathlib.Path, number: int) -> pathlib.Path:
+  """Round `number`'s directory (`round_<k>`, counted from 1)."""
+  return pathlib.Path(stage_dir) / f"round_{number}"
 
 
 def trained_programs(train_dir: pathlib.Path, sources: Any = None) -> dict[str, list[Any]]:
@@ -67,13 +86,22 @@ def refine_gin(refine_rows: pathlib.Path, programs: pathlib.Path, checkpoint: st
 
 
 def refine_data_command(cfg: RefineConfig, configs: Mapping[str, Any], sources_path: pathlib.Path,
-                        out_dir: pathlib.Path, trained: Mapping[str, Any]) -> list[str]:
-  """The `python -m pad_jax.refine` command line."""
+                        out_dir: pathlib.Path, trained: Mapping[str, Any], round_number: int = 1,
+                        checkpoint: Optional[str] = None) -> list[str]:
+  """The `python -m pad_jax.refine` command line of round `round_number`.
+
+  Round 1: mutants, and the failures of the trained student (`trained`'s
+  checkpoint) when `cfg.student_failures`; round k > 1: only the failures of
+  round k-1's student, `checkpoint`.
+  """
+  first = round_number == 1
   flags = [f"--programs={sources_path}", f"--out={out_dir}",
-           f"--operators={','.join(cfg.operators)}", f"--per_operator={cfg.per_operator}",
+           f"--operators={','.join(cfg.operators)}",
+           f"--per_operator={cfg.per_operator if first else 0}",
            f"--seed={cfg.seed}", "--progress=false"]
-  if cfg.student_failures:
-    flags += [f"--checkpoint_dir={trained['checkpoint_dir']}",
+  if cfg.student_failures or not first:
+    flags += [f"--checkpoint_dir={checkpoint or trained['checkpoint_dir']}",
+              f"--student_round={round_number - 1}",
               f"--batch_size={cfg.batch_size}", f"--max_decode_length={cfg.max_decode_length}"]
     flags += [f"--gin_file={f}" for f in trained["model_gin_files"]]
     if trained.get("vocab_dir"):
@@ -81,54 +109,122 @@ def refine_data_command(cfg: RefineConfig, configs: Mapping[str, Any], sources_p
   return child.python_command("pad_jax.refine", *flags, *exec_flags.as_flags(configs["limits"]))
 
 
-def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
-  """Builds refinement data and trains the student further on it with t5x."""
-  cfg: RefineConfig = configs["refine"]
-  train_cfg: TrainConfig = configs["train"]
-  trained = upstream["train"]["summary"]
-  by_source = trained_programs(ctx.upstream("train"), cfg.sources)
-  programs_path = ctx.path("programs.jsonl")
-  programs_lib.write_programs(programs_path, [r for rows in by_source.values() for r in rows])
-  sources_path = ctx.path("sources.jsonl")
-  programs_lib.write_programs(sources_path, [r for rows in by_source.values()
-                                             for r in rows[:cfg.limit]])
+def mixture_rows(stage_dir: pathlib.Path, number: int) -> list[dict[str, Any]]:
+  """The refinement rows round `number` trains on: those of rounds 1..number's data."""
+  rows = []
+  for k in range(1, number + 1):
+    rows.extend(jsonl.read_resumable(round_dir(stage_dir, k) / DATA_DIR / refine_data.ROWS_FILE))
+  return rows
 
-  data_dir = ctx.path(DATA_DIR)
+
+RoundFn = Callable[[int, pathlib.Path, str], dict[str, Any]]
+
+
+def run_rounds(rounds: int, stage_dir: pathlib.Path, first_checkpoint: str,
+               run_round: RoundFn) -> list[dict[str, Any]]:
+  """Runs rounds 1..`rounds` in order, each to completion once; returns their summaries.
+
+  Args:
+    rounds: how many rounds.
+    stage_dir: the stage's directory (round k in `round_<k>/`).
+    first_checkpoint: what round 1 continues from (the trained student).
+    run_round: `(k, its directory, the checkpoint to continue from) -> summary`
+      (with `checkpoint_dir`, the round's student); it must resume its own
+      partial outputs when run again after a kill.
+
+  A round whose `DONE.json` exists is read back, not redone; the others run
+  with the previous round's checkpoint, and their marker is written last.
+  """
+  summaries = []
+  checkpoint = first_checkpoint
+  for number in range(1, rounds + 1):
+    directory = round_dir(stage_dir, number)
+    marker = directory / ROUND_DONE
+    if marker.exists():
+      summary = run_dir_lib.read_json(marker)
+    else:
+      directory.mkdir(parents=True, exist_ok=True)
+      summary = {"round": number, "from_checkpoint": checkpoint,
+                 **run_round(number, directory, checkpoint)}
+      atomic.write_json(marker, summary)
+    summaries.append(summary)
+    checkpoint = summary["checkpoint_dir"]
+  return summaries
+
+
+def _round_data(ctx: StageContext, cfg: RefineConfig, configs: Mapping[str, Any],
+                trained: Mapping[str, Any], number: int, directory: pathlib.Path,
+                checkpoint: str) -> dict[str, Any]:
+  """Phase 1 of a round: `python -m pad_jax.refine` into `<round>/data/`; its report."""
+  data_dir = directory / DATA_DIR
   data_dir.mkdir(parents=True, exist_ok=True)
-  bar = ctx.bar(desc_suffix="data", unit="row")
-  child.run_child(refine_data_command(cfg, configs, sources_path, data_dir, trained),
-                  ctx.path("refine_data.log"), env=child.child_env(extra=train_cfg.env),
-                  cwd=str(REPO_ROOT),
+  command = refine_data_command(cfg, configs, ctx.path("sources.jsonl"), data_dir, trained,
+                                number, checkpoint)
+  bar = ctx.bar(desc_suffix=f"round {number} data", unit="row")
+  child.run_child(command, directory / "refine_data.log",
+                  env=child.child_env(extra=configs["train"].env), cwd=str(REPO_ROOT),
                   poll=lambda: (setattr(bar, "n", child.count_lines(data_dir / refine_data.ROWS_FILE)),
                                 bar.refresh()))
   bar.close()
-  data_report = run_dir_lib.read_json(data_dir / refine_data.REPORT_FILE)
+  return run_dir_lib.read_json(data_dir / refine_data.REPORT_FILE)
 
-  atomic.write_text(ctx.path("refine.gin"),
-                    refine_gin(data_dir / refine_data.ROWS_FILE, programs_path,
-                               trained["checkpoint_dir"]))
+
+def _round_train(ctx: StageContext, cfg: RefineConfig, train_cfg: TrainConfig,
+                 trained: Mapping[str, Any], number: int, directory: pathlib.Path,
+                 checkpoint: str) -> tuple[pathlib.Path, dict[str, Any]]:
+  """Phase 3 of a round: t5x continues `checkpoint` on the round's mixture; its checkpoint."""
+  atomic.write_text(directory / "refine.gin",
+                    refine_gin(directory / refine_data.ROWS_FILE, ctx.path("programs.jsonl"),
+                               checkpoint))
   run_cfg = dataclasses.replace(train_cfg, run_gin_files=tuple(cfg.run_gin_files),
                                 train_steps=cfg.train_steps, macros=cfg.macros)
   _, run_files = train_stage.snapshot_gin_files(run_cfg, ctx.path("gin"))
-  model_dir = ctx.path("model")
-  command = train_stage.t5x_train_command(run_cfg, model_dir, ctx.path("refine.gin"),
+  model_dir = directory / "model"
+  command = train_stage.t5x_train_command(run_cfg, model_dir, directory / "refine.gin",
                                           list(trained["model_gin_files"]) + run_files)
-  bar = ctx.bar(total=cfg.train_steps, unit="step", desc_suffix="train")
-  child.run_child(command, ctx.path("t5x_train.log"), on_line=train_stage._Progress(bar),  # pylint: disable=protected-access
+  bar = ctx.bar(total=cfg.train_steps, unit="step", desc_suffix=f"round {number} train")
+  child.run_child(command, directory / "t5x_train.log", on_line=train_stage._Progress(bar),  # pylint: disable=protected-access
                   env=child.child_env(extra=train_cfg.env), cwd=str(REPO_ROOT))
   bar.close()
-
   curves = train_stage.read_curves(model_dir)
-  atomic.write_json(ctx.path("curves.json"), curves)
-  checkpoint = checkpoints.latest_checkpoint(model_dir)
-  if checkpoint is None:
+  atomic.write_json(directory / "curves.json", curves)
+  latest = checkpoints.latest_checkpoint(model_dir)
+  if latest is None:
     raise StageError(f"t5x finished but wrote no checkpoint into {model_dir}")
+  return latest, curves
+
+
+def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
+  """Builds refinement data and trains the student further on it with t5x, round by round."""
+  cfg: RefineConfig = configs["refine"]
+  trained = upstream["train"]["summary"]
+  by_source = trained_programs(ctx.upstream("train"), cfg.sources)
+  programs_lib.write_programs(ctx.path("programs.jsonl"),
+                              [r for rows in by_source.values() for r in rows])
+  programs_lib.write_programs(ctx.path("sources.jsonl"),
+                              [r for rows in by_source.values() for r in rows[:cfg.limit]])
+
+  def one_round(number: int, directory: pathlib.Path, checkpoint: str) -> dict[str, Any]:
+    data_report = _round_data(ctx, cfg, configs, trained, number, directory, checkpoint)
+    rows = jsonl.write_rows(directory / refine_data.ROWS_FILE, mixture_rows(ctx.stage_dir, number))
+    if not rows:
+      raise StageError(f"{directory / refine_data.ROWS_FILE}: no refinement rows (see "
+                       f"{directory / DATA_DIR / refine_data.REPORT_FILE})")
+    latest, curves = _round_train(ctx, cfg, configs["train"], trained, number, directory,
+                                  checkpoint)
+    return {"new_rows": data_report.get("rows"), "refinement_rows": rows,
+            "data_report": data_report, "checkpoint_dir": str(latest),
+            "step": checkpoints.checkpoint_step(latest),
+            "final_metrics": {tag: points[-1][1] for tag, points in curves.items() if points}}
+
+  rounds = run_rounds(cfg.rounds, ctx.stage_dir, trained["checkpoint_dir"], one_round)
+  last = rounds[-1]
   return {
-      "refinement_rows": data_report.get("rows"), "data_report": data_report,
-      "programs": {s: len(rows) for s, rows in by_source.items()},
-      "checkpoint_dir": str(checkpoint), "step": checkpoints.checkpoint_step(checkpoint),
+      "refinement_rows": last["refinement_rows"], "data_report": rounds[0]["data_report"],
+      "rounds": rounds, "programs": {s: len(rows) for s, rows in by_source.items()},
+      "checkpoint_dir": last["checkpoint_dir"], "step": last["step"],
       "from_checkpoint": trained["checkpoint_dir"],
       "model_gin_files": list(trained["model_gin_files"]),
       "gin_search_paths": trained["gin_search_paths"], "vocab_dir": trained.get("vocab_dir"),
-      "final_metrics": {tag: points[-1][1] for tag, points in curves.items() if points},
+      "final_metrics": last["final_metrics"],
   }

@@ -82,7 +82,8 @@ def collect(run: run_dir_lib.RunDir) -> dict[str, Any]:
   """Builds the content of `report.json` from the stage outputs."""
   report: dict[str, Any] = {"run_dir": str(run.root)}
   markers = {stage: run.marker(stage) for stage in
-             ("synthesize", "verify", "train", "refine", "decode", "score")}
+             ("synthesize", "verify", "train", "refine", "stepwise_verifier", "decode",
+              "score")}
   report["stage_wall_s"] = {s: m["wall_s"] for s, m in markers.items() if m}
   report["total_wall_s"] = round(sum(report["stage_wall_s"].values()), 1)
   report["configs"] = {s: m["config"] for s, m in markers.items() if m}

@@ -8,6 +8,9 @@ Stages, in order, each writing only into `RUN_DIR/<stage>/` (one module each):
               or a converted CodeT5 checkpoint)
   refine      (optional, PaD's stage III) refinement data from mutated programs and
               the student's own failures, then t5x training continued on it
+  stepwise_verifier  (optional, PaD's stage IV scorer) the student's step prefixes
+              labelled by their completions, a step verifier trained on them with t5x
+              (decode `stepwise_beam` scores steps with it)
   decode      `python -m pad_jax.infer` on the synthetic held-out split and the benchmarks
   score       execute the student's programs in the sandbox, compare with gold answers
   report      `RUN_DIR/report.json`, `RUN_DIR/report.md` and PNG plots
@@ -44,6 +47,7 @@ from pad_jax.pipeline import refine_stage
 from pad_jax.pipeline import report
 from pad_jax.pipeline import run_dir as run_dir_lib
 from pad_jax.pipeline import score_stage
+from pad_jax.pipeline import stepwise_verifier_stage
 from pad_jax.pipeline import synthesize_stage
 from pad_jax.pipeline import train_stage
 from pad_jax.pipeline import verify_stage
@@ -53,7 +57,8 @@ from pad_jax.pipeline.child import Stopwatch
 
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "synthesize": synthesize_stage.run, "verify": verify_stage.run, "train": train_stage.run,
-    "refine": refine_stage.run, "decode": decode_stage.run, "score": score_stage.run, "report": report.run,
+    "refine": refine_stage.run, "stepwise_verifier": stepwise_verifier_stage.run,
+    "decode": decode_stage.run, "score": score_stage.run, "report": report.run,
 }
 
 
@@ -216,7 +221,11 @@ def _stage_result(stage: str, summary: dict[str, Any]) -> str:
   if stage == "verify":
     return f"kept {summary.get('kept')} {json.dumps(summary.get('kept_by_source', {}))}"
   if stage == "refine":
-    return f"{summary.get('refinement_rows')} refinement rows, step {summary.get('step')}"
+    return (f"{summary.get('refinement_rows')} refinement rows, step {summary.get('step')}, "
+            f"{len(summary.get('rounds') or [None])} round(s)")
+  if stage == "stepwise_verifier":
+    return (f"{summary.get('prefixes')} prefixes ({summary.get('correct')} correct), "
+            f"step {summary.get('step')}")
   if stage == "train":
     loss = summary.get("final_metrics", {}).get("train/loss_per_nonpadding_target_token")
     return f"step {summary.get('step')}" + (f", loss {loss:.3f}" if loss is not None else "")

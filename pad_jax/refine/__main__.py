@@ -2,14 +2,16 @@ r"""Refinement training data: python -m pad_jax.refine.
 
   python -m pad_jax.refine --programs=outputs/teacher_gold/programs.jsonl \
       --out=outputs/refine [--operators=all] [--per_operator=1] \
-      [--checkpoint_dir=MODEL_DIR [--gin_file=...]]
+      [--checkpoint_dir=MODEL_DIR [--gin_file=...] [--student_round=K]]
 
 Reads a program dataset (verified programs), writes OUT/refine.jsonl (one
 row per faulty program: question, program, feedback, target, answer,
 source), OUT/progress.jsonl and OUT/report.json. (a) every mutation operator
 is applied to every program and the mutants are executed in the sandbox;
-(b) with --checkpoint_dir, the student decodes the questions too and its
-wrong programs are kept. Re-running the same command resumes (finished
+(b) with --checkpoint_dir, the student decodes the questions too. Only the
+programs inference would refine become rows, with the feedback inference
+gives (`pad_jax.execution.feedback.refinement_feedback`: not runnable, or no
+number returned); a wrong number is counted and dropped. Re-running the same command resumes (finished
 programs are skipped, no row is written twice). Bad input exits with status
 2 and one line `error: file:line: field 'f': ...`. The executor flags are
 every command's (`pad_jax.execution.flags`).
@@ -62,10 +64,11 @@ def main(argv: list[str]) -> int:
     student.build_student(records, out, _CHECKPOINT_DIR.value, _GIN_FILE.value, limits,
                           batch_size=_BATCH_SIZE.value,
                           max_decode_length=_MAX_DECODE_LENGTH.value,
-                          vocab_dir=_VOCAB_DIR.value, progress=_PROGRESS.value)
+                          vocab_dir=_VOCAB_DIR.value, student_round=_STUDENT_ROUND.value,
+                          progress=_PROGRESS.value)
   report = dict(data.summarize(out), programs=_PROGRAMS.value, operators=operators,
                 per_operator=_PER_OPERATOR.value, seed=_SEED.value,
-                checkpoint_dir=_CHECKPOINT_DIR.value)
+                checkpoint_dir=_CHECKPOINT_DIR.value, student_round=_STUDENT_ROUND.value)
   atomic.write_json(out / data.REPORT_FILE, report)
   print(json.dumps({k: report[k] for k in ("rows", "source_programs", "questions")}))
   return 0
@@ -90,6 +93,9 @@ if __name__ == "__main__":
                                      lower_bound=1)
   _MAX_DECODE_LENGTH = flags.DEFINE_integer("max_decode_length", 256, "Student decode length.",
                                             lower_bound=1)
+  _STUDENT_ROUND = flags.DEFINE_integer(
+      "student_round", 0, "Which refinement round trained --checkpoint_dir (0: the PaD "
+      "student); its rows' source is `student` or `student:round_<K>`.", lower_bound=0)
   _PROGRESS = flags.DEFINE_boolean("progress", True, "Show progress bars.")
   exec_flags.define()
   flags.adopt_module_key_flags(exec_flags)

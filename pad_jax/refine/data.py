@@ -3,10 +3,18 @@
 Two sources, each executed in the real sandbox (`pad_jax.execution`):
 
 * `mutation:<operator>`: the operators of `pad_jax.refine.mutations` applied
-  to every verified program; a mutant that still returns the right answer is
-  discarded (counted), every other one keeps its real feedback;
-* `student`: the student's own wrong programs (`pad_jax.refine.student`),
+  to every verified program;
+* `student` (`student:round_<k>` for the student of refinement round k): the
+  student's own failures on the training questions (`pad_jax.refine.student`),
   paired with a verified program of the same question.
+
+Every candidate is judged the same way (`judge`): one that still returns the
+right answer is discarded (`still_correct`); one that runs and returns a
+number, though a wrong one, is discarded too (`not_triggered`): inference
+would never refine it (`feedback.refinement_feedback` is None: only the gold
+answer could tell), so there is no feedback to train on that inference could
+give; every other one (`kept`) becomes a row whose feedback is exactly
+`feedback.refinement_feedback(result)`, the text inference shows the student.
 
 Rows of the refinement file (`refine.jsonl`):
 
@@ -15,7 +23,7 @@ Rows of the refinement file (`refine.jsonl`):
   question, program (the faulty one), feedback, status (the executor's)
   target       the verified program the student should write
   answer       the gold answer (for the validation metric; never in the input)
-  source       `mutation:<operator>` or `student`
+  source       `mutation:<operator>`, `student` or `student:round_<k>`
 
 `build` appends rows durably as it goes and records each finished source
 program in `progress.jsonl`; a rerun after a kill skips finished programs and
@@ -31,7 +39,7 @@ import hashlib
 import pathlib
 import random
 import sys
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -59,6 +67,9 @@ class Candidate:
   target: str
   answer: float
   source: str
+  # What the executor runs, when it differs from `program` (a student's
+  # prediction runs as `scoring.program_to_run` makes it, as at inference).
+  executed: Optional[str] = None
 
 
 def record_key(record: ProgramRecord) -> str:
@@ -91,16 +102,24 @@ def mutation_candidates(record: ProgramRecord, operators: Sequence[str] = mutati
 
 def judge(candidates: Sequence[Candidate], results: Sequence[ExecResult],
           limits: ExecLimits) -> tuple[list[dict[str, Any]], collections.Counter]:
-  """Rows for the wrong candidates; counts of kept and discarded per source."""
+  """Rows for the candidates inference would refine; counts of each outcome per source.
+
+  A candidate becomes a row only when `feedback.refinement_feedback` (the
+  inference trigger) gives it feedback, and the row carries that text.
+  """
   rows, counts = [], collections.Counter()
   for candidate, result in zip(candidates, results):
     if result.ok and limits.matches(result.value, candidate.answer):
       counts[f"{candidate.source}:still_correct"] += 1
       continue
+    text = feedback_lib.refinement_feedback(result)
+    if text is None:  # Runs and returns a number: wrong, but inference cannot tell.
+      counts[f"{candidate.source}:not_triggered"] += 1
+      continue
     counts[f"{candidate.source}:kept"] += 1
     rows.append({"id": candidate.row_id, "question_id": candidate.question_id,
                  "question": candidate.question, "program": candidate.program,
-                 "feedback": feedback_lib.feedback(result), "status": result.status,
+                 "feedback": text, "status": result.status,
                  "target": candidate.target, "answer": candidate.answer,
                  "source": candidate.source})
   return rows, counts
@@ -138,7 +157,8 @@ def run_candidates(groups: Sequence[tuple[str, list[Candidate]]], out_dir: pathl
             file=sys.stderr, disable=not progress, dynamic_ncols=True) as bar:
     for chunk in _chunks(todo, _CHUNK):
       candidates = [c for _, group in chunk for c in group]
-      results = executor.run([c.program for c in candidates]) if candidates else []
+      results = (executor.run([c.executed or c.program for c in candidates])
+                 if candidates else [])
       by_key: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
       new_rows = []
       for candidate, result in zip(candidates, results):
@@ -167,7 +187,7 @@ def build_mutations(records: Sequence[ProgramRecord], out_dir: pathlib.Path,
 
 
 def summarize(out_dir: pathlib.Path) -> dict[str, Any]:
-  """The report: rows per source, discarded mutants, inputs, programs done."""
+  """The report: rows per source, discarded candidates, inputs, programs done."""
   progress_rows = read_progress(out_dir)
   counts: collections.Counter = collections.Counter()
   for row in progress_rows.values():
@@ -181,7 +201,10 @@ def summarize(out_dir: pathlib.Path) -> dict[str, Any]:
       "source_programs": len(progress_rows),
       "by_source": {s: {"kept": counts.get(f"{s}:kept", 0),
                         "discarded_still_correct": counts.get(f"{s}:still_correct", 0),
+                        "discarded_not_triggered": counts.get(f"{s}:not_triggered", 0),
                         "rows": by_source.get(s, 0)} for s in sources},
+      "discarded_not_triggered": sum(v for k, v in counts.items()
+                                     if k.endswith(":not_triggered")),
       "by_status": dict(sorted(by_status.items())),
       "questions": len({r["question_id"] for r in rows}),
   }

@@ -27,7 +27,6 @@ questions; rerunning the same command skips the questions already written
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any, Optional, Sequence
@@ -160,9 +159,14 @@ def build(checkpoint_dir: str, input_path: str, output_path: str, *,
           top_k: int = 0, max_decode_length: int = 256,
           max_input_length: int = 512, batch_size: int = 8, seed: int = 0,
           gin_files: Sequence[str] = (),
+          gin_search_paths: Optional[Sequence[str]] = None,
+          vocab_dir: Optional[str] = None,
           limits: limits_lib.ExecLimits = limits_lib.DEFAULT,
           progress: bool = True) -> dict[str, Any]:
   """Writes one labelled row per question of `input_path` (resumable).
+
+  The student is restored as `pad_jax.infer` restores it (`gin_files`,
+  `gin_search_paths`, `vocab_dir`: its flags of the same names).
 
   Returns:
     `{"written", "skipped", "total", "prefixes", "correct", "seconds"}`.
@@ -179,7 +183,8 @@ def build(checkpoint_dir: str, input_path: str, output_path: str, *,
   if todo:
     decoder = decoder_lib.Decoder(checkpoint_dir, gin_files, DecodeSettings(
         decode="sample", max_decode_length=max_decode_length,
-        max_input_length=max_input_length, seed=seed))
+        max_input_length=max_input_length, seed=seed),
+        gin_search_paths=gin_search_paths, vocab_dir=vocab_dir)
     proposer = proposer_lib.Proposer(
         decoder.model, decoder.params, decoder.vocabulary,
         max_decode_length=max_decode_length, temperature=temperature,
@@ -212,7 +217,8 @@ def main(argv: list[str]) -> int:
         max_decode_length=_MAX_DECODE_LENGTH.value,
         max_input_length=_MAX_INPUT_LENGTH.value,
         batch_size=_BATCH_SIZE.value, seed=_SEED.value,
-        gin_files=_GIN_FILE.value, limits=exec_flags.limits())
+        gin_files=_GIN_FILE.value, gin_search_paths=_GIN_SEARCH_PATHS.value,
+        vocab_dir=_VOCAB_DIR.value, limits=exec_flags.limits())
   except (ValueError, FileNotFoundError) as e:
     raise ConfigError(cli.first_line(e)) from None
   print(json.dumps(summary))
@@ -226,6 +232,11 @@ if __name__ == "__main__":
   _GIN_FILE = flags.DEFINE_multi_string(
       "gin_file", [], "The student's model gin file(s) (default: next to the "
       "checkpoint, as pad_jax.infer).")
+  _GIN_SEARCH_PATHS = flags.DEFINE_list(
+      "gin_search_paths", [], "More gin search paths ('.' and the project's "
+      "gin_configs/ are always searched).")
+  _VOCAB_DIR = flags.DEFINE_string(
+      "vocab_dir", None, "Vocabulary directory overriding the model file's.")
   _INPUT = flags.DEFINE_string(
       "input", None, "JSONL questions: id, question, answer, optional gold "
       "program (a program dataset works).")
