@@ -1,4 +1,4 @@
-"""Smoke test of `python -m pad_jax.bench train|decode --model=tiny` (slow extra).
+"""Smoke tests of `python -m pad_jax.bench train|decode|stepwise` at tiny size (slow).
 
 Timings are never asserted (the CPU is shared); the reports' structure and
 the ids' agreement with Hugging Face (greedy and beam search) are.
@@ -46,3 +46,27 @@ def test_bench_tiny(tmp_path, name, extra, impls):
     mb = floor["bytes_per_step_mb"]
     assert mb["total"] == pytest.approx(sum(
         v for k, v in mb.items() if k != "total"), abs=0.2)
+
+
+@pytest.mark.slow
+def test_bench_stepwise_tiny(tmp_path):
+  """`python -m pad_jax.bench stepwise` end to end with a barely trained
+  tiny student (its structure; the full run trains 200 steps)."""
+  out = tmp_path / "stepwise.json"
+  result = subprocess.run(
+      [sys.executable, "-m", "pad_jax.bench", "stepwise", f"--output={out}",
+       f"--work_dir={tmp_path}", "--train_steps=20", "--questions=2",
+       "--batch_size=2", "--beam_size=2", "--step_candidates=2",
+       "--repeats=1", "--max_decode_length=64"],
+      timeout=900, capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  for side in ("greedy", "stepwise"):
+    assert report[side]["seconds_per_question"] > 0
+    assert len(report[side]["times_s"]) == report["repeats"] == 1
+  assert report["ratio_stepwise_vs_greedy"] > 0
+  assert report["ids_equal_greedy"] is True
+  assert report["programs"] == 2
+  assert set(report["stepwise_breakdown_s_per_question"]) == {
+      "decode_lines", "execute", "rest"}
+  assert report["machine"]["load_average_1m_at_start"] is not None

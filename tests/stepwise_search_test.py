@@ -134,13 +134,25 @@ class _PlantingProposer:
     newline = proposer_lib.newline_ids(self.vocabulary)
     self.newline_id = int(newline.nonzero()[0][-1])
 
-  def propose(self, encoded, prefixes, argmax, line=True):
-    proposals = self.proposer.propose(encoded, prefixes, argmax, line)
-    planted = self.FAILING[self.calls % len(self.FAILING)]
-    tokens = tuple(self.vocabulary.encode(planted)) + (self.newline_id,)
-    self.calls += 1
-    return [proposer_lib.Proposal(tokens, p.logprob, proposer_lib.NEWLINE)
-            if i % 3 == 1 else p for i, p in enumerate(proposals)]
+  def session(self, encoded, rows_per_question):
+    return _PlantingSession(self, self.proposer.session(encoded,
+                                                        rows_per_question))
+
+
+class _PlantingSession:
+
+  def __init__(self, planter, session):
+    self.planter, self.session = planter, session
+
+  def propose(self, questions, parents, prefixes, argmax, line=True):
+    p = self.planter
+    proposals, rows = self.session.propose(questions, parents, prefixes,
+                                           argmax, line)
+    planted = p.FAILING[p.calls % len(p.FAILING)]
+    tokens = tuple(p.vocabulary.encode(planted)) + (p.newline_id,)
+    p.calls += 1
+    return [proposer_lib.Proposal(tokens, q.logprob, proposer_lib.NEWLINE)
+            if i % 3 == 1 else q for i, q in enumerate(proposals)], rows
 
 
 class _CountingExecutor:
@@ -311,7 +323,8 @@ def test_verifier_trains_on_t5x_and_scores_the_search(student, verifier_data,
   scored = tmp_path / "scored.jsonl"
   decode_files.decode_file(
       DecodeSettings(decode="stepwise_beam", beam_size=2, step_candidates=2,
-                     step_verifier=str(verifier_dir), max_decode_length=MAX_DECODE,
+                     step_verifier=str(verifier_dir), step_verifier_weight=1.0,
+                     max_decode_length=MAX_DECODE,
                      max_input_length=256, batch_size=2),
       str(model_dir), questions, str(scored), progress=False)
   verifier = decoder_lib.Decoder(str(verifier_dir), options=DecodeSettings(

@@ -1,7 +1,8 @@
 r"""Dispatcher: `python -m pad_jax.bench <name> [--flag=value ...]`.
 
 Runs the benchmark module `pad_jax.bench.<name>`. Contract for a benchmark
-module (e.g. `execution.py`, `teacher.py`, `decode.py`, `train.py`, `data.py`):
+module (e.g. `execution.py`, `teacher.py`, `decode.py`, `train.py`, `data.py`,
+`stepwise.py`):
 
 * it defines its absl flags at module level (only the chosen module is
   imported, so flag names of different benchmarks never clash);

@@ -1,35 +1,42 @@
-"""K candidate next lines per partial program, decoded by a t5x model.
+"""K candidate next lines per partial program, decoded from a kept cache.
 
-Built on t5x's `EncoderDecoderModel.predict_batch_with_aux(...,
-prompt_with_targets=True)`: the partial program's ids are the decoder prompt
-(`decoder_input_tokens = [0, prefix...]`; t5x forces them, prefilling the
-cache when the network supports it) and `decoding.temperature_sample`
-continues it. The stop at the end of a line is a custom stop, not a cut in
-text: a `state_callback_fn` marks a row ended as soon as it has *generated*
-a newline token (any id whose text contains a newline; a byte-level BPE has
-several, e.g. "\n" and "\n   "), so each row decodes only its own line, and
-the candidate's ids are exactly what the model wrote.
+A `Session` holds one batch of questions on the device: each question is
+encoded once, and the decoder's self-attention cache is kept between the
+search's steps (`stepwise_decoder.LineDecoder`). Each call decodes one
+line for every row (question x beam x candidate) in one jitted loop, the
+rows continuing their parent's cache row; the search passes, per row, the
+row its beam was decoded in (`Session.propose`'s `parents`).
 
-Rows are (question, beam, candidate) triples flattened into one batch (the
-question's encoder input repeated); each row has its own temperature: the
-first candidate of every beam is the argmax line (temperature 0), the other
-K - 1 are samples (`temperature`, `top_k`). With K = 1 every step is the
-greedy line. Scores are the model's own log-probabilities of the new ids
-(`rescale_log_probs=False`: at temperature 1, whatever the sampling
-temperature).
+The stop at the end of a line is a custom stop, not a cut in text: a row
+ends as soon as it has *generated* a newline id (any id whose text contains
+a newline; a byte-level BPE has several, e.g. "\\n" and "\\n   "), so each
+row decodes only its own line, and the candidate's ids are exactly what the
+model wrote. Each row has its own temperature: the first candidate of every
+beam is the argmax line, the other K - 1 are samples (`temperature`,
+`top_k`). With K = 1 every step is the greedy line, and one beam writes
+greedy decoding's ids. Scores are the model's own log-probabilities of the
+new ids at temperature 1 (t5x's `rescale_log_probs=False`).
+
+`Proposer.propose` is the stateless form (each row its own question,
+nothing cached: the prefix is fed again), for callers that complete
+arbitrary prefixes (`pad_jax.stepwise.verifier_data`).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from pad_jax.decoding import stepwise_decoder
+
 EOS, NEWLINE, LENGTH = "eos", "newline", "length"
+_ENDS = {stepwise_decoder.END_EOS: EOS, stepwise_decoder.END_NEWLINE: NEWLINE,
+         stepwise_decoder.END_LENGTH: LENGTH}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +78,8 @@ class Proposer:
   """Decodes the next line of many partial programs at once.
 
   Args:
-    model: a t5x `EncoderDecoderModel` whose decode function is
-      `decoding.temperature_sample` (pad_jax.infer's non-beam decoders; the
-      temperature, top-k and stop are passed per call as decoder params).
+    model: a `pad_jax.student.models.EncoderDecoderModel` (over pad-jax's
+      network or t5x's).
     params: its parameters.
     vocabulary: its output vocabulary.
     max_step_length: the most ids of one line.
@@ -85,45 +91,27 @@ class Proposer:
   def __init__(self, model: Any, params: Any, vocabulary: Any, *,
                max_step_length: int = 64, max_decode_length: int = 256,
                temperature: float = 1.0, top_k: int = 0, seed: int = 0):
-    self.model, self.params, self.vocabulary = model, params, vocabulary
+    self.vocabulary = vocabulary
     self.max_step_length = max_step_length
     self.max_decode_length = max_decode_length
-    self.temperature, self.top_k = temperature, top_k
-    self._newline = jnp.asarray(newline_ids(vocabulary))
+    self.temperature = temperature
+    self.decoder = stepwise_decoder.LineDecoder(
+        model, params, newline_ids(vocabulary), eos_id=vocabulary.eos_id,
+        max_decode_length=max_decode_length, top_k=top_k)
     self._rng = jax.random.PRNGKey(seed)
     self._calls = 0
-    self._decode = {line: jax.jit(functools.partial(self._decode_rows,
-                                                    line=line))
-                    for line in (True, False)}
 
-  def _decode_rows(self, params, encoder_inputs, decoder_inputs, temperatures,
-                   rng, line):
-    prompt_lengths = jnp.sum(decoder_inputs != 0, axis=1)
-    newline = self._newline
-
-    def stop_at_newline(state):
-      # `cur_token` sits at position `cur_index`; positions 1..n are the
-      # prompt (forced), so only a newline past them ends the row.
-      token = state.cur_token[:, 0]
-      generated = state.cur_index > prompt_lengths
-      at_newline = newline[jnp.clip(token, 0, newline.shape[0] - 1)] & generated
-      return state.replace(ended=state.ended | at_newline[:, None])
-
-    decoder_params = {"temperature": temperatures, "topk": self.top_k,
-                      "rescale_log_probs": False}
-    if line:
-      decoder_params["state_callback_fn"] = stop_at_newline
-    decodes, aux = self.model.predict_batch_with_aux(
-        params, {"encoder_input_tokens": encoder_inputs,
-                 "decoder_input_tokens": decoder_inputs},
-        rng=rng, return_all_decodes=True, num_decodes=1,
-        prompt_with_targets=True, decoder_params=decoder_params)
-    return decodes[:, 0], aux["scores"][:, 0]
+  def session(self, encoded: Sequence[Sequence[int]],
+              rows_per_question: int) -> "Session":
+    """A batch of questions (encoder ids each), up to that many rows each."""
+    return Session(self, encoded, rows_per_question)
 
   def propose(self, encoded: Sequence[Sequence[int]],
               prefixes: Sequence[Sequence[int]],
               argmax: Sequence[bool], line: bool = True) -> list[Proposal]:
     """The next line (or, `line=False`, the rest of the program) of each row.
+
+    Stateless: each row is its own question and its prefix is fed again.
 
     Args:
       encoded: each row's encoder input ids (`<s> question </s>`).
@@ -134,43 +122,145 @@ class Proposer:
     Returns:
       One `Proposal` per row.
     """
-    rows = len(prefixes)
-    size = bucket(rows, 1 << 30, smallest=8)
-    longest = max(len(p) for p in prefixes)
-    budget = self.max_step_length if line else self.max_decode_length
-    length = bucket(longest + budget + 1, self.max_decode_length)
-    enc_length = bucket(max(len(e) for e in encoded), 1 << 30)
-    encoder_inputs = np.zeros((size, enc_length), np.int32)
-    decoder_inputs = np.zeros((size, length), np.int32)
-    for i, (enc, prefix) in enumerate(zip(encoded, prefixes)):
-      encoder_inputs[i, :len(enc)] = enc
-      decoder_inputs[i, 1:len(prefix) + 1] = prefix
-    encoder_inputs[rows:] = encoder_inputs[0]  # static batch: a real row
-    decoder_inputs[rows:] = decoder_inputs[0]
-    temperatures = np.full((size,), self.temperature, np.float32)
-    temperatures[:rows][np.asarray(argmax, bool)] = 0.0
-    rng = jax.random.fold_in(self._rng, self._calls)
-    self._calls += 1
-    decodes, scores = self._decode[line](self.params, encoder_inputs,
-                                         decoder_inputs, temperatures, rng)
-    decodes, scores = np.asarray(decodes), np.asarray(scores)
-    proposals = [self._proposal(decodes[i, len(p):], float(scores[i]), line)
-                 for i, p in enumerate(prefixes)]
-    # An unfinished program at the decode limit has no room for another line
-    # (and would not fit the next call's decoder inputs): it ends at LENGTH.
-    return [dataclasses.replace(q, end=LENGTH)
-            if q.end != EOS and len(p) + len(q.tokens) >= self.max_decode_length - 1
-            else q for p, q in zip(prefixes, proposals)]
+    proposals, _ = self.session(encoded, 1).propose(
+        range(len(prefixes)), [None] * len(prefixes), prefixes, argmax, line)
+    return proposals
 
-  def _proposal(self, new: np.ndarray, logprob: float, line: bool) -> Proposal:
-    """The new ids up to the end of the line (or EOS)."""
-    newline = np.asarray(self._newline)
-    eos = self.vocabulary.eos_id
-    budget = self.max_step_length if line else len(new)
-    new = [int(t) for t in new]
-    for j, token in enumerate(new[:budget]):
-      if token in (eos, 0):  # 0: padding after the end
-        return Proposal(tuple(new[:j + (token == eos)]), logprob, EOS)
-      if line and newline[token]:
-        return Proposal(tuple(new[:j + 1]), logprob, NEWLINE)
-    return Proposal(tuple(new[:budget]), logprob, LENGTH)
+  def reset_rng(self) -> None:
+    """Samples again from the seed (the same candidates for the same calls)."""
+    self._calls = 0
+
+  def next_rng(self) -> jax.Array:
+    """The sampling key of the next call (folded from the seed)."""
+    self._calls += 1
+    return jax.random.fold_in(self._rng, self._calls - 1)
+
+
+class Session:
+  """One batch of questions encoded once, its decoder cache kept across calls.
+
+  Rows are laid out `question group x rows` (a static batch: the groups
+  and the rows per group are powers of two, the rows at most
+  `rows_per_question`; padding rows are decoded but never waited for).
+  When the questions still searched fit half the groups, or a call needs
+  other rows per question, the layout is rebuilt (the encoder runs again)
+  and the cache rows are gathered into it.
+  """
+
+  def __init__(self, proposer: Proposer, encoded: Sequence[Sequence[int]],
+               rows_per_question: int):
+    self.proposer, self.slots = proposer, rows_per_question
+    self.encoded = [list(e) for e in encoded]
+    self._input_length = bucket(max(len(e) for e in self.encoded), 1 << 30,
+                                smallest=8)
+    self._questions: tuple[int, ...] = ()  # question of each row group
+    self._rows = 0  # rows per question group
+    self._context: Any = None
+    self._cache: Any = None
+    self._row_ids: list[tuple[int, ...]] = []  # ids each cache row holds
+
+  def _layout(self, live: Sequence[int], rows_per_question: int) -> None:
+    """Question groups for `live`, `rows_per_question` rows each.
+
+    Kept while it fits (the same question groups, the same rows each);
+    rebuilt, with the encoder run again, when the questions shrink to a
+    smaller power of two or the rows per question change (the first step
+    has one beam, K rows, of the B x K).
+    """
+    size = bucket(len(live), 1 << 30, smallest=1)
+    if (self._questions and set(live) <= set(self._questions) and
+        size == len(self._questions) and rows_per_question == self._rows):
+      return
+    self._questions = tuple(live) + (live[0],) * (size - len(live))
+    self._rows = rows_per_question
+    inputs = np.zeros((size, self._input_length), np.int32)
+    for i, q in enumerate(self._questions):
+      inputs[i, :len(self.encoded[q])] = self.encoded[q]
+    decoder = self.proposer.decoder
+    self._context = decoder.context(inputs, rows_per_question)
+    if self._cache is None:
+      self._cache = decoder.empty_cache(size * rows_per_question,
+                                        self._input_length)
+
+  def propose(self, questions: Sequence[int], parents: Sequence[Optional[int]],
+              prefixes: Sequence[Sequence[int]], argmax: Sequence[bool],
+              line: bool = True) -> tuple[list[Proposal], list[int]]:
+    """The next line of each row, each continuing its parent's cache row.
+
+    Args:
+      questions: each row's question (an index into the session's).
+      parents: the cache row its prefix was decoded in (`propose`'s second
+        result of an earlier call), or None (nothing cached).
+      prefixes: each row's partial program ids.
+      argmax: each row's candidate is the argmax line (else sampled).
+      line: stop at the end of the line; else at EOS.
+
+    Returns:
+      (one `Proposal` per row, the cache row each was decoded in).
+    """
+    p = self.proposer
+    length = p.max_decode_length
+    counts = collections.Counter(questions)
+    if max(counts.values()) > self.slots:
+      raise ValueError(f"more than {self.slots} rows for one question")
+    self._layout(list(counts), min(self.slots, bucket(
+        max(counts.values()), 1 << 30, smallest=1)))
+    group = {q: i for i, q in reversed(list(enumerate(self._questions)))}
+    rows = len(self._questions) * self._rows
+    used = [0] * len(self._questions)
+    cache_rows = []
+    parent_rows = np.zeros(rows, np.int32)
+    tokens = np.zeros((rows, length + 1), np.int32)
+    lengths = np.zeros(rows, np.int32)
+    valid = np.zeros(rows, np.int32)
+    alive = np.zeros(rows, bool)
+    temperatures = np.full(rows, p.temperature, np.float32)
+    for q, parent, prefix, top in zip(questions, parents, prefixes, argmax):
+      g = group[q]
+      r = g * self._rows + used[g]
+      used[g] += 1
+      cache_rows.append(r)
+      prefix = list(prefix)
+      tokens[r, 1:len(prefix) + 1] = prefix
+      lengths[r], alive[r] = len(prefix), True
+      temperatures[r] = 0.0 if top else p.temperature
+      if parent is not None:
+        parent_rows[r] = parent
+        valid[r] = self._valid(self._row_ids[parent], prefix)
+    out, self._cache = p.decoder.decode(
+        self._context, self._cache, parent_rows, tokens, lengths, valid,
+        alive, temperatures, p.next_rng(), line=line,
+        budget=p.max_step_length if line else length)
+    self._row_ids = [tuple(out.tokens[r, 1:lengths[r] + out.new[r] + 1])
+                     for r in range(rows)]
+    proposals = [self._proposal(out, r, lengths[r]) for r in cache_rows]
+    return proposals, cache_rows
+
+  @staticmethod
+  def _valid(held: Sequence[int], prefix: Sequence[int]) -> int:
+    """Cache positions of a row holding `held` that are right for `prefix`.
+
+    Position k holds the id fed there (0: the start id, k: id k - 1); the
+    row fed all of `held` but its last id. The first id of `prefix` that
+    differs from `held` (a caller may change a line) and everything after
+    it is fed again, and so is `prefix`'s last id (its logits are needed).
+    """
+    common = 0
+    for a, b in zip(held, prefix):
+      if a != b:
+        break
+      common += 1
+    return min(common + 1, len(held), len(prefix))
+
+  def _proposal(self, out: stepwise_decoder.LineBatch, r: int,
+                prefix_length: int) -> Proposal:
+    new = int(out.new[r])
+    ids = tuple(int(t) for t in
+                out.tokens[r, prefix_length + 1:prefix_length + 1 + new])
+    end = _ENDS[int(out.end[r])]
+    # An unfinished program at the decode limit has no room for another
+    # line: it ends at LENGTH.
+    limit = self.proposer.max_decode_length - 1
+    if end != EOS and prefix_length + new >= limit:
+      end = LENGTH
+    return Proposal(ids, float(out.logprob[r]), end)

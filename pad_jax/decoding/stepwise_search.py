@@ -3,7 +3,9 @@
 For a batch of questions, each holding up to B partial programs (beams):
 
   1. expand: every beam gets K candidate next lines (`Proposer`: the argmax
-     line and K - 1 samples), all questions x beams x K in one decode call;
+     line and K - 1 samples), all questions x beams x K in one decode call
+     of a `stepwise_proposer.Session`: the questions are encoded once per
+     batch and each candidate continues its beam's cache row;
   2. verify: each candidate prefix is turned into a runnable program
      (`steps.runnable`) and all of them are executed in one `Executor.run`
      call; a candidate whose prefix has a syntax error, raises, times out or
@@ -41,10 +43,12 @@ class Beam:
   score: float = 0.0
   complete: bool = False
   line: str = ""
+  row: Optional[int] = None  # the decoder cache row holding its ids
 
 
 @dataclasses.dataclass
 class _Question:
+  index: int
   question: str
   encoded: list[int]
   beams: list[Beam]
@@ -57,7 +61,8 @@ class StepwiseSearch:
   """Step-wise beam search over a `Proposer`, an executor and a scorer.
 
   Args:
-    proposer: the student (`propose(encoded, prefixes, argmax)`).
+    proposer: the student (`session(encoded, rows_per_question)`, whose
+      `propose(questions, parents, prefixes, argmax)` decodes the lines).
     executor: a started-or-not sandbox `Executor`.
     scorer: a `scorers.Scorer`.
     beam_size: B, partial programs kept per question.
@@ -75,24 +80,27 @@ class StepwiseSearch:
   def search(self, questions: Sequence[str],
              encoded: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
     """Output fields (`prediction`, `tokens`, `score`, `complete`, `steps`)."""
-    states = [_Question(q, list(e), [Beam()]) for q, e in zip(questions, encoded)]
+    states = [_Question(i, q, list(e), [Beam()])
+              for i, (q, e) in enumerate(zip(questions, encoded))]
+    session = self.proposer.session(encoded,
+                                    self.beam_size * self.step_candidates)
     for _ in range(self.max_steps):
       active = [s for s in states if s.beams]
       if not active:
         break
-      self._step(active)
+      self._step(session, active)
     return [self._result(s) for s in states]
 
-  def _step(self, active: Sequence[_Question]) -> None:
+  def _step(self, session: Any, active: Sequence[_Question]) -> None:
     rows = [(s, beam, k) for s in active for beam in s.beams
             for k in range(self.step_candidates)]
-    proposals = self.proposer.propose(
-        [s.encoded for s, _, _ in rows], [b.tokens for _, b, _ in rows],
-        [k == 0 for _, _, k in rows])
+    proposals, cache_rows = session.propose(
+        [s.index for s, _, _ in rows], [b.row for _, b, _ in rows],
+        [b.tokens for _, b, _ in rows], [k == 0 for _, _, k in rows])
     vocabulary = self.proposer.vocabulary
     candidates, pruned = [], {id(s): collections.Counter() for s in active}
     seen = set()
-    for (state, beam, _), proposal in zip(rows, proposals):
+    for (state, beam, _), proposal, row in zip(rows, proposals, cache_rows):
       tokens = beam.tokens + proposal.tokens
       if (id(state), tokens) in seen:
         pruned[id(state)]["duplicate"] += 1
@@ -110,7 +118,7 @@ class StepwiseSearch:
       line = vocabulary.decode([t for t in proposal.tokens
                                 if t != vocabulary.eos_id]).strip()
       new = Beam(tokens, text, beam.logprob + proposal.logprob,
-                 complete=check.complete, line=line)
+                 complete=check.complete, line=line, row=row)
       candidates.append((state, new, check))
     results = self.executor.run(
         [c.program if c.kind == steps_lib.RUN else None

@@ -292,15 +292,111 @@ class EncoderDecoderModel(models.EncoderDecoderModel):
     `encoded_inputs` and `raw_inputs` keep the batch of the inputs (not
     expanded over beams): only their padding mask and shapes are used.
     """
-    flat_ids = decoding_state.cur_token
-    flat_logits, new_vars = self.module.apply(
-        {'params': params, 'cache': decoding_state.cache,
-         attention.CROSS_ATTENTION: cross_kv},
-        encoded_inputs, raw_inputs, flat_ids, flat_ids,
+    return self.decode_ids(
+        params, decoding_state.cache,
+        {'encoded': encoded_inputs, 'raw_inputs': raw_inputs,
+         'cross_kv': cross_kv}, decoding_state.cur_token, max_decode_length)
+
+  # --------------------------------------------------------------------------
+  # Incremental decoding driven from outside t5x's decode functions (the
+  # step-wise line decoder, `pad_jax.decoding.stepwise_decoder`): encode once,
+  # then feed one id per row per call, the cache carried by the caller.
+  # --------------------------------------------------------------------------
+  def decoding_context(self, params: PyTree, encoder_input_tokens: jnp.ndarray,
+                       rows_per_input: int) -> PyTree:
+    """What every decoding step reads about the inputs, computed once.
+
+    Args:
+      params: the parameters.
+      encoder_input_tokens: `[batch, input_len]`.
+      rows_per_input: decoder rows per input (consecutive rows share it).
+
+    Returns:
+      A pytree for `decode_ids`: the encoder output and inputs (`[batch,
+      ...]`) with the `cross_attention` collection
+      (`_cross_attention_kv`) when the network has one; else (t5x's
+      network, which projects the encoder output at every step) the
+      encoder output and inputs repeated to `[batch * rows_per_input, ...]`
+      and no collection.
+    """
+    encoded = self.module.apply({'params': params}, encoder_input_tokens,
+                                enable_dropout=False,
+                                method=self.module.encode)
+    if hasattr(self.module, 'cross_attention_kv'):
+      return {'encoded': encoded, 'raw_inputs': encoder_input_tokens,
+              'cross_kv': self._cross_attention_kv(params, encoded,
+                                                   encoder_input_tokens)}
+    return {'encoded': jnp.repeat(encoded, rows_per_input, axis=0),
+            'raw_inputs': jnp.repeat(encoder_input_tokens, rows_per_input,
+                                     axis=0),
+            'cross_kv': None}
+
+  def decoding_context_rows(self, context: PyTree, rows: jnp.ndarray,
+                            total_rows: int) -> PyTree:
+    """`decoding_context` for some decoder rows only, one row per input.
+
+    Args:
+      context: `decoding_context`'s, for `total_rows` decoder rows.
+      rows: `[n]` int32 indices of the rows kept.
+      total_rows: the decoder rows `context` was made for.
+
+    Returns:
+      The context of `n` decoder rows, row `j` reading what row `rows[j]`
+      read (the tied output kernel, shared by all, is kept as is).
+    """
+    inputs = context['raw_inputs'].shape[0]
+    index = rows // (total_rows // inputs)
+    take = lambda x: jnp.take(x, index, axis=0)
+    cross_kv = context['cross_kv']
+    if cross_kv is not None:
+      cross_kv = {name: value if name == attention.OUTPUT_KERNEL else
+                  jax.tree_util.tree_map(take, value)
+                  for name, value in cross_kv.items()}
+    return {'encoded': take(context['encoded']),
+            'raw_inputs': take(context['raw_inputs']), 'cross_kv': cross_kv}
+
+  def decoding_cache(self, params: PyTree, rows: int, input_length: int,
+                     max_decode_length: int) -> PyTree:
+    """An empty (all-zero) self-attention cache of `rows` rows.
+
+    The network's own cache-shaping call (`_compute_kv_cache`), evaluated
+    for its shapes only: every leaf of a fresh cache is zero.
+    """
+    shapes = jax.eval_shape(
+        lambda p: self._compute_kv_cache(
+            p, None, jnp.ones((rows, input_length), jnp.int32),
+            jnp.ones((rows, max_decode_length), jnp.int32))[0], params)
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                  shapes)
+
+  def decode_ids(self, params: PyTree, cache: PyTree, context: PyTree,
+                 ids: jnp.ndarray, max_decode_length: int
+                 ) -> Tuple[jnp.ndarray, PyTree]:
+    """One cached decoding step: `[rows, 1]` ids -> `[rows, vocab]` logits.
+
+    The id of each row is written at the cache's `cache_index` (one index
+    for all rows) and attends to the positions before it, as in t5x's
+    `_compute_logits_from_slice`.
+
+    Args:
+      params: the parameters.
+      cache: the `cache` collection (`decoding_cache`).
+      context: `decoding_context`'s.
+      ids: `[rows, 1]` int32.
+      max_decode_length: the cache's length.
+
+    Returns:
+      (logits `[rows, vocab]`, the updated cache).
+    """
+    variables = {'params': params, 'cache': cache}
+    if context['cross_kv'] is not None:
+      variables[attention.CROSS_ATTENTION] = context['cross_kv']
+    logits, new_vars = self.module.apply(
+        variables, context['encoded'], context['raw_inputs'], ids, ids,
         enable_dropout=False, decode=True,
         max_decode_length=max_decode_length, mutable=['cache'],
         method=self.module.decode)
-    return jnp.squeeze(flat_logits, axis=1), new_vars['cache']
+    return jnp.squeeze(logits, axis=1), new_vars['cache']
 
   def predict_batch_with_aux(
       self,
