@@ -194,7 +194,8 @@ def test_a_bad_point_fails_the_sweep_before_anything_runs(tmp_path):
   assert not (tmp_path / "exp").exists()
 
 
-@pytest.mark.parametrize("name", ["stages_tiny", "self_consistency_tiny", "cot_baseline_tiny"])
+@pytest.mark.parametrize("name", ["stages_tiny", "stages_demo", "self_consistency_tiny",
+                                  "cot_baseline_tiny"])
 def test_every_point_of_a_named_sweep_validates(name):
   import gin
   files = [str(experiments.experiment_gin_file(name))]
@@ -210,9 +211,57 @@ def test_every_point_of_a_named_sweep_validates(name):
     if name == "stages_tiny" and label == "self_refine_r2":
       assert "refine" in point.stages
       assert "--refine_rounds=2" in stage_configs["decode"]["decode"].infer_flags()
-    if name == "stages_tiny" and label.startswith("stepwise"):
+    if name.startswith("stages") and label.startswith("stepwise"):
       assert "--decode=stepwise_beam" in stage_configs["decode"]["decode"].infer_flags()
+    if name == "stages_demo":
+      assert ("stepwise_verifier" in point.stages) == (label in ("stepwise_verifier",
+                                                                   "stepwise_combined"))
+      assert stage_configs["decode"]["decode"].set_limit("synthetic") == 1000
+      assert stage_configs["decode"]["decode"].set_limit("gsm8k") == 250
   gin.clear_config()
+
+
+def _plan(stages):
+  return (configs.PipelineConfig(stages=tuple(stages)), {s: {"cfg": s} for s in stages})
+
+
+def test_shared_stages_come_first_in_every_point_and_run_with_a_point_s_config():
+  base = ["synthesize", "verify", "train", "decode", "score"]
+  with_verifier = ["synthesize", "verify", "train", "stepwise_verifier", "decode", "score"]
+  with_refine = ["synthesize", "verify", "train", "refine", "decode", "score"]
+  shared = ["synthesize", "verify", "train", "stepwise_verifier"]
+  plans = {"greedy": _plan(base), "verifier": _plan(with_verifier), "refine": _plan(with_refine)}
+  configs_ = experiments._shared_configs(shared, plans)  # pylint: disable=protected-access
+  assert list(configs_) == shared and configs_["stepwise_verifier"] == {"cfg": "stepwise_verifier"}
+  with pytest.raises(ConfigError, match="no point runs \\['stepwise_verifier'\\]"):
+    experiments._shared_configs(shared, {"greedy": _plan(base)})  # pylint: disable=protected-access
+  with pytest.raises(ConfigError, match="must come first, in order, in every point's stages; "
+                                        "point 'refine' runs"):
+    experiments._shared_configs(["synthesize", "verify", "train", "decode"],  # pylint: disable=protected-access
+                                {"refine": _plan(with_refine)})
+
+
+def _scores(run_dir, name, correct):
+  (run_dir / "score").mkdir(parents=True, exist_ok=True)
+  (run_dir / "score" / f"{name}.jsonl").write_text("".join(
+      json.dumps({"id": f"q{i}", "correct": c}) + "\n" for i, c in enumerate(correct)))
+
+
+def test_paired_counts_against_the_baseline_on_the_same_questions(tmp_path):
+  _scores(tmp_path / "greedy", "synthetic", [True, True, False, False, True])
+  _scores(tmp_path / "sc", "synthetic", [True, False, True, True])  # q4 not scored here
+  _scores(tmp_path / "sc", "gsm8k", [True])  # no baseline file: left out
+  paired = experiments.paired_counts(tmp_path / "greedy", tmp_path / "sc")
+  assert paired == {"synthetic": {"n": 4, "fixed": 2, "broken": 1}}
+  rows = [{"label": "greedy", "bindings": {}, "train_examples": 1, "train_step": 1,
+           "paired": experiments.paired_counts(tmp_path / "greedy", tmp_path / "greedy")},
+          {"label": "sc", "bindings": {}, "train_examples": 1, "train_step": 1, "paired": paired}]
+  cfg = experiments.SweepConfig(points={"greedy": {}, "sc": {}}, x_axis="value",
+                                metrics=["synthetic_accuracy"], paired_with="greedy")
+  experiments.write_results(tmp_path, "stages", cfg, rows)
+  text = (tmp_path / "results.md").read_text()
+  assert "Paired against `greedy`" in text and "| sc | +2 / -1 (+25.0) |" in text
+  assert "| greedy | +" not in text
 
 
 def test_results_table_columns_with_seconds_per_question(tmp_path):

@@ -436,6 +436,9 @@ def test_decode_config_stepwise_beam_and_refine_rounds():
       (dict(decode="greedy", num_decodes=4), "DecodeConfig.num_decodes: must be 1 with decode 'greedy'"),
       (dict(decode="beam", beam_size=2, num_decodes=3), "DecodeConfig.num_decodes: must be <= beam_size"),
       (dict(benchmarks=[], synthetic=False), "DecodeConfig.synthetic: is False"),
+      (dict(limits={"synthetic": 0}), "DecodeConfig.limits: values must be integers > 0"),
+      (dict(limits={"svamp": 10}), "DecodeConfig.limits: names a set that is not decoded; "
+                                   "the sets are \\['synthetic', 'gsm8k'\\]"),
   ]:
     with pytest.raises(ConfigError, match="^" + message):
       configs.DecodeConfig(**kwargs).validate()
@@ -447,12 +450,15 @@ def test_decode_config_is_the_decode_settings_plus_what_to_decode():
   config_fields = {f.name: f.default for f in dataclasses.fields(configs.DecodeConfig)}
   assert {k: config_fields[k] for k in settings_fields} == settings_fields
   assert set(config_fields) - set(settings_fields) == {
-      "benchmarks", "split", "synthetic", "limit", "time_each_set"}
+      "benchmarks", "split", "synthetic", "limit", "limits", "time_each_set"}
   # The child's flags carry every setting and nothing of the pipeline's own.
   flags = configs.DecodeConfig(limit=3, decode="sample", num_decodes=5).infer_flags()
   assert [f.split("=")[0][2:] for f in flags] == [
       k for k in settings_fields if k != "step_verifier"]
   assert "--num_decodes=5" in flags and not any("limit" in f for f in flags)
+  per_set = configs.DecodeConfig(limit=3, limits={"synthetic": 10})
+  assert per_set.set_limit("synthetic") == 10 and per_set.set_limit("gsm8k") == 3
+  assert configs.DecodeConfig().set_limit("gsm8k") is None
 
 
 def test_refine_config_is_checked_before_the_first_stage():

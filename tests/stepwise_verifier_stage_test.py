@@ -54,10 +54,24 @@ def test_the_stage_is_optional_and_placed_before_decode():
     (dict(train_steps=0), "train_steps: must be None or > 0"),
     (dict(macros={"not a macro": 1}), "macros: keys must be gin macro names"),
     (dict(run_gin_files=[]), "run_gin_files: must name at least one"),
+    (dict(from_student=True, model_gin_files=["models/tiny.gin"]),
+     "from_student: needs model_gin_files None"),
+    (dict(from_student=True, macros={"INITIAL_CHECKPOINT_PATH": "/c"}),
+     "from_student: needs model_gin_files None"),
 ])
 def test_each_check_names_its_field(changes, message):
   with pytest.raises(ConfigError, match="^StepwiseVerifierConfig." + message):
     configs.StepwiseVerifierConfig(**changes).validate()
+
+
+def test_from_student_starts_the_verifier_from_the_student_checkpoint(tmp_path):
+  data, checkpoint = tmp_path / "verifier.jsonl", tmp_path / "model" / "checkpoint_7"
+  gin.clear_config()
+  gin.parse_config(stage.verifier_gin(data, str(checkpoint)))
+  assert gin.query_parameter("%INITIAL_CHECKPOINT_PATH") == str(checkpoint)
+  assert gin.query_parameter("%VERIFIER_DATA") == str(data)
+  gin.clear_config()
+  assert "INITIAL_CHECKPOINT_PATH" not in stage.verifier_gin(data)
 
 
 def test_gin_files_must_exist():

@@ -268,6 +268,9 @@ class DecodeConfig(DecodeSettings):
     split: their split.
     synthetic: also decode the synthetic held-out problems.
     limit: at most N examples per eval set (None: all).
+    limits: `{eval set: N}` per set (`synthetic`, `gsm8k`, ...), overriding
+      `limit` for the sets it names, e.g. 1,000 synthetic problems and the
+      first 250 of each benchmark.
     time_each_set: decode each eval set in its own infer child, so that the
       score stage reports seconds per question per set (each child's time
       includes restoring the checkpoint and compiling).
@@ -277,7 +280,12 @@ class DecodeConfig(DecodeSettings):
   split: str = "test"
   synthetic: bool = True
   limit: Optional[int] = None
+  limits: Optional[Mapping[str, int]] = None
   time_each_set: bool = False
+
+  def set_limit(self, name: str) -> Optional[int]:
+    """At most how many examples of eval set `name` are decoded (None: all)."""
+    return dict(self.limits or {}).get(name, self.limit)
 
   def validate(self) -> None:
     unknown = [b for b in self.benchmarks if b not in benchmarks.BENCHMARKS]
@@ -288,6 +296,10 @@ class DecodeConfig(DecodeSettings):
         ("synthetic", bool(self.benchmarks) or self.synthetic,
          "is False and DecodeConfig.benchmarks is empty: nothing to decode"),
         ("limit", self.limit is None or self.limit > 0, "must be None or > 0"),
+        ("limits", all(isinstance(n, int) and n > 0 for n in dict(self.limits or {}).values()),
+         "values must be integers > 0"),
+        ("limits", set(dict(self.limits or {})) <= set(self.benchmarks) | {"synthetic"},
+         f"names a set that is not decoded; the sets are {['synthetic'] + list(self.benchmarks)}"),
     ], self)
     super().validate()  # the decode settings, as infer checks them
 
@@ -401,6 +413,10 @@ class StepwiseVerifierConfig:
     train_steps: `TRAIN_STEPS` of the verifier (None: the run file's).
     macros: more t5x macros, e.g. `{'INITIAL_CHECKPOINT_PATH': ...}` (the
       converted CodeT5 the verifier starts from; default: from scratch).
+    from_student: start the verifier from the trained student's parameters
+      (it already reads the questions and programs; its optimizer state and
+      step count start afresh). Needs the student's model gin files
+      (`model_gin_files` None) and no INITIAL_CHECKPOINT_PATH in `macros`.
   """
 
   sources: Optional[Sequence[str]] = None
@@ -417,10 +433,16 @@ class StepwiseVerifierConfig:
   run_gin_files: Sequence[str] = ("runs/step_verifier.gin",)
   train_steps: Optional[int] = None
   macros: Optional[Mapping[str, Any]] = None
+  from_student: bool = False
 
   def validate(self) -> None:
     _check([
         ("limit", self.limit is None or self.limit > 0, "must be None or > 0"),
+        ("from_student", not self.from_student or (
+            self.model_gin_files is None
+            and "INITIAL_CHECKPOINT_PATH" not in (self.macros or {})),
+         "needs model_gin_files None (the student's network) and no "
+         "INITIAL_CHECKPOINT_PATH in macros"),
         ("samples", self.samples >= 0, "must be >= 0"),
         ("completions", self.completions >= 1, "must be >= 1"),
         ("temperature", self.temperature > 0, "must be > 0"),

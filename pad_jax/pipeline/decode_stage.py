@@ -53,9 +53,7 @@ def eval_sets(ctx: StageContext, cfg: DecodeConfig) -> dict[str, list[dict[str, 
   for name in cfg.benchmarks:
     sets[name] = [{"id": e.id, "question": e.question, "answer": e.answer}
                   for e in benchmarks.load(name, cfg.split)]
-  if cfg.limit is not None:
-    sets = {name: rows[:cfg.limit] for name, rows in sets.items()}
-  return sets
+  return {name: rows[:cfg.set_limit(name)] for name, rows in sets.items()}
 
 
 def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:

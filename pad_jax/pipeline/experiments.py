@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import gin
 
 from pad_jax import atomic
+from pad_jax import jsonl
 from pad_jax.errors import ConfigError
 from pad_jax.pipeline import report
 from pad_jax.pipeline import run_dir as run_dir_lib
@@ -52,8 +53,15 @@ class SweepConfig:
     parameter: gin binding swept (shorthand: one point per value).
     values: its values.
     points: `{label: {binding: value}}` points (instead of parameter/values).
-    shared_stages: stages run once for every point (a prefix of the
-      pipeline's stages).
+    shared_stages: stages run once for every point, in pipeline order;
+      every point runs the shared stages it has before any stage of its own
+      (e.g. `['synthesize', 'verify', 'train', 'stepwise_verifier']`: the
+      points with a `stepwise_verifier` stage share one verifier, and a
+      point without it runs on from `train`).
+    paired_with: label of the baseline point (e.g. `greedy`): each point's
+      per-question results on every eval set are compared with it, and
+      `results.md` gets the paired counts (questions fixed: right here,
+      wrong in the baseline; broken: the reverse).
     metrics: report keys plotted (default: every `*_accuracy`).
     x_axis: `train_examples` (training programs of the point, log2 scale) or
       `value` (the swept value).
@@ -71,6 +79,7 @@ class SweepConfig:
   metrics: Optional[Sequence[str]] = None
   x_axis: str = "train_examples"
   columns: Optional[Sequence[str]] = None
+  paired_with: Optional[str] = None
 
 
 def sweep_points(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
@@ -115,24 +124,23 @@ def run_sweep(cfg: SweepConfig, name: str, configure: Callable[[Sequence[str]], 
     ConfigError: a point's config (checked for every point before any runs).
   """
   points = sweep_points(cfg)
+  if cfg.paired_with is not None and cfg.paired_with not in points:
+    raise ConfigError(f"SweepConfig.paired_with: {cfg.paired_with!r} is not a point; "
+                      f"the points are {list(points)}")
   out_dir = pathlib.Path(cfg.out_dir).absolute()
   shared = list(cfg.shared_stages)
-  base = PipelineConfig()
-  if shared != list(base.stages[:len(shared)]):
-    raise ConfigError(f"SweepConfig.shared_stages: {shared} must be a prefix of the "
-                      f"pipeline's stages {list(base.stages)}")
   plans = {}
   for label, bindings in points.items():  # every point's configs, before any work
     configure(binding_lines(bindings))
     point = dataclasses.replace(PipelineConfig(), run_dir=str(out_dir / label))
     plans[label] = (point, runner.validated_configs(point, rerun))
+  shared_configs = _shared_configs(shared, plans)
   print(f"experiment {name}: {len(points)} points -> {out_dir}", file=sys.stderr)
   if shared:
-    first, configs = next(iter(plans.values()))
+    first = next(iter(plans.values()))[0]
     runner.run_pipeline(dataclasses.replace(first, run_dir=str(out_dir / "shared"),
                                             stages=tuple(shared)),
-                        rerun=[s for s in rerun if s in shared],
-                        configs={s: configs[s] for s in shared})
+                        rerun=[s for s in rerun if s in shared], configs=shared_configs)
     rerun = [s for s in rerun if s not in shared]
   rows = []
   for label, (point, configs) in plans.items():
@@ -140,8 +148,56 @@ def run_sweep(cfg: SweepConfig, name: str, configure: Callable[[Sequence[str]], 
     _link_shared(out_dir / label, out_dir / "shared", shared)
     runner.run_pipeline(point, rerun=rerun, configs=configs)
     rows.append(_result_row(label, points[label], out_dir / label))
+  if cfg.paired_with is not None:
+    baseline = out_dir / cfg.paired_with
+    for row in rows:
+      row["paired"] = paired_counts(baseline, out_dir / row["label"])
   write_results(out_dir, name, cfg, rows)
   return rows
+
+
+def _shared_configs(shared: Sequence[str], plans: Mapping[str, tuple[PipelineConfig, Mapping[str, Any]]]
+                    ) -> dict[str, Any]:
+  """The configs the shared stages run with (ConfigError unless every point can use them).
+
+  Each point must run the shared stages it has first, in order (so its own
+  stages only build on shared ones), and every shared stage must be a stage
+  of some point, whose config it runs with.
+  """
+  configs: dict[str, Any] = {}
+  for label, (point, point_configs) in plans.items():
+    stages = list(point.stages)
+    own = [s for s in stages if s in shared]
+    if own != stages[:len(own)] or own != [s for s in shared if s in own]:
+      raise ConfigError(f"SweepConfig.shared_stages: {list(shared)} must come first, in order, "
+                        f"in every point's stages; point {label!r} runs {stages}")
+    for stage in own:
+      configs.setdefault(stage, point_configs[stage])
+  unused = [s for s in shared if s not in configs]
+  if unused:
+    raise ConfigError(f"SweepConfig.shared_stages: no point runs {unused}")
+  return {s: configs[s] for s in shared}
+
+
+def paired_counts(baseline_dir: pathlib.Path, point_dir: pathlib.Path) -> dict[str, dict[str, int]]:
+  """`{eval set: {n, fixed, broken}}` of a point against the baseline, on the same questions.
+
+  Read from both runs' `score/<eval set>.jsonl`; `n` counts the questions
+  both scored, `fixed` those right in the point and wrong in the baseline,
+  `broken` the reverse.
+  """
+  out = {}
+  for path in sorted((point_dir / "score").glob("*.jsonl")):
+    base_path = baseline_dir / "score" / path.name
+    if not base_path.exists():
+      continue
+    base = {r["id"]: bool(r.get("correct")) for r in jsonl.read_rows(base_path)}
+    mine = {r["id"]: bool(r.get("correct")) for r in jsonl.read_rows(path)}
+    common = [i for i in mine if i in base]
+    out[path.stem] = {"n": len(common),
+                      "fixed": sum(mine[i] and not base[i] for i in common),
+                      "broken": sum(base[i] and not mine[i] for i in common)}
+  return out
 
 
 def _result_row(label: str, bindings: Mapping[str, Any], point_dir: pathlib.Path) -> dict[str, Any]:
@@ -172,9 +228,30 @@ def write_results(out_dir: pathlib.Path, name: str, cfg: SweepConfig,
     cells = [row["label"], row["train_examples"], row["train_step"]]
     cells += [_cell(row.get(c), c) for c in columns]
     lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+  lines += paired_table(rows, cfg.paired_with)
   if plot:
     lines += ["", f"![{cfg.title}]({plot})"]
   atomic.write_text(out_dir / "results.md", "\n".join(lines) + "\n")
+
+
+def paired_table(rows: Sequence[Mapping[str, Any]], baseline: Optional[str]) -> list[str]:
+  """results.md's paired counts: per point and eval set, fixed / broken against the baseline."""
+  sets = sorted({s for r in rows for s in (r.get("paired") or {})})
+  if baseline is None or not sets:
+    return []
+  lines = ["", f"Paired against `{baseline}` on the same questions: questions fixed (right here, "
+               f"wrong there) / broken (the reverse); accuracy difference in points.", "",
+           "| point | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+  for row in rows:
+    if row["label"] == baseline:
+      continue
+    cells = []
+    for name in sets:
+      c = (row.get("paired") or {}).get(name)
+      cells.append("n/a" if not c or not c["n"] else
+                   f"+{c['fixed']} / -{c['broken']} ({100 * (c['fixed'] - c['broken']) / c['n']:+.1f})")
+    lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+  return lines
 
 
 def _cell(value: Any, column: str) -> str:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from pad_jax import atomic
 from pad_jax import checkpoints
@@ -85,10 +85,13 @@ def data_command(cfg: StepwiseVerifierConfig, limits: ExecLimits, student: Mappi
                               *exec_flags.as_flags(limits))
 
 
-def verifier_gin(data: pathlib.Path) -> str:
-  """The macro `runs/step_verifier.gin` requires, as a gin file."""
-  return "\n".join(["# Written by the pad-jax pipeline's stepwise_verifier stage: the data.",
-                    f"VERIFIER_DATA = {json.dumps(str(data))}", ""])
+def verifier_gin(data: pathlib.Path, initial_checkpoint: Optional[str] = None) -> str:
+  """The macro `runs/step_verifier.gin` requires (and the student to start from), as a gin file."""
+  lines = ["# Written by the pad-jax pipeline's stepwise_verifier stage: the data.",
+           f"VERIFIER_DATA = {json.dumps(str(data))}"]
+  if initial_checkpoint:
+    lines.append(f"INITIAL_CHECKPOINT_PATH = {json.dumps(str(initial_checkpoint))}")
+  return "\n".join(lines + [""])
 
 
 def label_counts(data: pathlib.Path) -> dict[str, int]:
@@ -118,7 +121,8 @@ def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, An
   bar.close()
   counts = label_counts(data)
 
-  atomic.write_text(ctx.path("verifier.gin"), verifier_gin(data))
+  atomic.write_text(ctx.path("verifier.gin"), verifier_gin(
+      data, student["checkpoint_dir"] if cfg.from_student else None))
   run_cfg = dataclasses.replace(train_cfg, model_gin_files=tuple(cfg.model_gin_files or ()),
                                 run_gin_files=tuple(cfg.run_gin_files),
                                 train_steps=cfg.train_steps, macros=cfg.macros)
