@@ -33,6 +33,7 @@ $(STAMP): setup.py
 
 demo: $(STAMP)
 	$(PY) -m pad_jax.pipeline --gin_file=gin_configs/pipelines/demo.gin
+	$(PY) -m pad_jax.experiments --name=demo_stages
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 tests

@@ -12,6 +12,7 @@ checked before anything runs: a bad config is one line, exit status 2.
 from __future__ import annotations
 
 import json
+import pathlib
 import sys
 from typing import Sequence
 
@@ -53,6 +54,9 @@ def main(argv: Sequence[str]) -> int:
     print(f"pad_jax.experiments: {e}", file=sys.stderr)
     return 1
   print(json.dumps([{k: v for k, v in r.items() if k != "run_dir"} for r in rows], indent=1))
+  out_dir = experiments.SweepConfig().out_dir
+  print(f"\n{pathlib.Path(out_dir, 'results.md').read_text()}\n(written to {out_dir}/)",
+        file=sys.stderr)
   return 0
 
 

@@ -194,7 +194,7 @@ def test_a_bad_point_fails_the_sweep_before_anything_runs(tmp_path):
   assert not (tmp_path / "exp").exists()
 
 
-@pytest.mark.parametrize("name", ["stages_tiny", "stages_demo", "self_consistency_tiny",
+@pytest.mark.parametrize("name", ["stages_tiny", "stages_demo", "demo_stages", "self_consistency_tiny",
                                   "cot_baseline_tiny"])
 def test_every_point_of_a_named_sweep_validates(name):
   import gin
@@ -300,3 +300,27 @@ def test_experiment_files_include_at_most_one_level(path):
     assert not _gin_includes(target), (
         f"{path}: includes {included}, which includes {_gin_includes(target)}; include only "
         "files that include nothing (experiment -> common)")
+
+
+def test_a_sweep_can_build_on_a_finished_run_directory(tmp_path, monkeypatch):
+  """`SweepConfig.shared_dir` (make demo): the shared stages run (or are skipped) there, and
+  every point links to them."""
+  calls = []
+
+  def run_pipeline(config, rerun=(), configs=None):
+    calls.append((config.run_dir, tuple(config.stages), sorted(configs)))
+    pathlib.Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+    (pathlib.Path(config.run_dir) / "report.json").write_text("{}")
+
+  monkeypatch.setattr(runner, "run_pipeline", run_pipeline)
+  monkeypatch.setattr(runner, "validated_configs",
+                      lambda point, rerun=(): {s: {"cfg": s} for s in point.stages})
+  demo = tmp_path / "demo"
+  cfg = experiments.SweepConfig(out_dir=str(tmp_path / "stages"), shared_dir=str(demo),
+                                points={"a": {}, "b": {}},
+                                shared_stages=["synthesize", "verify", "train"])
+  experiments.run_sweep(cfg, "demo_stages", lambda extra: None)
+  assert calls[0] == (str(demo), ("synthesize", "verify", "train"), ["synthesize", "train", "verify"])
+  assert [c[0] for c in calls[1:]] == [str(tmp_path / "stages" / p) for p in ("a", "b")]
+  assert (tmp_path / "stages" / "a" / "train").resolve() == demo / "train"
+  assert not (tmp_path / "stages" / "shared").exists()

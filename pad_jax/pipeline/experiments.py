@@ -58,6 +58,9 @@ class SweepConfig:
       (e.g. `['synthesize', 'verify', 'train', 'stepwise_verifier']`: the
       points with a `stepwise_verifier` stage share one verifier, and a
       point without it runs on from `train`).
+    shared_dir: where the shared stages run (default `out_dir/shared`), e.g.
+      a finished pipeline run whose stages the sweep builds on (`make demo`:
+      `outputs/demo`); its stages must have been run with the same configs.
     paired_with: label of the baseline point (e.g. `greedy`): each point's
       per-question results on every eval set are compared with it, and
       `results.md` gets the paired counts (questions fixed: right here,
@@ -79,6 +82,7 @@ class SweepConfig:
   metrics: Optional[Sequence[str]] = None
   x_axis: str = "train_examples"
   columns: Optional[Sequence[str]] = None
+  shared_dir: Optional[str] = None
   paired_with: Optional[str] = None
 
 
@@ -128,6 +132,7 @@ def run_sweep(cfg: SweepConfig, name: str, configure: Callable[[Sequence[str]], 
     raise ConfigError(f"SweepConfig.paired_with: {cfg.paired_with!r} is not a point; "
                       f"the points are {list(points)}")
   out_dir = pathlib.Path(cfg.out_dir).absolute()
+  shared_dir = pathlib.Path(cfg.shared_dir).absolute() if cfg.shared_dir else out_dir / "shared"
   shared = list(cfg.shared_stages)
   plans = {}
   for label, bindings in points.items():  # every point's configs, before any work
@@ -138,14 +143,14 @@ def run_sweep(cfg: SweepConfig, name: str, configure: Callable[[Sequence[str]], 
   print(f"experiment {name}: {len(points)} points -> {out_dir}", file=sys.stderr)
   if shared:
     first = next(iter(plans.values()))[0]
-    runner.run_pipeline(dataclasses.replace(first, run_dir=str(out_dir / "shared"),
+    runner.run_pipeline(dataclasses.replace(first, run_dir=str(shared_dir),
                                             stages=tuple(shared)),
                         rerun=[s for s in rerun if s in shared], configs=shared_configs)
     rerun = [s for s in rerun if s not in shared]
   rows = []
   for label, (point, configs) in plans.items():
     print(f"\n=== {name}: point {label} ===", file=sys.stderr)
-    _link_shared(out_dir / label, out_dir / "shared", shared)
+    _link_shared(out_dir / label, shared_dir, shared)
     runner.run_pipeline(point, rerun=rerun, configs=configs)
     rows.append(_result_row(label, points[label], out_dir / label))
   if cfg.paired_with is not None:
