@@ -22,11 +22,13 @@ lengths are dropped instead of truncated (a truncated program teaches a
 broken program): each source's kept rows go to `<source>.fit-<in>-<tg>.jsonl`
 beside it and the counts to `<source>.fit-<in>-<tg>.json`, which the
 pipeline's report shows. Lengths count the tokens the task adds (`<s>` and
-`</s>` on inputs, `</s>` on targets).
+`</s>` on inputs, `</s>` on targets; with `decoder_only`, the prompt's
+newline and the targets' EOS, `tasks.decoder_tasks.token_lengths`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Mapping, Optional, Union
@@ -36,6 +38,7 @@ import seqio
 from pad_jax import atomic
 from pad_jax.data import programs
 from tasks import cot_tasks
+from tasks import decoder_tasks
 from tasks import preprocessors
 from tasks import program_tasks
 from tasks import registry
@@ -50,7 +53,8 @@ def program_task(name: str,
                  validation_fraction: float = 0.05,
                  seed: int = 0,
                  task_format: str = "program",
-                 max_lengths: Optional[Mapping[str, int]] = None) -> str:
+                 max_lengths: Optional[Mapping[str, int]] = None,
+                 decoder_only: bool = False) -> str:
   """Registers (once) the task or mixture `name`; returns `name`.
 
   The one in-memory program-task factory: `train_hooks.program_task` (the
@@ -72,32 +76,38 @@ def program_task(name: str,
       chain-of-thought rationales, `tasks.cot_tasks`).
     max_lengths: `{'inputs': N, 'targets': M}`: drop the examples longer
       than that (program format only; None: keep all).
+    decoder_only: lay the tokens out for a decoder-only (prefix LM) student
+      (`tasks.decoder_tasks`; program format only, needs `vocabulary`).
 
   Returns:
     `name`, for `MIXTURE_OR_TASK_NAME`.
 
   Raises:
-    ValueError: an unknown `task_format`, `max_lengths` with `cot`, no
-      source, or `name` registered by other code.
+    ValueError: an unknown `task_format`, `max_lengths` or `decoder_only`
+      with `cot`, `decoder_only` without `vocabulary`, no source, or `name`
+      registered by other code.
     DataError: a missing or malformed program dataset (file:line:field).
   """
   key = (_frozen(jsonl_paths), _stamps(jsonl_paths), _frozen(rates), vocabulary,
-         validation_fraction, seed, task_format, _frozen(max_lengths))
+         validation_fraction, seed, task_format, _frozen(max_lengths), decoder_only)
   if _MADE.get(name) == key and (name in seqio.TaskRegistry.names()
                                  or name in seqio.MixtureRegistry.names()):
     return name
   if task_format not in FORMATS:
     raise ValueError(f"program_task.task_format: unknown {task_format!r}; expected one of {FORMATS}")
+  if decoder_only and (task_format != "program" or vocabulary is None):
+    raise ValueError("program_task.decoder_only: needs task_format 'program' and the "
+                     "student's vocabulary")
   if max_lengths is not None:
     if task_format != "program":
       raise ValueError("program_task.max_lengths: only for task_format 'program'")
     if isinstance(jsonl_paths, str):
-      jsonl_paths = fitting_rows(jsonl_paths, max_lengths, vocabulary)
+      jsonl_paths = fitting_rows(jsonl_paths, max_lengths, vocabulary, decoder_only)
     else:
-      jsonl_paths = {source: fitting_rows(path, max_lengths, vocabulary)
+      jsonl_paths = {source: fitting_rows(path, max_lengths, vocabulary, decoder_only)
                      for source, path in jsonl_paths.items()}
   register = cot_tasks.register_cot_task if task_format == "cot" else (
-      program_tasks.register_program_task)
+      functools.partial(program_tasks.register_program_task, decoder_only=decoder_only))
   registry.register_sources(
       name, jsonl_paths,
       lambda task_name, path: register(task_name, path, vocabulary=vocabulary,
@@ -144,7 +154,8 @@ def fit_paths(path: str, max_lengths: Mapping[str, int]) -> tuple[str, str]:
 
 
 def fitting_rows(path: str, max_lengths: Mapping[str, int],
-                 vocabulary: Optional[seqio.Vocabulary] = None) -> str:
+                 vocabulary: Optional[seqio.Vocabulary] = None,
+                 decoder_only: bool = False) -> str:
   """Writes the rows of `path` that fit `max_lengths`; returns their path.
 
   Deterministic and idempotent (t5x builds several dataset configs, and a
@@ -163,9 +174,13 @@ def fitting_rows(path: str, max_lengths: Mapping[str, int],
   kept, counts = [], {"rows": len(records), "kept": 0, "inputs_too_long": 0,
                       "targets_too_long": 0}
   for record in records:
-    # `<s> question </s>` and `program </s>`, as the task's preprocessors add.
-    long_inputs = len(vocabulary.encode(record.question)) + 2 > max_lengths["inputs"]
-    long_targets = len(vocabulary.encode(record.program)) + 1 > max_lengths["targets"]
+    if decoder_only:
+      lengths = decoder_tasks.token_lengths(vocabulary, record.question, record.program)
+    else:  # `<s> question </s>` and `program </s>`, as the task's preprocessors add.
+      lengths = (len(vocabulary.encode(record.question)) + 2,
+                 len(vocabulary.encode(record.program)) + 1)
+    long_inputs = lengths[0] > max_lengths["inputs"]
+    long_targets = lengths[1] > max_lengths["targets"]
     counts["inputs_too_long"] += long_inputs
     counts["targets_too_long"] += long_targets
     if not (long_inputs or long_targets):

@@ -3,7 +3,9 @@
 `register_program_task(name, jsonl_path, ...)` registers a seqio task whose
 raw examples are `id` (the question id), `inputs` = question, `targets` =
 program and `answer` = the gold number as text (so validation runs the same
-execution metric as the eval tasks).
+execution metric as the eval tasks). Tokens are laid out for the
+encoder-decoder student (`tasks.preprocessors`), or with `decoder_only=True`
+for a decoder-only one (`tasks.decoder_tasks`).
 
 Splits `train` / `validation` are carved deterministically per QUESTION: the
 distinct question ids are ranked by SHA-256 of `"<seed>:<id>"` and the first
@@ -32,6 +34,7 @@ import tensorflow as tf
 
 from pad_jax.data import programs
 from pad_jax.errors import DataError
+from tasks import decoder_tasks
 from tasks import postprocessors
 from tasks import preprocessors
 from tasks import registry
@@ -123,7 +126,8 @@ def register_program_task(name: str,
                           jsonl_path: str,
                           vocabulary: Optional[seqio.Vocabulary] = None,
                           validation_fraction: float = 0.05,
-                          seed: int = 0) -> seqio.Task:
+                          seed: int = 0,
+                          decoder_only: bool = False) -> seqio.Task:
   """Registers a question -> program training task from a JSONL file.
 
   Idempotent: calling again with the same arguments (and an unchanged file)
@@ -139,14 +143,20 @@ def register_program_task(name: str,
     validation_fraction: share of distinct questions held out as
       `validation`, in [0, 1).
     seed: seed of the train/validation carving.
+    decoder_only: lay the tokens out for a decoder-only (prefix LM) student,
+      `tasks.decoder_tasks`; needs `vocabulary`.
 
   Returns:
     The seqio task (splits `train` and `validation`).
 
   Raises:
     DataError: missing, empty or malformed JSONL (file:line:field).
-    ValueError: bad `validation_fraction`, or `name` registered by other code.
+    ValueError: bad `validation_fraction`, `decoder_only` without
+      `vocabulary`, or `name` registered by other code.
   """
+  if decoder_only and vocabulary is None:
+    raise ValueError("register_program_task.vocabulary: a decoder-only student needs "
+                     "its own vocabulary (e.g. HFTokenizerVocabulary)")
   if not 0 <= validation_fraction < 1:
     raise ValueError(f"validation_fraction={validation_fraction} must be in "
                      "[0, 1)")
@@ -161,14 +171,16 @@ def register_program_task(name: str,
       name,
       owner="register_program_task",
       key=("program", path, stat.st_mtime_ns, stat.st_size, vocabulary,
-           validation_fraction, seed),
+           validation_fraction, seed, decoder_only),
       source=seqio.FunctionDataSource(
           functools.partial(program_dataset, path=path,
                             validation_fraction=validation_fraction,
                             split_seed=seed),
           splits=SPLITS,
           num_input_examples=counts),
-      preprocessors=preprocessors.tokenize_preprocessors(),
-      output_features=preprocessors.output_features(vocabulary),
+      preprocessors=(decoder_tasks.decoder_preprocessors() if decoder_only
+                     else preprocessors.tokenize_preprocessors()),
+      output_features=(decoder_tasks.decoder_output_features(vocabulary) if decoder_only
+                       else preprocessors.output_features(vocabulary)),
       postprocess_fn=postprocessors.postprocess,
       metric_fns=[postprocessors.execution_metric])
