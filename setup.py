@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "absl-py",
     "openai",
     "tokenizers",
+    "safetensors",  # Hugging Face checkpoints in and out (convert_hf, export_hf)
     "tensorboard",
     "tqdm",
     "matplotlib",

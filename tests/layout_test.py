@@ -33,8 +33,8 @@ TESTDATA = pathlib.Path(__file__).resolve().parent / "testdata"
 MAX_LINES = 600
 
 # The top level of pad_jax/, by role.
-COMMANDS = {"convert_hf", "experiments", "infer", "preflight", "score",
-            "synthesize", "verify"}
+COMMANDS = {"convert_hf", "experiments", "export_hf", "infer", "preflight",
+            "score", "synthesize", "verify"}
 GIN_SHIMS = {"beam_search", "init_checkpoint", "models", "network",
              "train_hooks", "vocab"}
 LEAF_MODULES = {"__init__", "answers", "arithmetic", "atomic", "checkpoints",
