@@ -70,6 +70,9 @@ def test_from_student_starts_the_verifier_from_the_student_checkpoint(tmp_path):
   gin.parse_config(stage.verifier_gin(data, str(checkpoint)))
   assert gin.query_parameter("%INITIAL_CHECKPOINT_PATH") == str(checkpoint)
   assert gin.query_parameter("%VERIFIER_DATA") == str(data)
+  # The student's step counter is not restored: TRAIN_STEPS counts the verifier's own steps.
+  assert ("state/step", None) in gin.query_parameter(
+      "init/utils.RestoreCheckpointConfig.assignment_map")
   gin.clear_config()
   assert "INITIAL_CHECKPOINT_PATH" not in stage.verifier_gin(data)
 

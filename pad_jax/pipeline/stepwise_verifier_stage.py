@@ -88,9 +88,12 @@ def data_command(cfg: StepwiseVerifierConfig, limits: ExecLimits, student: Mappi
 def verifier_gin(data: pathlib.Path, initial_checkpoint: Optional[str] = None) -> str:
   """The macro `runs/step_verifier.gin` requires (and the student to start from), as a gin file."""
   lines = ["# Written by the pad-jax pipeline's stepwise_verifier stage: the data.",
+           "from __gin__ import dynamic_registration", "from t5x import utils",
            f"VERIFIER_DATA = {json.dumps(str(data))}"]
-  if initial_checkpoint:
-    lines.append(f"INITIAL_CHECKPOINT_PATH = {json.dumps(str(initial_checkpoint))}")
+  if initial_checkpoint:  # the student's parameters; its optimizer state and step start afresh
+    lines += [f"INITIAL_CHECKPOINT_PATH = {json.dumps(str(initial_checkpoint))}",
+              "init/utils.RestoreCheckpointConfig.assignment_map = ("
+              "(r'state/param_states.*', None), (r'state/step', None))"]
   return "\n".join(lines + [""])
 
 
