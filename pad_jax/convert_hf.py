@@ -1,4 +1,4 @@
-r"""Imports a Hugging Face T5 / CodeT5 checkpoint as a t5x checkpoint.
+r"""Imports a Hugging Face checkpoint (T5 / CodeT5, Llama / Qwen2 / Mistral).
 
   python -m pad_jax.convert_hf --hf_dir=DIR --out_dir=CKPT
 
@@ -13,6 +13,12 @@ reads `DIR/config.json` and `DIR/model.safetensors` (or a sharded
   `t5x.infer`/`t5x.eval` (`CHECKPOINT_PATH`) and `python -m pad_jax.infer`;
 * `CKPT/model.gin`: the model file for it (`--gin_file=CKPT/model.gin`), the
   project's CodeT5 model config with this checkpoint's dimensions.
+
+config.json's `model_type` picks the importer: T5 / CodeT5 here
+(`pad_jax.student.hf_import`), Llama, Qwen2 and Mistral as a decoder-only
+student on t5x's DecoderOnlyModel (`pad_jax.student.hf_import_decoder`,
+whose `model.gin` is `models/smollm2_135m.gin` with the checkpoint's
+dimensions); any other `model_type` is a one-line error.
 
 Every tensor is mapped and shape-checked, unused or missing tensors are
 errors, and configurations the network cannot express exactly (another
@@ -35,7 +41,7 @@ from absl import flags
 
 from pad_jax import cli
 from pad_jax import tf_devices
-from pad_jax.student.hf_import import convert
+from pad_jax.student.hf_import_decoder import convert_any
 
 
 def main(argv: list[str]) -> int:
@@ -43,7 +49,7 @@ def main(argv: list[str]) -> int:
   tf_devices.hide_accelerators_from_tf()  # TF (imported by t5x) stays on the host
   cli.no_arguments(argv)
   cli.require(hf_dir=_HF_DIR.value, out_dir=_OUT_DIR.value)
-  path = convert(_HF_DIR.value, _OUT_DIR.value)  # ConversionError: a ConfigError
+  path = convert_any(_HF_DIR.value, _OUT_DIR.value)  # ConversionError: a ConfigError
   print(f"wrote {path} and {os.path.join(_OUT_DIR.value, 'model.gin')}")
   return 0
 
