@@ -63,11 +63,20 @@ def test_rows_are_the_mutants_inference_would_refine_with_its_feedback(records, 
   with LIMITS.executor() as executor:
     results = executor.run([r["program"] for r in rows])
   for row, result in zip(rows, results):
-    assert feedback.needs_refinement(result)
-    assert row["feedback"] == feedback.refinement_feedback(result) == feedback.feedback(result)
+    assert feedback.needs_refinement(result, row["question"], row["program"])
+    assert row["feedback"] == feedback.refinement_feedback(result, row["question"], row["program"])
     assert "expected" not in row["feedback"]
-    assert row["status"] == result.status != "ok"
-    assert row["program"] != row["target"]
+    assert row["status"] == result.status
+    if result.status == "ok":  # runs and returns a number, but a given is not in the question
+      assert row["feedback"].startswith("ungrounded_number: line ")
+      assert row["feedback"] == feedback.grounding_feedback(row["question"], row["program"])
+    else:
+      assert row["feedback"] == feedback.feedback(result)
+    # Only a flagged verified program is its own target (the student learns to keep it).
+    assert (row["program"] == row["target"]) == (row["source"] == data.VERIFIED)
+  # Miscopied givens: flagged without the gold answer, by the question alone.
+  miscopied = by_operator["miscopied_number"]
+  assert sum(r["feedback"].startswith("ungrounded_number: ") for r in miscopied) >= 20
   names = [r for r in by_operator["undefined_name"]]
   assert all(r["feedback"].startswith("runtime_error: NameError: name '") and "(line " in
              r["feedback"] for r in names)
@@ -87,14 +96,32 @@ def test_rows_are_the_mutants_inference_would_refine_with_its_feedback(records, 
 
 
 def test_a_mutant_that_still_returns_the_answer_is_discarded():
-  record = ProgramRecord(id="q", question="q", answer=4.0, teacher="t", prompt_variant=0,
-                         sample=0, program="def solution():\n    a = 2\n    b = a ** 2\n"
-                         "    return b")
-  candidates = data.mutation_candidates(record, ["wrong_operator"])
-  assert candidates[0].program.endswith("b = a * 2\n    return b")  # 2 * 2 is still 4.
+  record = ProgramRecord(id="q", question="What is 2 squared?", answer=4.0, teacher="t",
+                         prompt_variant=0, sample=0,
+                         program="def solution():\n    a = 2\n    b = a ** 2\n    return b")
+  verified, mutant = data.mutation_candidates(record, ["wrong_operator"])
+  assert verified.program == record.program and verified.source == data.VERIFIED
+  assert mutant.program.endswith("b = a * 2\n    return b")  # 2 * 2 is still 4.
   with LIMITS.executor() as executor:
-    rows, counts = data.judge(candidates, executor.run([c.program for c in candidates]), LIMITS)
-  assert rows == [] and counts == {"mutation:wrong_operator:still_correct": 1}
+    rows, counts = data.judge([verified, mutant], executor.run([record.program, mutant.program]),
+                              LIMITS)
+  assert rows == [] and counts == {"mutation:wrong_operator:still_correct": 1,
+                                   "verified:still_correct": 1}
+
+
+def test_a_correct_program_the_check_flags_is_kept_as_its_own_target():
+  """A given the question implies (60 minutes an hour): the student learns to keep it."""
+  program = ("def solution():\n    hours = 2\n    minutes_per_hour = 60\n"
+             "    minutes = hours * minutes_per_hour\n    return minutes")
+  record = ProgramRecord(id="q", question="How many minutes are in 2 hours?", answer=120.0,
+                         teacher="t", prompt_variant=0, sample=0, program=program)
+  verified = data.mutation_candidates(record, [])[0]
+  with LIMITS.executor() as executor:
+    rows, counts = data.judge([verified], executor.run([program]), LIMITS)
+  assert counts == {"verified:kept": 1}
+  assert rows[0]["program"] == rows[0]["target"] == program
+  assert rows[0]["feedback"] == ("ungrounded_number: line 3: minutes_per_hour = 60: "
+                                 "60 is not a number in the question")
 
 
 def test_mutations_are_deterministic_and_keep_other_lines(records):
@@ -212,7 +239,9 @@ STUDENT_PROGRAMS = {  # question id -> what the "student" wrote; the gold answer
     "name_error": "def solution():\n    a = 3\n    return a + b",
     "no_number": "def solution():\n    return 'seven'",
     "not_python": "the answer is seven",
+    "miscopied": "def solution():\n    a = 5\n    return a * 3",  # 5: not in the question
 }
+REFINED = ("name_error", "no_number", "not_python", "miscopied")
 
 
 def test_student_failures_keep_only_what_inference_refines(monkeypatch, tmp_path):
@@ -226,7 +255,8 @@ def test_student_failures_keep_only_what_inference_refines(monkeypatch, tmp_path
     return {"decoded": len(STUDENT_PROGRAMS)}
 
   monkeypatch.setattr(student.decode_files, "decode_file", fake_decode_file)
-  records = [ProgramRecord(id=q, question=f"Seven? ({q})", answer=7.0, teacher="gold",
+  records = [ProgramRecord(id=q, question=f"Seven? Start from 3. ({q})", answer=7.0,
+                           teacher="gold",
                            prompt_variant="gold", sample=0,
                            program="def solution():\n    return 3 + 4")
              for q in STUDENT_PROGRAMS]
@@ -236,16 +266,36 @@ def test_student_failures_keep_only_what_inference_refines(monkeypatch, tmp_path
     student.build_student(records, out, "/no/checkpoint", limits=LIMITS,
                           student_round=student_round, progress=False)
     rows = refine_inputs.read_rows(out / data.ROWS_FILE)
-    assert {r["question_id"] for r in rows} == {"name_error", "no_number", "not_python"}
-    assert {r["id"] for r in rows} == {f"{q}/{source}/0" for q in ("name_error", "no_number",
-                                                                    "not_python")}
+    assert {r["question_id"] for r in rows} == set(REFINED)
+    assert {r["id"] for r in rows} == {f"{q}/{source}/0" for q in REFINED}
     with LIMITS.executor() as executor:
       results = executor.run([r["program"] for r in rows])
     for row, result in zip(rows, results):
       assert "expected" not in row["feedback"] and "7" not in row["feedback"]
-      assert feedback.needs_refinement(result)
-      assert row["feedback"] == feedback.feedback(result)
+      assert feedback.needs_refinement(result, row["question"], row["program"])
+      assert row["feedback"] == feedback.refinement_feedback(result, row["question"],
+                                                             row["program"])
       assert row["source"] == source and row["target"] == records[0].program
+    assert {r["question_id"]: r["feedback"] for r in rows}["miscopied"] == (
+        "ungrounded_number: line 2: a = 5: 5 is not a number in the question")
     report = data.summarize(out)["by_source"][source]
-    assert report == {"kept": 3, "discarded_still_correct": 1, "discarded_not_triggered": 1,
-                      "rows": 3}
+    # A wrong number from givens the question contains (3 * 3) is dropped: only gold could tell.
+    assert report == {"kept": 4, "discarded_still_correct": 1, "discarded_not_triggered": 1,
+                      "rows": 4}
+
+
+@pytest.mark.parametrize("question, program, expected", [
+    ("Mia has 1,200 apples and sells 25% of them.",
+     "def solution():\n    apples = 1200\n    percent = 25\n    return apples * percent / 100", None),
+    ("It costs 2.5 dollars and she pays -3 less.",  # '-3' is the number 3 in the text
+     "def solution():\n    price = 2.5\n    less = -3\n    return price + less", None),
+    ("Max has 186 apples. He buys 61 more.",
+     "def solution():\n    start = 186\n    bought = 168\n    total = start + bought\n"
+     "    return total", "ungrounded_number: line 3: bought = 168: 168 is not a number in the "
+     "question"),
+    ("Max has 186 apples.", "def solution():\n    total = 186 * 2\n    return total", None),
+    ("Max has 186 apples.", "def solution(:\n", None),  # does not parse: its run says so
+])
+def test_grounding_feedback_flags_a_given_the_question_does_not_contain(question, program,
+                                                                        expected):
+  assert feedback.grounding_feedback(question, program) == expected

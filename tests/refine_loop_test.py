@@ -148,13 +148,13 @@ def test_resumes_after_kill_9_without_redoing_finished_rounds(tmp_path):
   assert [r["round"] for r in jsonl.read_rows(rounds_file)] == [0] * 5 + [1, 1]
 
 
-def _training_and_inference(results):
+def _training_and_inference(results, program="def solution():\n    return 1"):
   """What pad_jax.refine keeps and what the loop refines, for the same executed programs."""
   from pad_jax.refine import data  # pylint: disable=g-import-not-at-top
   limits = ExecLimits(workers=1)
   candidates = [data.Candidate(row_id=f"q{i}/student/0", record=f"student:q{i}",
                                question_id=f"q{i}", question="Ann has 1 apple.",
-                               program="def solution():\n    return 1", target="t",
+                               program=program, target="t",
                                answer=999.0, source="student") for i in range(len(results))]
   rows, _ = data.judge(candidates, results, limits)
   trained = {r["question_id"]: r["feedback"] for r in rows}
@@ -178,7 +178,11 @@ def test_the_inference_trigger_and_the_training_filter_are_one_function(monkeypa
   assert all(text == feedback.refinement_feedback(results[int(q[1:])])
              for q, text in trained.items())
   # Both sides call feedback.refinement_feedback: replace it, and both follow.
+  # A given the question does not contain: both sides flag it, with the same text.
+  trained, refined = _training_and_inference(results, "def solution():\n    a = 5\n    return a")
+  assert trained == refined and set(trained) == {f"q{i}" for i in range(6)}
+  assert trained["q0"] == "ungrounded_number: line 2: a = 5: 5 is not a number in the question"
   monkeypatch.setattr(feedback, "refinement_feedback",
-                      lambda r: f"stub {r.status}" if r.value != 12.0 else None)
+                      lambda r, *question_program: f"stub {r.status}" if r.value != 12.0 else None)
   trained, refined = _training_and_inference(results)
   assert trained == refined == {f"q{i}": f"stub {results[i].status}" for i in range(1, 6)}

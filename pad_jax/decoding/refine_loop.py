@@ -82,7 +82,7 @@ def _round_rows(batch: Sequence[dict[str, Any]], number: int, decoded: Sequence[
   out = []
   for row, fields, result in zip(batch, decoded, results):
     # The trigger and the text are one call, the one pad_jax.refine trains on.
-    text = feedback_lib.refinement_feedback(result)
+    text = feedback_lib.refinement_feedback(result, row["question"], fields["prediction"])
     entry = {"id": row["id"], "round": number, "prediction": fields["prediction"],
              "tokens": fields["tokens"], "score": fields["score"], "status": result.status,
              "value": result.value, "error": result.error,

@@ -8,13 +8,18 @@ Two sources, each executed in the real sandbox (`pad_jax.execution`):
   student's own failures on the training questions (`pad_jax.refine.student`),
   paired with a verified program of the same question.
 
+* `verified`: a verified program that the trigger flags although it is
+  right (a given the question implies but does not write), as its own
+  target: the student learns to keep it.
+
 Every candidate is judged the same way (`judge`): one that still returns the
-right answer is discarded (`still_correct`); one that runs and returns a
-number, though a wrong one, is discarded too (`not_triggered`): inference
-would never refine it (`feedback.refinement_feedback` is None: only the gold
-answer could tell), so there is no feedback to train on that inference could
-give; every other one (`kept`) becomes a row whose feedback is exactly
-`feedback.refinement_feedback(result)`, the text inference shows the student.
+right answer is discarded (`still_correct`, except a flagged `verified` one);
+one that inference would not refine is discarded too (`not_triggered`: it
+runs, returns a number and copies its givens from the question, so only the
+gold answer could tell it is wrong, and there is no feedback to train on that
+inference could give); every other one (`kept`) becomes a row whose feedback
+is exactly `feedback.refinement_feedback(result, question, program)`, the
+text inference shows the student.
 
 Rows of the refinement file (`refine.jsonl`):
 
@@ -51,6 +56,7 @@ from pad_jax.execution import feedback as feedback_lib
 from pad_jax.refine import mutations
 
 ROWS_FILE = "refine.jsonl"
+VERIFIED = "verified"  # Source of the rows that keep a flagged correct program.
 PROGRESS_FILE = "progress.jsonl"
 REPORT_FILE = "report.json"
 _CHUNK = 16  # Programs per executor call and per durable write.
@@ -86,7 +92,13 @@ def mutation_candidates(record: ProgramRecord, operators: Sequence[str] = mutati
   """The distinct mutants of one verified program (not yet executed)."""
   key = record_key(record)
   seen = {record.program}
-  out = []
+  # The verified program itself: a row (its own target) only if the trigger
+  # flags it, e.g. a constant the question implies (`minutes_per_hour = 60`),
+  # so that the student learns to keep such a program.
+  out = [Candidate(row_id=f"{record.id}/{VERIFIED}/{record.prompt_variant}.{record.sample}",
+                   record=key, question_id=record.id, question=record.question,
+                   program=record.program, target=record.program, answer=record.answer,
+                   source=VERIFIED)]
   for operator in operators:
     for n in range(per_operator):
       mutant = mutations.mutate(record.program, operator, _rng(seed, key, operator, n))
@@ -109,10 +121,11 @@ def judge(candidates: Sequence[Candidate], results: Sequence[ExecResult],
   """
   rows, counts = [], collections.Counter()
   for candidate, result in zip(candidates, results):
-    if result.ok and limits.matches(result.value, candidate.answer):
+    text = feedback_lib.refinement_feedback(result, candidate.question, candidate.program)
+    correct = result.ok and limits.matches(result.value, candidate.answer)
+    if correct and not (candidate.source == VERIFIED and text is not None):
       counts[f"{candidate.source}:still_correct"] += 1
       continue
-    text = feedback_lib.refinement_feedback(result)
     if text is None:  # Runs and returns a number: wrong, but inference cannot tell.
       counts[f"{candidate.source}:not_triggered"] += 1
       continue

@@ -13,7 +13,10 @@ when the program offers it no place to act):
   by its first operand (the program skips a reasoning step);
 * `undefined_name`: a use of a variable renamed to one that is never defined
   (`NameError` when run);
-* `off_by_one`: a number in the program plus or minus one.
+* `off_by_one`: a number in the program plus or minus one;
+* `miscopied_number`: a given (`name = <integer>`) copied wrong from the
+  question the way a small student miscopies digits: one digit replaced,
+  doubled, dropped, or two neighbours swapped (61 -> 168, 2 -> 22, 140 -> 104).
 
 Only the mutated statement is rewritten (with `ast.unparse`); every other
 line keeps its text. Choices are drawn from the `random.Random` passed in,
@@ -226,6 +229,37 @@ def off_by_one(program: str, rng: random.Random) -> Optional[str]:
   return _replace_statement(lines, statement, clone)
 
 
+def _miscopy(digits: str, rng: random.Random) -> str:
+  kind = rng.choice(("replace", "double", "drop", "swap") if len(digits) > 1
+                    else ("replace", "double"))
+  i = rng.randrange(len(digits))
+  if kind == "replace":
+    return digits[:i] + rng.choice([d for d in "0123456789" if d != digits[i]]) + digits[i + 1:]
+  if kind == "double":
+    return digits[:i + 1] + rng.choice("0123456789") + digits[i + 1:]
+  if kind == "drop":
+    return digits[:i] + digits[i + 1:]
+  i = min(i, len(digits) - 2)
+  return digits[:i] + digits[i + 1] + digits[i] + digits[i + 2:]
+
+
+def miscopied_number(program: str, rng: random.Random) -> Optional[str]:
+  parsed = _statements(program)
+  if parsed is None:
+    return None
+  lines, function = parsed
+  givens = [s for s in _assignments(function)
+            if isinstance(s.value, ast.Constant) and type(s.value.value) is int
+            and s.value.value > 0]
+  if not givens:
+    return None
+  statement = rng.choice(givens)
+  clone = copy.deepcopy(statement)
+  digits = _miscopy(str(statement.value.value), rng).lstrip("0") or "0"
+  clone.value.value = int(digits)
+  return _replace_statement(lines, statement, clone)
+
+
 MUTATORS: dict[str, Mutator] = {
     "wrong_operator": wrong_operator,
     "swapped_operands": swapped_operands,
@@ -233,6 +267,7 @@ MUTATORS: dict[str, Mutator] = {
     "dropped_step": dropped_step,
     "undefined_name": undefined_name,
     "off_by_one": off_by_one,
+    "miscopied_number": miscopied_number,
 }
 OPERATORS = tuple(MUTATORS)
 
