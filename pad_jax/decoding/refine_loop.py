@@ -1,7 +1,8 @@
 """Self-refinement at inference: decode, execute, feed the feedback back, R rounds.
 
-Round 0 decodes each question. A program that does not run, or returns no
-number (`feedback.refinement_feedback`, the same function that chooses and
+Round 0 decodes each question. A program that does not run, returns no
+number or states a given the question does not contain
+(`feedback.refinement_feedback`, the same function that chooses and
 words the training rows of `pad_jax.refine`; the gold answer is never used to
 decide), is given back to the student in the refinement format
 (`refine_inputs.refinement_input`: question + its program + the interpreter's

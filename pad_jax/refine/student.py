@@ -3,10 +3,10 @@
 The training questions are decoded greedily with a trained checkpoint
 (`pad_jax.decoding.files.decode_file`, resumable), every prediction is executed
 as inference executes it (`scoring.program_to_run`), and those inference would
-refine (`feedback.refinement_feedback`: not runnable, or no number returned)
-become rows paired with a verified program of the same question, with that
-feedback (`pad_jax.refine.data.judge`; a wrong number is counted
-`not_triggered` and dropped). Files in OUT_DIR: `student_questions.jsonl`
+refine (`feedback.refinement_feedback`: not runnable, no number returned, or
+a given not in the question) become rows paired with a verified program of
+the same question, with that feedback (`pad_jax.refine.data.judge`; any
+other wrong number is counted `not_triggered` and dropped). Files in OUT_DIR: `student_questions.jsonl`
 (the questions decoded), `student_decodes.jsonl` (the decoder's output).
 
 `student_round` names the student: 0 for the student the refine stage starts
