@@ -10,6 +10,7 @@ prompt, then one token per step) decodes HF's greedy ids.
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -28,6 +29,7 @@ from pad_jax.student import decoder_network
 from pad_jax.student import hf_import
 from pad_jax.student import hf_import_decoder
 from pad_jax.student import model_gin
+from hf_tokenizer_vocab_test import make_tokenizer_dir
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -67,59 +69,81 @@ def _hf_model(tmp_path, name, config_cls, max_shard_size=None, **overrides):
 
 
 def _converted(hf_dir, out_dir):
-  """(params, DecoderConfig fields) of `convert_any`'s checkpoint."""
+  """(params, DecoderConfig fields) of `convert_any`'s checkpoint.
+
+  In the tokenizer's ids when `hf_dir` has one, as the model.gin's.
+  """
   ckpt = hf_import_decoder.convert_any(hf_dir, out_dir)
   assert ckpt == os.path.join(out_dir, "checkpoint_0")
   config = hf_import.read_hf_config(hf_dir)
   cfg = hf_import_decoder.network_config(config)
   params = hf_import_decoder.convert_params(
-      config, hf_import.read_hf_weights(hf_dir))
+      config, hf_import.read_hf_weights(hf_dir),
+      hf_import_decoder.tokenizer_vocabulary(hf_dir))
+  cfg["vocab_size"] = params["token_embedder"]["embedding"].shape[0]
   return params, cfg
 
 
-def _check_logits(hf_model, params, cfg, length=48):
-  ids = np.random.RandomState(0).randint(1, VOCAB, size=(2, length))
+def _check_logits(hf_model, params, cfg, length=48, vocabulary=None,
+                  hf_rows=VOCAB):
+  """Logits equal HF's; with `vocabulary`, in its ids and row order."""
+  ids = np.random.RandomState(0).randint(1, hf_rows, size=(2, length))
   with torch.no_grad():
     want = hf_model(input_ids=torch.tensor(ids)).logits.numpy()
+  if vocabulary is not None:
+    ids = np.asarray([vocabulary.from_hf_ids(row) for row in ids])
   module = decoder_network.DecoderOnlyTransformer(
       decoder_network.DecoderConfig(**cfg))
   ids = jnp.asarray(ids)
-  got = module.apply({"params": params}, ids, jnp.ones_like(ids),
-                     enable_dropout=False)
-  np.testing.assert_allclose(np.asarray(got), want, atol=ATOL, rtol=0)
+  got = np.asarray(module.apply({"params": params}, ids, jnp.ones_like(ids),
+                                enable_dropout=False))
+  if vocabulary is not None:  # seqio columns -> HF columns; then HF's rows.
+    got = got[..., vocabulary.row_permutation(cfg["vocab_size"])]
+    np.testing.assert_array_equal(got[..., hf_rows:], 0.0)  # Zero pad rows.
+    got = got[..., :hf_rows]
+  np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
   assert np.abs(want).max() > 1.0  # Not a trivially small model.
 
 
-def _check_greedy(hf_model, params, cfg, prompt_lengths=(5, 11), length=32):
-  """predict_batch (prompts of different lengths in one batch) = generate."""
-  rng = np.random.RandomState(1)
-  prompts = [rng.randint(2, VOCAB, size=n) for n in prompt_lengths]
+def _check_greedy(hf_model, params, cfg, prompts=None, length=32,
+                  vocabulary=None):
+  """predict_batch (prompts of different lengths in one batch) = generate.
+
+  `prompts` are HF ids; with `vocabulary`, ours decodes its ids (mapped back
+  with `to_hf_ids`) and HF starts from the HF id of seqio's start id 0.
+  """
+  to_hf = vocabulary.to_hf_ids if vocabulary else list
+  from_hf = vocabulary.from_hf_ids if vocabulary else list
+  if prompts is None:
+    rng = np.random.RandomState(1)
+    prompts = [rng.randint(2, VOCAB, size=n) for n in (5, 11)]
+  no_eos = cfg["vocab_size"]  # Outside HF's ids and ours: never generated.
   # DecoderFeatureConverter's layout: BOS 0, the prompt, then the targets;
   # decoder_causal_attention marks BOS + prompt.
   tokens = np.zeros((len(prompts), length), np.int32)
   causal = np.zeros_like(tokens)
   for row, prompt in enumerate(prompts):
-    tokens[row, 1:len(prompt) + 1] = prompt
+    tokens[row, 1:len(prompt) + 1] = from_hf(prompt)
     causal[row, :len(prompt) + 1] = 1
   module = decoder_network.DecoderOnlyTransformer(
       decoder_network.DecoderConfig(**cfg))
   model = models.DecoderOnlyModel(
-      module, seqio.PassThroughVocabulary(VOCAB, eos_id=NO_EOS), None,
+      module, seqio.PassThroughVocabulary(no_eos, eos_id=no_eos), None,
       decode_fn=functools.partial(decoding.temperature_sample,
                                   temperature=0.0))
   ours = np.asarray(model.predict_batch(
       params, {"decoder_input_tokens": jnp.asarray(tokens),
                "decoder_causal_attention": jnp.asarray(causal)}))
   for row, prompt in enumerate(prompts):
-    hf_input = torch.tensor(np.concatenate([[0], prompt])[None])
+    hf_input = torch.tensor([to_hf([0]) + list(prompt)])
     steps = length - len(prompt) - 1  # t5x fills the rest of the row.
     with torch.no_grad():
       hf = hf_model.generate(
           input_ids=hf_input, attention_mask=torch.ones_like(hf_input),
           max_new_tokens=steps, do_sample=False, num_beams=1,
-          eos_token_id=NO_EOS, pad_token_id=0).numpy()[0, len(prompt) + 1:]
+          eos_token_id=no_eos, pad_token_id=0).numpy()[0, len(prompt) + 1:]
     assert len(hf) == steps
-    np.testing.assert_array_equal(ours[row, :steps], hf)
+    np.testing.assert_array_equal(to_hf(ours[row, :steps]), hf)
     assert len(set(hf.tolist())) > 2  # Not a degenerate constant output.
 
 
@@ -168,6 +192,72 @@ def test_rope_scaling_parity(tmp_path, rope):
   params = hf_import_decoder.convert_params(
       config, hf_import.read_hf_weights(hf_dir))
   _check_logits(hf_model, params, cfg, length=200)  # Past 64: scaled.
+
+
+def _with_tokenizer(tmp_path, flavour, hf_rows, config_cls, **overrides):
+  """A random HF model with `flavour`'s tokenizer files beside its weights.
+
+  Returns:
+    (HF model, its directory, AutoTokenizer, the model.gin vocabulary).
+  """
+  tok_dir = make_tokenizer_dir(tmp_path / f"tok_{flavour}", flavour)
+  hf_tok = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
+  hf_model, hf_dir = _hf_model(
+      tmp_path, flavour, config_cls, vocab_size=hf_rows or len(hf_tok),
+      bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id,
+      pad_token_id=hf_tok.pad_token_id, **overrides)
+  for name in os.listdir(tok_dir):
+    shutil.copy(tok_dir / name, os.path.join(hf_dir, name))
+  return hf_model, hf_dir, hf_tok, hf_import_decoder.tokenizer_vocabulary(hf_dir)
+
+
+def test_tokenizer_rows_follow_the_vocabulary(tmp_path):
+  """seqio id 0 <-> the BOS row: text prompts decode HF's greedy ids."""
+  hf_model, hf_dir, hf_tok, vocab = _with_tokenizer(
+      tmp_path, "smollm_instruct", 384, transformers.LlamaConfig)
+  assert vocab.pad_hf_id == hf_tok.bos_token_id != 0  # A real swap.
+  out_dir = str(tmp_path / "ckpt")
+  params, cfg = _converted(hf_dir, out_dir)
+  assert params["token_embedder"]["embedding"].shape[0] == 384  # Spare rows.
+  state = hf_import.read_hf_weights(hf_dir)
+  emb = state["model.embed_tokens.weight"]
+  np.testing.assert_array_equal(params["token_embedder"]["embedding"][0],
+                                emb[vocab.pad_hf_id])
+  np.testing.assert_array_equal(params["logits_dense"]["kernel"][:, 0],
+                                state["lm_head.weight"][vocab.pad_hf_id])
+  # convert_any wrote these very parameters (read back with t5x).
+  gin_text = open(os.path.join(out_dir, "model.gin")).read()
+  assert "vocab_size = 384" in gin_text and "HFTokenizerVocabulary" in gin_text
+  _check_logits(hf_model, params, cfg, vocabulary=vocab, hf_rows=384)
+  texts = ("How many apples does Tom have?",
+           "def solution():\n    return 12 + 35\n")
+  prompts = [hf_tok(t, add_special_tokens=False).input_ids for t in texts]
+  assert [vocab.encode(t) for t in texts] == [vocab.from_hf_ids(p)
+                                              for p in prompts]
+  _check_greedy(hf_model, params, cfg, prompts=prompts, length=40,
+                vocabulary=vocab)
+
+
+def test_tokenizer_new_pad_id_pads_the_rows(tmp_path):
+  """No spare row for a new seqio pad id: rows grow to a multiple of 128."""
+  hf_model, hf_dir, hf_tok, vocab = _with_tokenizer(
+      tmp_path, "qwen_base", None, transformers.Qwen2Config,
+      tie_word_embeddings=True)
+  size = len(hf_tok)
+  assert hf_model.config.vocab_size == size == vocab.pad_hf_id  # New id.
+  params, cfg = _converted(hf_dir, str(tmp_path / "ckpt"))
+  rows = hf_import_decoder.ROW_MULTIPLE * -(-(size + 1) //
+                                            hf_import_decoder.ROW_MULTIPLE)
+  assert cfg["vocab_size"] == rows
+  embedding = params["token_embedder"]["embedding"]
+  assert embedding.shape[0] == rows
+  np.testing.assert_array_equal(embedding[0], 0.0)  # The new pad row.
+  np.testing.assert_array_equal(
+      embedding[size],
+      hf_import.read_hf_weights(hf_dir)["model.embed_tokens.weight"][0])
+  text = open(str(tmp_path / "ckpt" / "model.gin")).read()
+  assert f"vocab_size = {rows}" in text
+  _check_logits(hf_model, params, cfg, vocabulary=vocab, hf_rows=size)
 
 
 def test_transformers4_config_fields():

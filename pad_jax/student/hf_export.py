@@ -6,9 +6,9 @@ inverse of `hf_import`: the parameters of a t5x checkpoint become
 tokenizer files and a `README.md` model card, `hf_model_card`).
 
 One `Family` (exporter + importer) per model family, chosen by the type of
-the network's config (`FAMILIES`): today the T5 / CodeT5 encoder-decoder of
-`pad_jax.student.network` and t5x's example network (same parameter tree). A
-decoder-only family adds its own entry next to it.
+the network's config (`FAMILIES`): the T5 / CodeT5 encoder-decoder of
+`pad_jax.student.network` and t5x's example network (same parameter tree),
+and the Llama / Qwen2 decoder-only network (`hf_export_decoder`).
 
 Every export is checked by importing it back with the family's importer
 (`hf_import.convert_params` for T5): the written config and tensors must give
@@ -34,8 +34,11 @@ from tokenizers import processors
 from pad_jax import atomic
 from pad_jax import checkpoints
 from pad_jax.errors import ConfigError
+from pad_jax.student import decoder_network
+from pad_jax.student import hf_export_decoder
 from pad_jax.student import hf_import
 from pad_jax.student import hf_model_card
+from pad_jax.student import hf_tokenizer_vocab
 from pad_jax.student import model_gin
 from pad_jax.student import network as pad_network
 from pad_jax.student import vocab as vocab_lib
@@ -222,21 +225,43 @@ class Family:
 
   Attributes:
     export: (network config, params, vocabulary) -> `HfModel`.
-    import_params: (config.json object, tensors) -> the t5x parameter tree;
-      the family's importer, run on every export (`_check_round_trip`).
+    import_params: (config.json object, tensors, vocabulary) -> the t5x
+      parameter tree; the family's importer, run on every export
+      (`_check_round_trip`).
   """
 
   export: Callable[[Any, Mapping[str, Any], Any], HfModel]
-  import_params: Callable[[Mapping[str, Any], Mapping[str, np.ndarray]],
+  import_params: Callable[[Mapping[str, Any], Mapping[str, np.ndarray], Any],
                           dict[str, Any]]
 
 
-T5_FAMILY = Family(export=export_t5, import_params=hf_import.convert_params)
-# Network config type -> its family. A decoder-only family (Llama, Qwen2) adds
-# its config type here with its own exporter and importer.
+def _import_t5(config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
+               vocabulary: Any) -> dict[str, Any]:
+  del vocabulary  # T5 rows are in the vocabulary's own order.
+  return hf_import.convert_params(config, tensors)
+
+
+def export_decoder(cfg: Any, params: Mapping[str, Any],
+                   vocabulary: Any) -> HfModel:
+  """The decoder-only family's exporter (`hf_export_decoder`)."""
+  try:
+    config, tensors, generation = hf_export_decoder.export(cfg, params,
+                                                           vocabulary)
+  except hf_import.ConversionError as e:
+    raise ExportError(str(e)) from e
+  name = config["architectures"][0]
+  return HfModel(config=config, tensors=tensors, generation=generation,
+                 description=f"{config['model_type']} decoder-only ({name})")
+
+
+T5_FAMILY = Family(export=export_t5, import_params=_import_t5)
+DECODER_FAMILY = Family(export=export_decoder,
+                        import_params=hf_export_decoder.import_params)
+# Network config type -> its family.
 FAMILIES: dict[type, Family] = {
     pad_network.T5Config: T5_FAMILY,
     t5x_network.T5Config: T5_FAMILY,
+    decoder_network.DecoderConfig: DECODER_FAMILY,
 }
 
 
@@ -256,11 +281,11 @@ def family_for(model: Any, source: str = "model") -> Family:
   return family
 
 
-def _check_round_trip(family: Family, hf: HfModel,
-                      params: Mapping[str, Any]) -> None:
+def _check_round_trip(family: Family, hf: HfModel, params: Mapping[str, Any],
+                      vocabulary: Any = None) -> None:
   """Imports the export back; every parameter must be bit-identical."""
   back = flax.traverse_util.flatten_dict(
-      family.import_params(hf.config, hf.tensors))
+      family.import_params(hf.config, hf.tensors, vocabulary))
   want = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
   for key in sorted(set(back) | set(want)):
     name = "/".join(key)
@@ -299,8 +324,11 @@ def tokenizer_files(vocabulary: Any) -> tuple[dict[str, Any], str]:
 
   Returns:
     (file name -> text or JSON object, a one-line description). Empty for a
-    vocabulary without a Hugging Face form (only `CodeT5Vocabulary` has one).
+    vocabulary without a Hugging Face form (`CodeT5Vocabulary` and
+    `HFTokenizerVocabulary` have one).
   """
+  if isinstance(vocabulary, hf_tokenizer_vocab.HFTokenizerVocabulary):
+    return hf_export_decoder.tokenizer_files(vocabulary)
   if not isinstance(vocabulary, vocab_lib.CodeT5Vocabulary):
     return {}, (f"not exported: {type(vocabulary).__name__} has no Hugging "
                 "Face tokenizer form here")
@@ -422,7 +450,7 @@ def export(checkpoint_dir: str, gin_files: Sequence[str], out_dir: str,
                       f"network's vocab_size {cfg.vocab_size}")
   params = restore_params(model, checkpoint)
   hf = family.export(cfg, params, vocabulary)
-  _check_round_trip(family, hf, params)
+  _check_round_trip(family, hf, params, vocabulary)
   tok_files, tok_text = tokenizer_files(vocabulary)
   facts = hf_model_card.gather(
       checkpoint, gin_files, hf_config=hf.config, family=hf.description,

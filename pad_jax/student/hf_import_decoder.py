@@ -12,6 +12,14 @@ does) and `out_dir/model.gin` (`models/smollm2_135m.gin` with this
 checkpoint's dimensions, and the checkpoint's `tokenizer.json` as its
 vocabulary when the directory has one).
 
+With a tokenizer, the embedding and (untied) LM-head rows are reordered
+from Hugging Face ids to that vocabulary's seqio ids (`HFTokenizerVocabulary`
+swaps id 0 with its seqio pad, `row_permutation`). When the pad is a new id
+past the last row (SmolLM2: no spare rows), the rows are first padded with
+zeros to the next multiple of `ROW_MULTIPLE`, and the network's `vocab_size`
+(written to model.gin) grows accordingly; `hf_export_decoder` drops them
+again while they are untouched.
+
 What the network cannot compute exactly is refused, naming the config.json
 field: another activation than SiLU, sliding-window attention, MLP biases,
 partial rotary embeddings, rope types other than default / linear / llama3.
@@ -31,11 +39,16 @@ from pad_jax import atomic
 from pad_jax.student import decoder_layers
 from pad_jax.student import decoder_network
 from pad_jax.student import hf_import
+from pad_jax.student import hf_tokenizer_vocab
 from pad_jax.student.hf_import import ConversionError
 
 # The HF model types this importer maps; their tensor names are Llama's.
 MODEL_TYPES = ("llama", "qwen2", "mistral")
 T5_MODEL_TYPES = ("t5", "codet5")
+# Rows added for a new seqio-pad id round the vocabulary up to this: a
+# multiple of any model-parallel degree t5x's `vocab` axis is sharded over
+# (1..128, powers of two), and of the 128-lane tiles of TPU / GPU matmuls.
+ROW_MULTIPLE = 128
 _Weights = hf_import._Weights  # pylint: disable=protected-access
 
 
@@ -181,13 +194,53 @@ def _layer(w: _Weights, i: int, cfg: Mapping[str, Any]) -> dict:
   }
 
 
-def convert_params(config: Mapping[str, Any],
-                   state: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def tokenizer_size(vocabulary: hf_tokenizer_vocab.HFTokenizerVocabulary) -> int:
+  """HF ids of the tokenizer: 0 .. size-1 (added tokens included)."""
+  return max(vocabulary.tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+
+
+def seqio_rows(hf_rows: int,
+               vocabulary: hf_tokenizer_vocab.HFTokenizerVocabulary) -> int:
+  """Rows of the network's vocabulary for `hf_rows` HF embedding rows.
+
+  `hf_rows` when they hold every seqio id; else (the seqio pad is a new id,
+  `hf_rows` exactly the tokenizer's size) `vocabulary.vocab_size` rounded up
+  to `ROW_MULTIPLE`.
+
+  Raises:
+    ConversionError: the tokenizer has ids past the weights' rows.
+  """
+  if hf_rows >= vocabulary.vocab_size:
+    return hf_rows
+  size = tokenizer_size(vocabulary)
+  if hf_rows < size:
+    raise ConversionError(
+        f"{vocabulary.tokenizer_file}: {size} token ids, but config.json's "
+        f"vocab_size (the embedding's rows) is {hf_rows}")
+  return -(-vocabulary.vocab_size // ROW_MULTIPLE) * ROW_MULTIPLE
+
+
+def to_seqio_order(rows: np.ndarray,
+                   vocabulary: hf_tokenizer_vocab.HFTokenizerVocabulary
+                   ) -> np.ndarray:
+  """HF-ordered embedding / LM-head rows -> seqio order, zero-padded."""
+  num_rows = seqio_rows(rows.shape[0], vocabulary)
+  padded = np.zeros((num_rows,) + rows.shape[1:], rows.dtype)
+  padded[:rows.shape[0]] = rows
+  return padded[vocabulary.row_permutation(num_rows)]
+
+
+def convert_params(
+    config: Mapping[str, Any], state: Mapping[str, np.ndarray],
+    vocabulary: hf_tokenizer_vocab.HFTokenizerVocabulary | None = None
+) -> dict[str, Any]:
   """Maps HF tensors to `DecoderOnlyTransformer`'s `params` tree.
 
   Args:
     config: the parsed `config.json`.
     state: HF tensor name -> float32 array.
+    vocabulary: the model's vocabulary; its row order and size (see
+      `to_seqio_order`) for the embedding and LM head. None: HF's order.
 
   Returns:
     The nested parameter dict.
@@ -200,7 +253,9 @@ def convert_params(config: Mapping[str, Any],
   w = _Weights(state)
   embedding = w.pop("model.embed_tokens.weight",
                     (cfg["vocab_size"], cfg["emb_dim"]))
-  params = {"token_embedder": {"embedding": embedding}}
+  reorder = ((lambda rows: to_seqio_order(rows, vocabulary)) if vocabulary
+             else (lambda rows: rows))
+  params = {"token_embedder": {"embedding": reorder(embedding)}}
   for i in range(cfg["num_layers"]):
     params[f"layers_{i}"] = _layer(w, i, cfg)
   params["decoder_norm"] = {"scale": w.pop("model.norm.weight",
@@ -218,7 +273,7 @@ def convert_params(config: Mapping[str, Any],
     raise ConversionError("weights: tensor 'lm_head.weight' missing "
                           "(config.json: tie_word_embeddings is false)")
   else:
-    params["logits_dense"] = {"kernel": head.T}
+    params["logits_dense"] = {"kernel": reorder(head).T}
   leftovers = w.leftovers()
   if leftovers:
     raise ConversionError(f"weights: {len(leftovers)} tensor(s) not mapped, "
@@ -253,10 +308,23 @@ _NO_TOKENIZER_LINES = (
     "# give it as models/smollm2_135m.gin's header describes.", "", "")
 
 
+def _tokenizer_path(hf_dir: str) -> pathlib.Path:
+  return pathlib.Path(hf_dir).resolve() / hf_tokenizer_vocab.TOKENIZER_FILE
+
+
+def tokenizer_vocabulary(
+    hf_dir: str) -> hf_tokenizer_vocab.HFTokenizerVocabulary | None:
+  """The vocabulary `model_gin_text` binds for `hf_dir` (None: no tokenizer)."""
+  tokenizer = _tokenizer_path(hf_dir)
+  if not tokenizer.is_file():
+    return None
+  return hf_tokenizer_vocab.HFTokenizerVocabulary(tokenizer_json_path=str(tokenizer))
+
+
 def model_gin_text(cfg: Mapping[str, Any], hf_dir: str,
                    model_type: str) -> str:
   """The `model.gin` describing a converted decoder-only checkpoint."""
-  tokenizer = pathlib.Path(hf_dir).resolve() / "tokenizer.json"
+  tokenizer = _tokenizer_path(hf_dir)
   if tokenizer.is_file():
     comment, imports, binding = _TOKENIZER_LINES
     binding = binding.format(path=str(tokenizer))
@@ -294,7 +362,15 @@ def convert(hf_dir: str, out_dir: str) -> str:
   config = hf_import.read_hf_config(hf_dir)
   cfg = network_config(config,
                        source=str(pathlib.Path(hf_dir) / "config.json"))
-  params = convert_params(config, hf_import.read_hf_weights(hf_dir))
+  vocabulary = tokenizer_vocabulary(hf_dir)
+  try:
+    params = convert_params(config, hf_import.read_hf_weights(hf_dir),
+                            vocabulary)
+  except ConversionError:
+    raise
+  except (OSError, ValueError) as e:  # A bad tokenizer file, named in `e`.
+    raise ConversionError(str(e)) from e
+  cfg["vocab_size"] = params["token_embedder"]["embedding"].shape[0]
   # model.gin first: it creates out_dir, without which t5x's checkpoint
   # manager would write into out_dir's parent.
   atomic.write_text(os.path.join(out_dir, "model.gin"),
