@@ -69,6 +69,7 @@ def program_task(
     vocabulary: Optional[seqio.Vocabulary] = None,
     validation_fraction: float = 0.05,
     seed: int = 0,
+    decoder_only: bool = False,
 ) -> str:
   """Registers a program-dataset JSONL as a task and returns its name.
 
@@ -86,6 +87,10 @@ def program_task(
     vocabulary: the model's vocabulary (None: CodeT5's).
     validation_fraction: share of questions held out as `validation`.
     seed: seed of the train/validation carving.
+    decoder_only: the decoder-only (prefix LM) token layout of
+      `tasks.decoder_tasks`; the decoder model files
+      (models/smollm2_135m.gin and those that include it) bind it, since it
+      is what their network reads.
 
   Returns:
     `name`.
@@ -93,6 +98,7 @@ def program_task(
   return pipeline_tasks.program_task(
       name, jsonl_path, vocabulary=vocabulary,
       validation_fraction=validation_fraction, seed=seed,
+      decoder_only=decoder_only,
   )
 
 
