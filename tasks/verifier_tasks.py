@@ -96,15 +96,39 @@ def _examples(rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
   return out
 
 
+def balanced(examples: dict[str, list]) -> dict[str, list]:
+  """`examples` with each label's examples repeated (in order) up to the commonest label's count.
+
+  A step verifier trained on the raw labels (about four `wrong` prefixes to
+  one `correct` in the demo's data) can settle on always answering `wrong`;
+  trained on balanced labels it has to tell them apart.
+  """
+  by_label: dict[str, list[int]] = {}
+  for i, label in enumerate(examples["targets"]):
+    by_label.setdefault(label, []).append(i)
+  if len(by_label) < 2:
+    return examples
+  most = max(len(v) for v in by_label.values())
+  order = [i for indices in by_label.values()
+           for i in (indices * (most // len(indices) + 1))[:most]]
+  order.sort()
+  return {k: [v[i] for i in order] for k, v in examples.items()}
+
+
 def verifier_dataset(split: str, shuffle_files: bool = False,
                      seed: Optional[int] = None, *, path: str,
-                     validation_fraction: float, split_seed: int):
-  """Raw string examples {id, inputs, targets, answer}: one per prefix."""
+                     validation_fraction: float, split_seed: int,
+                     balance_labels: bool = False):
+  """Raw string examples {id, inputs, targets, answer}: one per prefix
+  (train: each label repeated up to the commonest one's count with `balance_labels`)."""
   del shuffle_files, seed
   stat = os.stat(path)
   rows = _split_rows(path, validation_fraction, split_seed, stat.st_mtime_ns,
                      stat.st_size)[split]
-  return preprocessors.string_dataset(**_examples(rows))
+  examples = _examples(rows)
+  if balance_labels and split == "train":
+    examples = balanced(examples)
+  return preprocessors.string_dataset(**examples)
 
 
 def postprocess(output: Any, example: Optional[Mapping[str, Any]] = None,
@@ -131,8 +155,9 @@ def accuracy_metric(targets: Sequence[str],
 def register_verifier_task(name: str, jsonl_path: str,
                            vocabulary: Optional[seqio.Vocabulary] = None,
                            validation_fraction: float = 0.05,
-                           seed: int = 0) -> seqio.Task:
-  """Registers the verifier task over a verifier-data JSONL (idempotent)."""
+                           seed: int = 0, balance_labels: bool = False) -> seqio.Task:
+  """Registers the verifier task over a verifier-data JSONL (idempotent;
+  `balance_labels`: see `balanced`)."""
   if not 0 <= validation_fraction < 1:
     raise ValueError(f"validation_fraction={validation_fraction} must be in "
                      "[0, 1)")
@@ -142,16 +167,18 @@ def register_verifier_task(name: str, jsonl_path: str,
   stat = os.stat(path)
   split = _split_rows(path, validation_fraction, seed, stat.st_mtime_ns,
                       stat.st_size)
-  counts = {s: sum(len(r["prefixes"]) for r in split[s]) for s in SPLITS}
+  counts = {s: len(_examples(split[s])["targets"]) for s in SPLITS}
+  if balance_labels:
+    counts["train"] = len(balanced(_examples(split["train"]))["targets"])
   vocabulary = vocabulary or preprocessors.default_vocabulary()
   return registry.register_once(
       name, owner="register_verifier_task",
       key=("verifier", path, stat.st_mtime_ns, stat.st_size, vocabulary,
-           validation_fraction, seed),
+           validation_fraction, seed, balance_labels),
       source=seqio.FunctionDataSource(
           functools.partial(verifier_dataset, path=path,
                             validation_fraction=validation_fraction,
-                            split_seed=seed),
+                            split_seed=seed, balance_labels=balance_labels),
           splits=SPLITS, num_input_examples=counts),
       preprocessors=preprocessors.tokenize_preprocessors(),
       output_features=preprocessors.output_features(vocabulary),
@@ -161,8 +188,9 @@ def register_verifier_task(name: str, jsonl_path: str,
 
 def verifier_task(jsonl_path: str, name: str = "pad_step_verifier",
                   vocabulary: Optional[seqio.Vocabulary] = None,
-                  validation_fraction: float = 0.05, seed: int = 0) -> str:
+                  validation_fraction: float = 0.05, seed: int = 0,
+                  balance_labels: bool = False) -> str:
   """For gin (`runs/step_verifier.gin`): registers the task, returns its name."""
   register_verifier_task(name, jsonl_path, vocabulary, validation_fraction,
-                         seed)
+                         seed, balance_labels)
   return name

@@ -44,6 +44,25 @@ def test_the_task_has_one_example_per_prefix(tmp_path):
           "accuracy": 2 / 3, "correct_recall": 1.0, "wrong_recall": 0.5}
 
 
+def test_balanced_labels_repeat_the_rarer_label_in_train_only(tmp_path):
+  unbalanced = {**ROW, "prefixes": ROW["prefixes"] + [
+      {"prefix": "def solution():\n    a = 5\n", "label": "wrong"},
+      {"prefix": "def solution():\n    a = 6\n", "label": "wrong"}]}
+  rows = [unbalanced, {**unbalanced, "id": "q2"}, {**unbalanced, "id": "q3"}]
+  path = _write(tmp_path / "v.jsonl", rows)
+  task = verifier_tasks.register_verifier_task(
+      "pad_step_verifier_balanced", path, synthetic.demo_vocabulary(),
+      validation_fraction=0.34, balance_labels=True)
+  # Train: 2 questions x (1 correct, 3 wrong) -> 6 correct (repeated) + 6 wrong.
+  assert task.num_input_examples("train") == 12
+  assert task.num_input_examples("validation") == 4  # as written
+  labels = [verifier_tasks.postprocess(e["targets_pretokenized"]) for e in task.get_dataset(
+      {"inputs": 128, "targets": 8}, split="train", shuffle=False).as_numpy_iterator()]
+  assert labels.count("correct") == labels.count("wrong") == 6
+  examples = {"ids": ["a", "b", "c"], "targets": ["wrong", "wrong", "wrong"]}
+  assert verifier_tasks.balanced(examples) == examples  # one label: nothing to balance
+
+
 @pytest.mark.parametrize("row, field", [
     ({k: v for k, v in ROW.items() if k != "prefixes"}, "prefixes"),
     ({**ROW, "answer": "many"}, "answer"),
