@@ -22,7 +22,17 @@ training, builds what t5x builds first and checks
   heads, mlp, ...) divides by its mesh axis (pjit refuses uneven shardings:
   CodeT5's 32,100-id vocabulary does not divide by 8);
 * that MODEL_DIR is given and MIXTURE_OR_TASK_NAME resolves to a registered
-  seqio task.
+  seqio task;
+* for a decoder-only student (`models/smollm2_135m.gin`, `tiny_decoder.gin`,
+  ...): that the query heads (`DecoderConfig.num_heads`) and the key/value
+  heads (`num_kv_heads`) divide by the mesh axis that shards them (their
+  projections' `joined_kv` axis: a device holds whole heads), and that the
+  task's inputs + targets, one prefix-LM decoder sequence, fit
+  `max_position_embeddings`.
+
+It also reports the parameters and a rough per-device memory estimate
+(parameters, gradients and optimizer state sharded by the rules, plus
+activations without rematerialisation).
 
 Success prints a short table (devices, processes, mesh, per-device batch,
 sharded dimensions, task) and exits 0; a failure is one line naming every
@@ -49,6 +59,7 @@ from t5x import train as t5x_train
 
 from pad_jax import cli
 from pad_jax.errors import ConfigError
+from pad_jax.student import decoder_network
 from pad_jax.t5x_hooks import task_lookup
 
 # The run files say `import __main__ as train_script` and bind
@@ -59,13 +70,28 @@ train = t5x_train.train
 
 # Network dimensions a logical axis name stands for (t5x's T5 networks and
 # pad_jax.student.network), read from the network's T5Config.
-_LOGICAL_DIMS = {
+_T5_DIMS = {
     "vocab": lambda c: c.vocab_size,
     "heads": lambda c: c.num_heads,
     "mlp": lambda c: c.mlp_dim,
     "embed": lambda c: c.emb_dim,
     "kv": lambda c: c.head_dim,
     "joined_kv": lambda c: c.num_heads * c.head_dim,
+}
+
+# The decoder-only network (pad_jax.student.decoder_network): label ->
+# (logical axis name, size). Its query/out kernels are [embed, joined_kv]
+# with joined_kv = num_heads * head_dim, its key/value kernels the same with
+# num_kv_heads * head_dim; a device must hold whole heads, so the head
+# counts themselves must divide by the mesh axis joined_kv is sharded over.
+# Its decode cache is [batch, kv_heads, length, kv]: t5x's standard rules
+# have no `kv_heads` rule, so they leave the cache unsharded over `model`.
+_DECODER_DIMS = {
+    "vocab": ("vocab", lambda c: c.vocab_size),
+    "mlp": ("mlp", lambda c: c.mlp_dim),
+    "embed": ("embed", lambda c: c.emb_dim),
+    "DecoderConfig.num_heads": ("joined_kv", lambda c: c.num_heads),
+    "DecoderConfig.num_kv_heads": ("joined_kv", lambda c: c.num_kv_heads),
 }
 
 
@@ -81,13 +107,20 @@ class T5xTrainSetup:
     batch_size: the train dataset's global batch size (BATCH_SIZE).
     task: the train dataset's mixture or task name (or object).
     model_dir: MODEL_DIR, or None when not given.
-    network_config: the network's T5Config, or None for another network.
+    network_config: the network's T5Config or DecoderConfig, or None for
+      another network.
+    model: the t5x model (without its optimizer).
+    feature_lengths: the train dataset's TASK_FEATURE_LENGTHS.
+    optimizer: the name of OPTIMIZER's configurable(s), e.g. 'chain(clip_by_global_norm, adamw)'.
   """
   partitioner: Any
   batch_size: int
   task: Any
   model_dir: Optional[str]
   network_config: Any
+  model: Any = None
+  feature_lengths: Optional[Mapping[str, int]] = None
+  optimizer: str = "?"
 
 
 def parse_train_gin(search_paths: Sequence[str], gin_files: Sequence[str],
@@ -117,6 +150,7 @@ def read_train_setup() -> T5xTrainSetup:
     dataset = gin.query_parameter("train.train_dataset_cfg").scoped_configurable_fn()
     model_dir = gin.query_parameter("train.model_dir")
     model_ref = gin.query_parameter("%MODEL")
+    optimizer = _describe(gin.query_parameter(f"{model_ref.scoped_selector}.optimizer_def"))
     gin.bind_parameter(f"{model_ref.scoped_selector}.optimizer_def", None)
     model = model_ref.scoped_configurable_fn()
   except (ValueError, ImportError, AttributeError, NameError, TypeError, OSError) as e:
@@ -128,7 +162,22 @@ def read_train_setup() -> T5xTrainSetup:
       batch_size=dataset.batch_size,
       task=dataset.mixture_or_task_name,
       model_dir=None if model_dir is gin.REQUIRED else model_dir,
-      network_config=getattr(getattr(model, "module", None), "config", None))
+      network_config=getattr(getattr(model, "module", None), "config", None),
+      model=model, feature_lengths=dict(dataset.task_feature_lengths or {}),
+      optimizer=optimizer)
+
+
+def _describe(value: Any) -> str:
+  """A gin value as its configurables' names, e.g. 'chain(clip_by_global_norm, adamw)'."""
+  if not isinstance(value, gin.config.ConfigurableReference):
+    return "None" if value is None else type(value).__name__
+  if value.scoped_selector.endswith("gin.macro"):
+    return _describe(gin.query_parameter(f"{value.scoped_selector}.value"))
+  try:
+    inner = gin.query_parameter(f"{value.scoped_selector}.transformations")
+  except ValueError:
+    return value.configurable.name
+  return f"{value.configurable.name}({', '.join(_describe(v) for v in inner)})"
 
 
 def build_mesh(partitioner: Any) -> jax.sharding.Mesh:
@@ -179,12 +228,26 @@ def batch_problems(partitioner: Any, batch_size: int) -> list[str]:
   return []
 
 
+def is_decoder(network_config: Any) -> bool:
+  """Whether the network is the decoder-only student (a DecoderConfig)."""
+  return isinstance(network_config, decoder_network.DecoderConfig)
+
+
 def sharded_dims(network_config: Any) -> dict[str, int]:
-  """{logical axis name: size} of the network dimensions rules can shard."""
+  """{label: size} of the network dimensions rules can shard (see `logical_axes`)."""
+  if is_decoder(network_config):
+    return {name: int(size(network_config)) for name, (_, size) in _DECODER_DIMS.items()}
   try:
-    return {name: int(size(network_config)) for name, size in _LOGICAL_DIMS.items()}
+    return {name: int(size(network_config)) for name, size in _T5_DIMS.items()}
   except AttributeError:  # no network or not a T5Config: nothing to check
     return {}
+
+
+def logical_axes(network_config: Any) -> dict[str, str]:
+  """{label of `sharded_dims`: the logical axis name the rules shard it by}."""
+  if is_decoder(network_config):
+    return {name: logical for name, (logical, _) in _DECODER_DIMS.items()}
+  return {name: name for name in sharded_dims(network_config)}
 
 
 def mesh_axis_of(rules: Sequence[tuple[str, Any]]) -> dict[str, Any]:
@@ -196,19 +259,28 @@ def mesh_axis_of(rules: Sequence[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def axis_problems(dims: Mapping[str, int], rules: Sequence[tuple[str, Any]],
-                  mesh_shape: Mapping[str, int]) -> list[str]:
+                  mesh_shape: Mapping[str, int],
+                  logical: Optional[Mapping[str, str]] = None) -> list[str]:
   """Every sharded network dimension divides by the size of its mesh axes.
 
   Args:
-    dims: {logical axis name: dimension size}, e.g. {'vocab': 32100}.
+    dims: {label: dimension size}, e.g. {'vocab': 32100}.
     rules: t5x logical axis rules, e.g. (('vocab', 'model'), ...).
     mesh_shape: {mesh axis name: size}.
+    logical: {label: logical axis name} where a label is not itself the
+      name, e.g. {'DecoderConfig.num_kv_heads': 'joined_kv'}.
 
   Returns:
-    One message per dimension that pjit would refuse to shard.
+    One message per dimension that pjit would refuse to shard (or, for a
+    head count, that would split a head across devices).
   """
-  axes = {name: (a,) if isinstance(a, str) else tuple(a)
-          for name, a in mesh_axis_of(rules).items() if a is not None and name in dims}
+  logical = logical or {}
+  rule_axes = mesh_axis_of(rules)
+  axes = {}
+  for name in dims:
+    mesh_axis = rule_axes.get(logical.get(name, name))
+    if mesh_axis is not None:
+      axes[name] = (mesh_axis,) if isinstance(mesh_axis, str) else tuple(mesh_axis)
   problems = []
   for name, mesh_axes in axes.items():
     ways = math.prod(mesh_shape.get(a, 1) for a in mesh_axes)
@@ -216,22 +288,192 @@ def axis_problems(dims: Mapping[str, int], rules: Sequence[tuple[str, Any]],
       # Sizes of these mesh axes that every dimension sharded over them divides.
       common = math.gcd(*(dims[n] for n, a in axes.items() if a == mesh_axes))
       fits = [d for d in range(1, common + 1) if common % d == 0 and d <= ways]
+      via = (f" (its heads' logical axis {logical[name]} is sharded over it; a device "
+             "must hold whole heads)" if name in logical else "")
       problems.append(
           f"{name}: size {dims[name]} does not divide by the "
-          f"{'x'.join(mesh_axes)} mesh axis ({ways}); sizes of that axis that "
+          f"{'x'.join(mesh_axes)} mesh axis ({ways}){via}; sizes of that axis that "
           f"divide every dimension sharded over it: {', '.join(map(str, fits))}")
   return problems
 
 
-def summary_table(setup: T5xTrainSetup, mesh: jax.sharding.Mesh) -> str:
+def sequence_length(network_config: Any, feature_lengths: Mapping[str, int]) -> Optional[int]:
+  """The decoder-only student's sequence: inputs + targets (seqio's prefix-LM
+  DecoderFeatureConverter packs both into one), or None for another network."""
+  if not is_decoder(network_config):
+    return None
+  return sum(int(feature_lengths.get(k, 0)) for k in ("inputs", "targets"))
+
+
+def sequence_problems(network_config: Any, feature_lengths: Mapping[str, int]) -> list[str]:
+  """The prefix-LM sequence fits the decoder's rotary positions."""
+  length = sequence_length(network_config, feature_lengths)
+  if length is None or length <= network_config.max_position_embeddings:
+    return []
+  return [f"TASK_FEATURE_LENGTHS: inputs {feature_lengths.get('inputs', 0)} + targets "
+          f"{feature_lengths.get('targets', 0)} = {length} decoder tokens exceeds "
+          f"DecoderConfig.max_position_embeddings {network_config.max_position_embeddings}"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+  """A rough per-device training memory estimate, in bytes.
+
+  Parameters, gradients and optimizer slots are sharded as the rules shard
+  each parameter (a dimension its mesh axes do not divide stays whole);
+  activations are what the backward pass keeps without rematerialisation,
+  unsharded over `model` (an upper bound there), plus the float32 logits
+  and their gradient. XLA's temporaries are not counted.
+  """
+  num_params: int
+  param_bytes: int
+  optimizer_slots: Optional[float]
+  activation_bytes: int
+
+  @property
+  def total(self) -> float:
+    slots = 2.0 if self.optimizer_slots is None else self.optimizer_slots
+    return self.param_bytes * (2 + slots) + self.activation_bytes
+
+
+def abstract_variables(model: Any, network_config: Any) -> Mapping[str, Any]:
+  """The model's variables as shapes (`jax.eval_shape`: nothing allocated)."""
+  shape = (1, 8)  # parameter shapes do not depend on the batch
+  names = ["decoder_input_tokens", "decoder_target_tokens"]
+  if not is_decoder(network_config):
+    names.append("encoder_input_tokens")
+  shapes = {n: shape for n in names}
+  types = {n: jax.numpy.int32 for n in names}
+  return jax.eval_shape(
+      lambda: model.get_initial_variables(jax.random.PRNGKey(0), shapes, types))
+
+
+def sharded_param_bytes(variables: Mapping[str, Any], rules: Sequence[tuple[str, Any]],
+                        mesh_shape: Mapping[str, int]) -> tuple[int, int]:
+  """(number of parameters, bytes of them held by one device)."""
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel
+  params = traverse_util.flatten_dict(dict(variables["params"]))
+  axes = traverse_util.flatten_dict(dict(variables.get("params_axes", {})))
+  mesh_axis = mesh_axis_of(rules)
+  count = held = 0
+  for path, leaf in params.items():
+    count += leaf.size
+    names = getattr(axes.get(path[:-1] + (path[-1] + "_axes",)), "names", ())
+    ways = 1
+    for name, size in zip(names, leaf.shape):
+      m = mesh_axis.get(name)
+      split = math.prod(mesh_shape.get(a, 1) for a in ((m,) if isinstance(m, str) else m or ()))
+      ways *= split if size % split == 0 else 1
+    held += leaf.size * leaf.dtype.itemsize // ways
+  return count, held
+
+
+def optimizer_slots(optimizer: str) -> Optional[float]:
+  """Parameter-sized float32 slots of the optimizer (None: unknown)."""
+  lower = optimizer.lower()
+  if "adam" in lower:
+    return 2.0  # first and second moments
+  if "adafactor" in lower:
+    return 0.0  # factored second moments: rows + columns, negligible
+  return None
+
+
+def activation_bytes(network_config: Any, batch: int, feature_lengths: Mapping[str, int]) -> int:
+  """What one device's backward pass keeps for `batch` examples (see MemoryEstimate)."""
+  c = network_config
+  act = 2 if "bfloat16" in str(getattr(c, "dtype", "")) else 4
+  length = sequence_length(c, feature_lengths) or sum(feature_lengths.values())
+  layers = getattr(c, "num_layers", None) or (
+      getattr(c, "num_encoder_layers", 0) + getattr(c, "num_decoder_layers", 0))
+  kv_heads = getattr(c, "num_kv_heads", c.num_heads)
+  per_token = 4 * c.emb_dim + (2 * c.num_heads + 2 * kv_heads) * c.head_dim + 3 * c.mlp_dim
+  per_layer = batch * length * per_token * act + 2 * batch * c.num_heads * length**2 * 4
+  logits_length = length if is_decoder(c) else feature_lengths.get("targets", length)
+  return layers * per_layer + 2 * batch * logits_length * c.vocab_size * 4
+
+
+def memory_estimate(setup: T5xTrainSetup, mesh: jax.sharding.Mesh) -> Optional[MemoryEstimate]:
+  """The estimate for this config, or None when the network is not one we know."""
+  cfg = setup.network_config
+  if not sharded_dims(cfg) or setup.model is None:
+    return None
+  count, held = sharded_param_bytes(abstract_variables(setup.model, cfg),
+                                    setup.partitioner.logical_axis_rules, mesh.shape)
+  per_device = setup.batch_size // setup.partitioner.data_mesh_size
+  return MemoryEstimate(count, held, optimizer_slots(setup.optimizer),
+                        activation_bytes(cfg, per_device, setup.feature_lengths or {}))
+
+
+def device_memory_bytes() -> Optional[int]:
+  """A local device's memory limit (None where JAX does not say, e.g. CPU)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return stats.get("bytes_limit")
+
+
+def memory_problems(estimate: Optional[MemoryEstimate], limit: Optional[int]) -> list[str]:
+  """The estimate exceeds the device's memory (when both are known)."""
+  if estimate is None or not limit or estimate.total <= limit:
+    return []
+  return [f"memory: an estimated {_gib(estimate.total)} per device exceeds the "
+          f"device's {_gib(limit)}; lower BATCH_SIZE or the feature lengths, or "
+          "shard more over the model axis"]
+
+
+def _gib(n: float) -> str:
+  return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def memory_row(estimate: Optional[MemoryEstimate], optimizer: str,
+               limit: Optional[int]) -> str:
+  """The 'memory' row of the table."""
+  if estimate is None:
+    return "not estimated (network not a T5Config or DecoderConfig)"
+  e = estimate
+  slots = (f"{e.optimizer_slots:g} slots" if e.optimizer_slots is not None
+           else "unknown, 2 slots assumed")
+  slot_bytes = e.param_bytes * (2.0 if e.optimizer_slots is None else e.optimizer_slots)
+  device = f"; device has {_gib(limit)}" if limit else ""
+  return (f"~{_gib(e.total)} per device: parameters {_gib(e.param_bytes)} + gradients "
+          f"{_gib(e.param_bytes)} + optimizer {optimizer} ({slots}) {_gib(slot_bytes)} + "
+          f"activations {_gib(e.activation_bytes)} (no remat){device}")
+
+
+def _network_rows(setup: T5xTrainSetup, estimate: Optional[MemoryEstimate],
+                  limit: Optional[int]) -> list[tuple[str, str]]:
+  """Parameters, sharded dimensions, the decoder's heads and sequence, memory."""
+  cfg = setup.network_config
+  dims = sharded_dims(cfg)
+  logical = logical_axes(cfg)
+  axes = mesh_axis_of(setup.partitioner.logical_axis_rules)
+  sharded = ", ".join(f"{n} {s}/{axes[logical[n]]}" for n, s in dims.items()
+                      if axes.get(logical[n]))
+  rows = []
+  if estimate is not None:
+    rows.append(("parameters", f"{estimate.num_params / 1e6:.2f}M "
+                               f"({type(cfg).__name__})"))
+  rows.append(("sharded dims", sharded or "none (model axis 1 or no T5Config)"))
+  if is_decoder(cfg):
+    rows.append(("kv heads", f"{cfg.num_heads} query heads share {cfg.num_kv_heads} "
+                             "key/value heads; both projections shard joined_kv over "
+                             f"{axes.get('joined_kv')}; the decode cache's kv_heads "
+                             f"over {axes.get('kv_heads') or 'nothing (no rule)'}"))
+    lengths = setup.feature_lengths or {}
+    rows.append(("sequence", f"inputs {lengths.get('inputs', 0)} + targets "
+                             f"{lengths.get('targets', 0)} = "
+                             f"{sequence_length(cfg, lengths)} decoder tokens (prefix LM), "
+                             f"max_position_embeddings {cfg.max_position_embeddings}"))
+  rows.append(("memory", memory_row(estimate, setup.optimizer, limit)))
+  return rows
+
+
+def summary_table(setup: T5xTrainSetup, mesh: jax.sharding.Mesh,
+                  estimate: Optional[MemoryEstimate] = None,
+                  limit: Optional[int] = None) -> str:
   """The short table printed on success."""
   data = setup.partitioner.data_mesh_size
   layout = setup.partitioner.get_data_layout(setup.batch_size)
   devices = jax.devices()
   kinds = sorted({d.device_kind for d in devices})
-  dims = sharded_dims(setup.network_config)
-  axes = mesh_axis_of(setup.partitioner.logical_axis_rules)
-  sharded = ", ".join(f"{n} {s}/{axes[n]}" for n, s in dims.items() if axes.get(n))
   rows = [
       ("devices", f"{len(devices)} {devices[0].platform} ({', '.join(kinds)}), "
                   f"{jax.local_device_count()} local"),
@@ -242,7 +484,7 @@ def summary_table(setup: T5xTrainSetup, mesh: jax.sharding.Mesh) -> str:
                 f"device ({setup.batch_size} / data axis {data}); this process reads "
                 f"{setup.batch_size // layout.num_shards} (data shard "
                 f"{layout.shard_id} of {layout.num_shards})"),
-      ("sharded dims", sharded or "none (model axis 1 or no T5Config)"),
+      *_network_rows(setup, estimate, limit),
       ("task", task_lookup.task_name(setup.task)),
       ("activations", str(getattr(setup.network_config, "dtype", "?"))),
       ("MODEL_DIR", str(setup.model_dir)),
@@ -277,12 +519,17 @@ def main(argv: Sequence[str]) -> int:
       *batch_problems(setup.partitioner, setup.batch_size),
       *axis_problems(sharded_dims(setup.network_config),
                      setup.partitioner.logical_axis_rules,
-                     mesh.shape),
+                     mesh.shape, logical_axes(setup.network_config)),
+      *sequence_problems(setup.network_config, setup.feature_lengths or {}),
   ]
+  estimate, limit = None, device_memory_bytes()
+  if not problems:  # the estimate needs a batch that divides
+    estimate = memory_estimate(setup, mesh)
+    problems = memory_problems(estimate, limit)
   if problems:
     raise ConfigError("; ".join(problems))
   print(f"pad_jax.preflight: OK, t5x.train can start with this config\n"
-        f"{summary_table(setup, mesh)}")
+        f"{summary_table(setup, mesh, estimate, limit)}")
   return 0
 
 

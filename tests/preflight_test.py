@@ -13,10 +13,14 @@ import sys
 import jax
 from orbax.checkpoint import multihost
 import pytest
+import seqio
+from t5x import models
+from t5x import partitioning
 
 from conftest import REPO, subprocess_env
 from pad_jax import preflight
 from pad_jax.errors import ConfigError
+from pad_jax.student import decoder_network
 
 PREFIX = "pad_jax.preflight: "
 
@@ -186,3 +190,69 @@ def test_axis_problems(rules, mesh_shape, expected):
   dims = {"vocab": 32100, "heads": 8, "mlp": 2048, "embed": 512}
   problems = preflight.axis_problems(dims, rules, mesh_shape)
   assert [p.split(":")[0] for p in problems] == expected
+
+
+# --- decoder-only students ----------------------------------------------------
+
+
+def test_decoder_smollm2_shape_reports_parameters_sequence_and_memory(tmp_path):
+  # SmolLM2-135M's 9 heads / 3 kv heads over a model axis of 3; the demo
+  # vocabulary stands in for the tokenizer.json models/smollm2_135m.gin requires.
+  vocab_gin = tmp_path / "vocab.gin"
+  vocab_gin.write_text("from __gin__ import dynamic_registration\n"
+                       "from pad_jax.data import synthetic\n"
+                       "VOCABULARY = @synthetic.demo_vocabulary()\n")
+  argv = _argv("models/smollm2_135m.gin", f"--gin_file={vocab_gin}")
+  result = _run(argv, devices=3)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = result.stdout
+  assert "parameters    134.52M (DecoderConfig)" in out
+  assert "DecoderConfig.num_heads 9/model, DecoderConfig.num_kv_heads 3/model" in out
+  assert "9 query heads share 3 key/value heads" in out
+  assert "inputs 128 + targets 256 = 384 decoder tokens (prefix LM)" in out
+  assert "optimizer chain(clip_by_global_norm, adamw) (2 slots)" in out
+
+
+def test_decoder_heads_not_divisible_by_the_model_axis():
+  # tiny_decoder: 8 query heads, 4 kv heads over a model axis of 8; and a
+  # prefix-LM sequence longer than the rotary positions.
+  line = _error_line(_run(_argv(
+      "models/tiny_decoder.gin",
+      "--gin.decoder_network.DecoderConfig.max_position_embeddings=256"), devices=8))
+  assert line.startswith("DecoderConfig.num_kv_heads: size 4 does not divide by the "
+                         "model mesh axis (8)")
+  assert "a device must hold whole heads" in line and "num_heads:" not in line
+  assert line.endswith("TASK_FEATURE_LENGTHS: inputs 128 + targets 256 = 384 decoder "
+                       "tokens exceeds DecoderConfig.max_position_embeddings 256")
+
+
+def test_decoder_axis_problems_name_the_config_field():
+  cfg = decoder_network.DecoderConfig(vocab_size=49152, num_heads=9, num_kv_heads=3)
+  dims, logical = preflight.sharded_dims(cfg), preflight.logical_axes(cfg)
+  rules = (("vocab", "model"), ("mlp", "model"), ("joined_kv", "model"), ("embed", None))
+  problems = preflight.axis_problems(dims, rules, {"data": 1, "model": 2}, logical)
+  assert [p.split(":")[0] for p in problems] == ["DecoderConfig.num_heads",
+                                                "DecoderConfig.num_kv_heads"]
+  assert problems[0].endswith("divide every dimension sharded over it: 1")
+  assert preflight.axis_problems(dims, rules, {"data": 2, "model": 3}, logical) == []
+
+
+def test_memory_estimate_shards_parameters_and_flags_a_small_device():
+  cfg = decoder_network.DecoderConfig(vocab_size=1024, emb_dim=64, num_heads=4,
+                                      num_kv_heads=2, num_layers=2, head_dim=16,
+                                      mlp_dim=128)
+  model = models.DecoderOnlyModel(decoder_network.DecoderOnlyTransformer(cfg),
+                                  seqio.PassThroughVocabulary(1024), None)
+  variables = preflight.abstract_variables(model, cfg)
+  rules = partitioning.standard_logical_axis_rules()
+  count, whole = preflight.sharded_param_bytes(variables, rules, {"data": 1, "model": 1})
+  _, half = preflight.sharded_param_bytes(variables, rules, {"data": 1, "model": 2})
+  assert count * 4 == whole and whole // 2 < half < whole  # norms stay whole
+  assert preflight.optimizer_slots("chain(clip_by_global_norm, adamw)") == 2
+  assert preflight.optimizer_slots("Adafactor") == 0
+  acts = preflight.activation_bytes(cfg, 2, {"inputs": 8, "targets": 8})
+  estimate = preflight.MemoryEstimate(count, whole, 2.0, acts)
+  assert estimate.total == 4 * whole + acts
+  (problem,) = preflight.memory_problems(estimate, limit=1000)
+  assert problem.startswith("memory: an estimated") and "BATCH_SIZE" in problem
+  assert preflight.memory_problems(estimate, limit=None) == []

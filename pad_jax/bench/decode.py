@@ -49,13 +49,16 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from pad_jax.bench import _decoder
 from pad_jax.bench import _t5
 
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Where to write the JSON report (default "
     "benchmarks/decode.json, with --decode=beam benchmarks/decode_beam.json).")
-_MODEL = flags.DEFINE_enum("model", "codet5_small", sorted(_t5.SHAPES),
-                           "Model shape.")
+_MODEL = flags.DEFINE_enum("model", "codet5_small",
+                           sorted(_t5.SHAPES) + sorted(_decoder.SHAPES),
+                           "Model shape: a T5 one, or a decoder-only one against "
+                           "LlamaForCausalLM (--inputs_length: the prompt).")
 _DECODE = flags.DEFINE_enum("decode", "greedy", ["greedy", "beam"],
                             "Greedy decoding or beam search.")
 _BEAM = flags.DEFINE_integer("beam_size", 4, "Beams (with --decode=beam).")
@@ -342,6 +345,8 @@ def main(argv: list[str]) -> int:
     os.environ["XLA_FLAGS"] = _XLA_FLAGS.value
   _t5.set_thread_env()
   load = _t5.load_average()
+  if _MODEL.value in _decoder.SHAPES:
+    return decoder_main(load)
   shape = _t5.SHAPES[_MODEL.value]
   if len(shape.mlp_activations) != 1 or not shape.logits_via_embedding:
     raise ValueError("the HF baseline mapping expects a v1.0 (ReLU, tied) shape")
@@ -396,4 +401,40 @@ def main(argv: list[str]) -> int:
                                            report["cpu_kernels"])
   report["profile_notes"] = profile_notes(report, 2.0 if beams else 3.0)
   _t5.write_report(output, report)
+  return 0
+
+
+def decoder_main(load: float) -> int:
+  """Greedy decoding of a decoder-only model: pad (t5x) vs. LlamaForCausalLM."""
+  if _DECODE.value != "greedy":
+    raise ValueError("--decode: the decoder-only models are benchmarked greedy only")
+  name, steps, repeats = _MODEL.value, _STEPS.value, _REPEATS.value or 5
+  prompts = np.random.RandomState(0).randint(
+      3, _decoder.SHAPES[name]["vocab_size"],
+      (_BATCH.value, _INPUTS.value)).astype(np.int32)
+  fns = _decoder.decode_fns(name, prompts, steps, _IMPLS.value or ["pad", "hf"])
+  warm = {impl: fn() for impl, fn in fns.items()}  # Compiles; checks ids.
+  logging.info("timing %d rounds", repeats)
+  times = _t5.interleaved(fns, repeats, probe=_t5.matmul_probe())
+  peak = times.pop("peak_flops")
+  flops = _decoder.decode_flops(name, _BATCH.value, _INPUTS.value + 1, steps)
+  tokens = _BATCH.value * steps
+  report = {
+      "benchmark": "decode", "model": name, "decode": "greedy", "beam_size": 0,
+      "batch_size": _BATCH.value, "inputs_length": _INPUTS.value,
+      "decode_length": steps, "dtype": "float32", "repeats": repeats,
+      "tokens_per_call": tokens, "model_gflop_per_call": round(flops / 1e9, 2),
+      "matmul_peak_gflops": round(peak / 1e9, 1), "machine": _t5.machine(load),
+  }
+  for impl, t in times.items():
+    report[impl] = _t5.timing_entry(t, "seconds_per_call", tokens, flops, peak)
+  if "hf" in times:
+    report["pad"]["speedup_vs_hf"] = round(_t5.paired_speedup(times, "hf", "pad"), 3)
+    report["pad"]["ids_equal_hf"] = bool(np.array_equal(warm["pad"], warm["hf"]))
+    report["pad"]["ids_agreement_hf"] = round(float(np.mean(warm["pad"] == warm["hf"])), 4)
+    report["speedup_vs_hf"] = report["pad"]["speedup_vs_hf"]
+    report["ids_equal_hf"] = report["pad"]["ids_equal_hf"]
+  report["mfu"] = report["pad"]["mfu"]
+  report["profile_notes"] = []  # No profile of the decoder's loop is taken yet.
+  _t5.write_report(_OUTPUT.value or f"benchmarks/decode_{name}.json", report)
   return 0
