@@ -6,9 +6,16 @@ r"""Batch decoding of questions with a t5x checkpoint.
     [--num_decodes=K] [--temperature=T] [--top_k=N] --max_decode_length=256
 
 Input rows need `id` (unique string or integer) and `question`; any other
-field (e.g. `answer`) is copied to the output row. The question is encoded
-as Hugging Face's CodeT5 tokenizer does (`<s> question </s>`,
-`pad_jax.student.vocab.format_input`) and decoded by the t5x model's
+field (e.g. `answer`) is copied to the output row. Either student family
+decodes with the same flags, told apart by the model file's class: an
+encoder-decoder student (t5x `EncoderDecoderModel`) reads the question as
+Hugging Face's CodeT5 tokenizer encodes it (`<s> question </s>`,
+`pad_jax.student.vocab.format_input`); a decoder-only student (t5x
+`DecoderOnlyModel`) reads the prompt its program task trained on
+(`tasks.decoder_tasks.prompt_text`: the question and a newline, no EOS)
+and writes the program after it (`--decode=stepwise_beam` is for
+encoder-decoder students only: exit 2 before decoding). Both are decoded by
+the t5x model's
 `predict_batch_with_aux` (what `t5x.infer` runs) with the checkpoint restored
 by t5x's checkpoint manager, as `t5x.infer` restores it.
 

@@ -13,6 +13,14 @@ refinement task mixed with the original question -> program task
 a rate of its number of training examples by default. Splits are carved per
 question id, as for program tasks (the same seed puts a question in the same
 split of both).
+
+`decoder_only=True` lays both tasks out for a decoder-only (prefix LM)
+student (`tasks.decoder_tasks`): the prompt is
+`decoder_tasks.prompt_text(refinement input)`, no EOS, the target the program
++ EOS -- the prompt `pad_jax.infer --refine_rounds` gives such a student
+(`pad_jax.decoding.decoder.Decoder.encode`). A decoder-only run file binds
+`refine_mixture.decoder_only = True` (and `vocabulary`), as the model files
+bind `program_task.decoder_only`.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import tensorflow as tf
 
 from pad_jax.errors import DataError
 from pad_jax.data import refine_inputs
+from tasks import decoder_tasks
 from tasks import postprocessors
 from tasks import preprocessors
 from tasks import program_tasks
@@ -78,8 +87,12 @@ def refine_dataset(split: str, shuffle_files: bool = False, seed: Optional[int] 
 def register_refine_task(name: str, jsonl_path: str,
                          vocabulary: Optional[seqio.Vocabulary] = None,
                          validation_fraction: float = 0.05, seed: int = 0,
-                         max_input_tokens: int = refine_inputs.MAX_INPUT_TOKENS) -> seqio.Task:
+                         max_input_tokens: int = refine_inputs.MAX_INPUT_TOKENS,
+                         decoder_only: bool = False) -> seqio.Task:
   """Registers (idempotently) a refinement task from a refine.jsonl file.
+
+  `decoder_only`: the decoder-only layout (`tasks.decoder_tasks`; needs
+  `vocabulary`).
 
   Raises:
     DataError: a missing, empty or malformed file (file:line:field).
@@ -87,6 +100,8 @@ def register_refine_task(name: str, jsonl_path: str,
   """
   if not 0 <= validation_fraction < 1:
     raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1)")
+  if decoder_only and vocabulary is None:
+    raise ValueError("decoder_only=True needs the student's vocabulary")
   path = str(pathlib.Path(jsonl_path).expanduser().resolve())
   counts = {s: len(load_split(path, s, validation_fraction, seed)) for s in SPLITS}
   if not sum(counts.values()):
@@ -96,14 +111,16 @@ def register_refine_task(name: str, jsonl_path: str,
   return registry.register_once(
       name, owner="register_refine_task",
       key=("refine", path, stat.st_mtime_ns, stat.st_size, vocabulary, validation_fraction,
-           seed, max_input_tokens),
+           seed, max_input_tokens, decoder_only),
       source=seqio.FunctionDataSource(
           functools.partial(refine_dataset, path=path, vocabulary=vocabulary,
                             max_input_tokens=max_input_tokens,
                             validation_fraction=validation_fraction, split_seed=seed),
           splits=SPLITS, num_input_examples=counts),
-      preprocessors=preprocessors.tokenize_preprocessors(),
-      output_features=preprocessors.output_features(vocabulary),
+      preprocessors=(decoder_tasks.decoder_preprocessors() if decoder_only
+                     else preprocessors.tokenize_preprocessors()),
+      output_features=(decoder_tasks.decoder_output_features(vocabulary) if decoder_only
+                       else preprocessors.output_features(vocabulary)),
       postprocess_fn=postprocessors.postprocess,
       metric_fns=[postprocessors.execution_metric])
 
@@ -113,16 +130,18 @@ def refine_mixture(refine_jsonl_path: str, programs_jsonl_path: str, name: str =
                    vocabulary: Optional[seqio.Vocabulary] = None,
                    refine_rate: Optional[float] = None, programs_rate: Optional[float] = None,
                    validation_fraction: float = 0.05, seed: int = 0,
-                   max_input_tokens: int = refine_inputs.MAX_INPUT_TOKENS) -> str:
+                   max_input_tokens: int = refine_inputs.MAX_INPUT_TOKENS,
+                   decoder_only: bool = False) -> str:
   """Registers the refinement + original-programs mixture `name`; returns `name`.
 
-  Tasks `<name>_refinement` and `<name>_programs`; a rate of None is the
-  task's number of training examples.
+  Tasks `<name>_refinement` and `<name>_programs` (both decoder-only with
+  `decoder_only`); a rate of None is the task's number of training examples.
   """
   refine = register_refine_task(f"{name}_refinement", refine_jsonl_path, vocabulary,
-                                validation_fraction, seed, max_input_tokens)
+                                validation_fraction, seed, max_input_tokens, decoder_only)
   programs = program_tasks.register_program_task(f"{name}_programs", programs_jsonl_path,
-                                                 vocabulary, validation_fraction, seed)
+                                                 vocabulary, validation_fraction, seed,
+                                                 decoder_only=decoder_only)
   members = [(refine, refine_rate or float(refine.num_input_examples("train"))),
              (programs, programs_rate or float(programs.num_input_examples("train")))]
   registry.register_mixture_once(name, members)

@@ -6,7 +6,10 @@
   Feedback: <feedback>
 
 The student reads this text as `<s> text </s>` (`pad_jax.student.vocab.format_input`)
-and writes the corrected program. The whole input, with `<s>` and `</s>`,
+and writes the corrected program; a decoder-only student reads BOS +
+`tasks.decoder_tasks.prompt_text(text)` (text + newline, no EOS) in training
+(`tasks.refine_tasks`, `decoder_only=True`) and at inference alike, which
+the same budget bounds (the newline and BOS in place of `<s>` and `</s>`). The whole input, with `<s>` and `</s>`,
 fits `max_input_tokens` (512 for CodeT5, the paper's input length). When it
 would not, pieces are cut in this order, each at a token boundary:
 

@@ -1,6 +1,19 @@
 """The batch decoder: a restored t5x checkpoint and its compiled decode step.
 
-`Decoder` decodes batches of questions into programs; `read_inputs` and
+`Decoder` decodes batches of questions into programs, for either student
+family, told apart by the model file's class:
+
+* an encoder-decoder student (t5x `EncoderDecoderModel`) reads
+  `<s> question </s>` (`pad_jax.student.vocab.format_input`);
+* a decoder-only student (t5x `DecoderOnlyModel`) reads the prompt its
+  program task trained on (`tasks.decoder_tasks.prompt_text`: the question
+  and a newline, tokenized, no EOS), laid out as t5x's prefix-LM feature
+  converter lays it out (`decoder_input_tokens` = BOS + prompt,
+  `decoder_causal_attention` over BOS + prompt); t5x's `predict_batch`
+  decodes after the prompt and strips it.
+
+Both run the model class's `predict_batch_with_aux` with the same decode
+functions (greedy, sampling, `beam_search`). `read_inputs` and
 `read_done_ids` read the input and (for resuming) the output JSONL of
 `pad_jax.decoding.files.decode_file`, the library behind
 `python -m pad_jax.infer` (its output rows and resume rule are documented
@@ -28,6 +41,7 @@ from pad_jax.decoding.settings import DecodeSettings
 from pad_jax.errors import ConfigError, DataError
 from pad_jax.student import model_gin
 from pad_jax.student import vocab as vocab_lib
+from tasks import decoder_tasks
 
 
 # ------------------------------------------------------------------------------
@@ -111,6 +125,25 @@ def _until_eos(ids: np.ndarray, eos_id: int) -> list[int]:
   return ids[:ids.index(eos_id) + 1] if eos_id in ids else ids
 
 
+def _check_family(model: Any, options: DecodeSettings, gin_files: Sequence[str],
+                  vocab_dir: Optional[str]) -> bool:
+  """True for a decoder-only model; ConfigError for what it cannot decode."""
+  if isinstance(model, models.DecoderOnlyModel):
+    if options.decode == "stepwise_beam":
+      raise ConfigError(f"--decode=stepwise_beam: not supported for decoder-only "
+                        f"students ({gin_files}: MODEL is a {type(model).__name__}); "
+                        "use greedy, sample, beam or --refine_rounds")
+    if vocab_dir:
+      raise ConfigError(f"--vocab_dir: a CodeT5 vocabulary, for encoder-decoder "
+                        f"students; {gin_files}: MODEL is a {type(model).__name__} "
+                        "(its model file names its vocabulary)")
+    return True
+  if not isinstance(model, models.EncoderDecoderModel):
+    raise ConfigError(f"{gin_files}: MODEL is a {type(model).__name__}; pad_jax.infer "
+                      "decodes EncoderDecoderModel and DecoderOnlyModel students")
+  return False
+
+
 class Decoder:
   """A restored t5x model and its compiled decode step.
 
@@ -125,8 +158,14 @@ class Decoder:
     gin_bindings: more gin bindings (`KEY=VALUE`).
     vocab_dir: vocabulary directory overriding the model file's.
 
+  Attributes:
+    decoder_only: the model is a t5x `DecoderOnlyModel` (else an
+      `EncoderDecoderModel`).
+
   Raises:
-    ConfigError: bad settings, or a model that is not an encoder-decoder.
+    ConfigError: bad settings, a model of another class, or a setting its
+      family cannot decode with (`stepwise_beam`, `vocab_dir` for a
+      decoder-only student).
     FileNotFoundError: a missing checkpoint or model file.
   """
 
@@ -147,16 +186,24 @@ class Decoder:
     except ValueError as e:  # gin: a file that does not parse or has no MODEL
       lines = str(e).strip().splitlines() or [type(e).__name__]
       raise ConfigError(f"{gin_files}: {lines[0]}") from e
-    if not isinstance(model, models.EncoderDecoderModel):
-      raise ConfigError(f"{gin_files}: MODEL is a {type(model).__name__}; "
-                        "pad_jax.infer decodes EncoderDecoderModel students")
+    self.decoder_only = _check_family(model, options, gin_files, vocab_dir)
     self.vocabulary = self._vocabulary(model, vocab_dir)
-    self.model = type(model)(  # The model file's class: pad_jax.student.models'.
+    self.model = self._decoding_model(model)
+    self.params, self._predict = self._restore_and_compile()
+    self._rng = jax.random.PRNGKey(options.seed)
+
+  def _decoding_model(self, model):
+    """The model file's class (t5x's or pad_jax.student.models') with our decode_fn."""
+    if self.decoder_only:
+      return type(model)(
+          module=model.module, vocabulary=self.vocabulary, optimizer_def=None,
+          decode_fn=self._decode_fn(),
+          # No public accessor; predict's prefill reads it.
+          inputs_bidirectional_attention=model._inputs_bidirectional_attention)  # pylint: disable=protected-access
+    return type(model)(
         module=model.module, input_vocabulary=self.vocabulary,
         output_vocabulary=self.vocabulary, optimizer_def=None,
         decode_fn=self._decode_fn())
-    self.params, self._predict = self._restore_and_compile()
-    self._rng = jax.random.PRNGKey(options.seed)
 
   @staticmethod
   def _vocabulary(model, vocab_dir):
@@ -182,8 +229,12 @@ class Decoder:
   def _restore_and_compile(self):
     """Restores params as t5x.infer does; partitions the decode step."""
     o = self.options
-    shapes = {"encoder_input_tokens": (o.batch_size, o.max_input_length),
-              "decoder_input_tokens": (o.batch_size, o.max_decode_length)}
+    if self.decoder_only:  # BOS + prompt + program in one sequence
+      shapes = {"decoder_input_tokens":
+                (o.batch_size, o.max_input_length + 1 + o.max_decode_length)}
+    else:
+      shapes = {"encoder_input_tokens": (o.batch_size, o.max_input_length),
+                "decoder_input_tokens": (o.batch_size, o.max_decode_length)}
     partitioner = partitioning.PjitPartitioner(num_partitions=1)
     initializer = utils.TrainStateInitializer(
         optimizer_def=None, init_fn=self.model.get_initial_variables,
@@ -209,28 +260,58 @@ class Decoder:
     return state.params, predict
 
   def encode(self, question: str) -> list[int]:
-    """`<s> question </s>` ids, truncated to `max_input_length` (EOS kept)."""
-    ids = vocab_lib.format_input(question, self.vocabulary)
+    """The input ids of `question`, truncated to `max_input_length`.
+
+    Encoder-decoder: `<s> question </s>` (EOS kept). Decoder-only: the ids of
+    `decoder_tasks.prompt_text(question)`, no BOS or EOS, the head kept (as
+    seqio trims the task's `inputs`).
+    """
     limit = self.options.max_input_length
+    if self.decoder_only:
+      return list(self.vocabulary.encode(decoder_tasks.prompt_text(question)))[:limit]
+    ids = vocab_lib.format_input(question, self.vocabulary)
     return ids if len(ids) <= limit else ids[:limit - 1] + [ids[-1]]
+
+  def batch(self, questions: Sequence[str]) -> dict[str, np.ndarray]:
+    """The model's input batch of `questions` (padded to `batch_size` rows).
+
+    Decoder-only: t5x's prefix-LM layout. `decoder_input_tokens` is BOS (0)
+    + the prompt, zeros after it for the program (room for
+    `max_decode_length` tokens); `decoder_causal_attention` is 1 on BOS and
+    the prompt (one more 1 than prompt tokens, as the feature converter
+    marks it), which is how `predict_batch` finds where to decode from.
+    """
+    o = self.options
+    encoded = [self.encode(q) for q in questions]
+    longest = max(len(e) for e in encoded)
+    if self.decoder_only:
+      length = _bucket(longest + 1, o.max_input_length + 1) + o.max_decode_length
+      tokens = np.zeros((o.batch_size, length), np.int32)
+      causal = np.zeros((o.batch_size, length), np.int32)
+      for i, ids in enumerate(encoded):
+        tokens[i, 1:len(ids) + 1] = ids
+        causal[i, :len(ids) + 1] = 1
+      tokens[len(encoded):], causal[len(encoded):] = tokens[0], causal[0]
+      return {"decoder_input_tokens": tokens, "decoder_causal_attention": causal}
+    inputs = np.zeros((o.batch_size, _bucket(longest, o.max_input_length)), np.int32)
+    for i, ids in enumerate(encoded):
+      inputs[i, :len(ids)] = ids
+    inputs[len(encoded):] = inputs[0]  # Static batch: pad with a real row.
+    return {"encoder_input_tokens": inputs,
+            "decoder_input_tokens": np.zeros((o.batch_size, o.max_decode_length),
+                                             np.int32)}
 
   def decode_batch(self, questions: Sequence[str],
                    batch_number: int = 0) -> list[dict[str, Any]]:
     """Decodes up to `batch_size` questions into output fields."""
     o = self.options
-    encoded = [self.encode(q) for q in questions]
-    length = _bucket(max(len(e) for e in encoded), o.max_input_length)
-    inputs = np.zeros((o.batch_size, length), np.int32)
-    for i, ids in enumerate(encoded):
-      inputs[i, :len(ids)] = ids
-    inputs[len(encoded):] = inputs[0]  # Static batch: pad with a real row.
-    batch = {"encoder_input_tokens": inputs,
-             "decoder_input_tokens": np.zeros((o.batch_size, o.max_decode_length),
-                                              np.int32)}
+    batch = self.batch(questions)
     rng = jax.random.fold_in(self._rng, batch_number)
     decodes, aux = self._predict(self.params, batch, rng)
     # [batch, width, length], worst first -> best first, K kept.
-    decodes = np.asarray(decodes)[:, ::-1][:, :o.num_decodes]
+    # Decoder-only: the prompt is stripped; the room after it can exceed
+    # max_decode_length for the shorter prompts of a batch (cut here).
+    decodes = np.asarray(decodes)[:, ::-1][:, :o.num_decodes, :o.max_decode_length]
     scores = np.asarray(aux["scores"])[:, ::-1][:, :o.num_decodes]
     eos = self.vocabulary.eos_id
     results = []
