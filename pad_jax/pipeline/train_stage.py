@@ -3,7 +3,9 @@
 The stage (1) writes the training data (`train/data/<source>.jsonl`, a
 seeded fraction of the verified programs grouped by question), (2) writes
 `train/task.gin`, which makes the t5x child register that data as its
-`MIXTURE_OR_TASK_NAME` (see `tasks/pipeline_tasks.py`), (3) runs t5x with the
+`MIXTURE_OR_TASK_NAME` (see `tasks/pipeline_tasks.py`; with the decoder-only
+layout of `tasks/decoder_tasks.py` when the model files' `MODEL` is t5x's
+`DecoderOnlyModel`, `TrainConfig.decoder_only()`), (3) runs t5x with the
 model gin file + run gin file + task.gin, streaming its log into a progress
 bar (step, loss) (with `TrainConfig.use_cached_tasks`, or from
 `cache_min_examples` programs on, the data is first cached by seqio's
@@ -71,12 +73,17 @@ def _gin_str(value: str) -> str:
   return json.dumps(str(value))
 
 
-def task_gin(name: str, paths: Mapping[str, str], cfg: TrainConfig, cached: bool = False) -> str:
+def task_gin(name: str, paths: Mapping[str, str], cfg: TrainConfig, cached: bool = False,
+             decoder_only: bool = False) -> str:
   """The gin file that registers the training data in the t5x child.
 
   `cached`: the data as `tasks.cached_program_tasks` (read from the seqio
   cache `build_cache` makes) instead of `tasks.pipeline_tasks`.
+  `decoder_only`: the decoder-only (prefix LM) layout of `tasks.decoder_tasks`,
+  for a `DecoderOnlyModel` student (`TrainConfig.decoder_only()`; not cached).
   """
+  if cached and decoder_only:
+    raise StageError("TrainConfig.use_cached_tasks: the seqio cache has no decoder-only layout")
   module, factory = (("tasks.cached_program_tasks", "cached_program_task") if cached
                      else ("tasks.pipeline_tasks", "program_task"))
   lines = ["# Written by the pad-jax pipeline: registers the training data in the t5x child.",
@@ -97,12 +104,19 @@ def task_gin(name: str, paths: Mapping[str, str], cfg: TrainConfig, cached: bool
   lines += [f"  validation_fraction = {cfg.validation_fraction}", f"  seed = {cfg.data_seed}"]
   if not cached:
     lines.append(f"  task_format = {_gin_str(cfg.task_format)}")
+  if decoder_only:
+    lines.append("  decoder_only = True")
   return "\n".join(lines + [""])
 
 
-def use_cache(cfg: TrainConfig, selected: Mapping[str, Sequence[Any]]) -> bool:
-  """Whether the stage trains from a seqio cache (`TrainConfig.use_cached_tasks`)."""
-  if cfg.task_format != "program":
+def use_cache(cfg: TrainConfig, selected: Mapping[str, Sequence[Any]],
+              decoder_only: bool = False) -> bool:
+  """Whether the stage trains from a seqio cache (`TrainConfig.use_cached_tasks`).
+
+  Never for a decoder-only student (the cache has the encoder-decoder layout;
+  `TrainConfig.validate` refuses `use_cached_tasks=True` with one).
+  """
+  if cfg.task_format != "program" or decoder_only:
     return False
   if cfg.use_cached_tasks is not None:
     return bool(cfg.use_cached_tasks)
@@ -224,11 +238,14 @@ def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, An
       programs_lib.write_programs(paths[source], rows)
   digest = hashlib.sha1(str(ctx.run.root).encode()).hexdigest()[:10]
   task_name = f"pad_pipeline_{digest}"
-  cached = use_cache(cfg, selected)
-  atomic.write_text(ctx.path("task.gin"), task_gin(task_name, paths, cfg, cached=cached))
+  model_files, run_files = snapshot_gin_files(cfg, ctx.path("gin"))
+  # The layout follows the model the stage trains (its snapshot copies).
+  decoder_only = dataclasses.replace(cfg, model_gin_files=model_files).decoder_only()
+  cached = use_cache(cfg, selected, decoder_only)
+  atomic.write_text(ctx.path("task.gin"), task_gin(task_name, paths, cfg, cached=cached,
+                                                   decoder_only=decoder_only))
 
   model_dir = ctx.path("model")
-  model_files, run_files = snapshot_gin_files(cfg, ctx.path("gin"))
   cache_dir = build_cache(ctx, cfg, task_name, paths, model_files) if cached else None
   command = t5x_train_command(cfg, model_dir, ctx.path("task.gin"), model_files + run_files,
                               cache_dir=cache_dir)
@@ -249,7 +266,7 @@ def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, An
       "checkpoint_dir": str(checkpoint), "step": checkpoints.checkpoint_step(checkpoint),
       "model_gin_files": model_files, "gin_search_paths": cfg.search_paths(),
       "vocab_dir": cfg.vocab_dir, "final_metrics": final,
-      "seqio_cache": str(cache_dir) if cache_dir else None,
+      "seqio_cache": str(cache_dir) if cache_dir else None, "decoder_only": decoder_only,
   }
 
 
