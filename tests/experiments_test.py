@@ -216,8 +216,9 @@ def test_every_point_of_a_named_sweep_validates(name):
     if name == "stages_demo":
       assert ("stepwise_verifier" in point.stages) == (label in ("stepwise_verifier",
                                                                    "stepwise_combined"))
-      assert stage_configs["decode"]["decode"].set_limit("synthetic") == 1000
-      assert stage_configs["decode"]["decode"].set_limit("gsm8k") == 250
+      step_wise = label.startswith("stepwise")
+      assert stage_configs["decode"]["decode"].set_limit("synthetic") == (300 if step_wise else 1000)
+      assert stage_configs["decode"]["decode"].set_limit("gsm8k") == (50 if step_wise else 250)
   gin.clear_config()
 
 
@@ -252,7 +253,8 @@ def test_paired_counts_against_the_baseline_on_the_same_questions(tmp_path):
   _scores(tmp_path / "sc", "synthetic", [True, False, True, True])  # q4 not scored here
   _scores(tmp_path / "sc", "gsm8k", [True])  # no baseline file: left out
   paired = experiments.paired_counts(tmp_path / "greedy", tmp_path / "sc")
-  assert paired == {"synthetic": {"n": 4, "fixed": 2, "broken": 1}}
+  assert paired == {"synthetic": {"n": 4, "fixed": 2, "broken": 1, "correct": 3,
+                                  "baseline_correct": 2}}
   rows = [{"label": "greedy", "bindings": {}, "train_examples": 1, "train_step": 1,
            "paired": experiments.paired_counts(tmp_path / "greedy", tmp_path / "greedy")},
           {"label": "sc", "bindings": {}, "train_examples": 1, "train_step": 1, "paired": paired}]
@@ -260,7 +262,7 @@ def test_paired_counts_against_the_baseline_on_the_same_questions(tmp_path):
                                 metrics=["synthetic_accuracy"], paired_with="greedy")
   experiments.write_results(tmp_path, "stages", cfg, rows)
   text = (tmp_path / "results.md").read_text()
-  assert "Paired against `greedy`" in text and "| sc | +2 / -1 (+25.0) |" in text
+  assert "Paired against `greedy`" in text and "| sc | +2 / -1: 75.0% vs 50.0% (n = 4) |" in text
   assert "| greedy | +" not in text
 
 

@@ -189,7 +189,8 @@ def paired_counts(baseline_dir: pathlib.Path, point_dir: pathlib.Path) -> dict[s
 
   Read from both runs' `score/<eval set>.jsonl`; `n` counts the questions
   both scored, `fixed` those right in the point and wrong in the baseline,
-  `broken` the reverse.
+  `broken` the reverse, `correct` / `baseline_correct` the questions each got
+  right (a point that decoded fewer questions is compared on those).
   """
   out = {}
   for path in sorted((point_dir / "score").glob("*.jsonl")):
@@ -201,7 +202,9 @@ def paired_counts(baseline_dir: pathlib.Path, point_dir: pathlib.Path) -> dict[s
     common = [i for i in mine if i in base]
     out[path.stem] = {"n": len(common),
                       "fixed": sum(mine[i] and not base[i] for i in common),
-                      "broken": sum(base[i] and not mine[i] for i in common)}
+                      "broken": sum(base[i] and not mine[i] for i in common),
+                      "correct": sum(mine[i] for i in common),
+                      "baseline_correct": sum(base[i] for i in common)}
   return out
 
 
@@ -245,7 +248,8 @@ def paired_table(rows: Sequence[Mapping[str, Any]], baseline: Optional[str]) -> 
   if baseline is None or not sets:
     return []
   lines = ["", f"Paired against `{baseline}` on the same questions: questions fixed (right here, "
-               f"wrong there) / broken (the reverse); accuracy difference in points.", "",
+               f"wrong there) / broken (the reverse); then this point's accuracy vs the baseline's "
+               f"on those n questions.", "",
            "| point | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
   for row in rows:
     if row["label"] == baseline:
@@ -254,7 +258,8 @@ def paired_table(rows: Sequence[Mapping[str, Any]], baseline: Optional[str]) -> 
     for name in sets:
       c = (row.get("paired") or {}).get(name)
       cells.append("n/a" if not c or not c["n"] else
-                   f"+{c['fixed']} / -{c['broken']} ({100 * (c['fixed'] - c['broken']) / c['n']:+.1f})")
+                   f"+{c['fixed']} / -{c['broken']}: {100 * c['correct'] / c['n']:.1f}% vs "
+                   f"{100 * c['baseline_correct'] / c['n']:.1f}% (n = {c['n']})")
     lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
   return lines
 
