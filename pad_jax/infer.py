@@ -168,6 +168,10 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
       "step's score: (1 - w) * the student's length-normalized log-probability + w * the "
       "verifier's log p('correct'); 0: log-probability only, 1: verifier only.",
       flag_values=values)
+  flags.DEFINE_boolean(
+      "step_grounding", d.step_grounding, "--decode=stepwise_beam: rank a step that states "
+      "a given the question does not contain (e.g. `bought = 168` for 'buys 61 more') "
+      "below every other candidate.", flag_values=values)
   flags.DEFINE_integer(
       "refine_rounds", d.refine_rounds, "Self-refinement: re-decode a program that fails "
       "when run, with its feedback, up to this many rounds (0: off).", flag_values=values)

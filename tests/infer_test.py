@@ -161,7 +161,7 @@ def test_help_lists_the_flags():
   assert proc.returncode in (0, 1), proc.stderr[-2000:]
   assert "--checkpoint_dir" in proc.stdout and "--num_decodes" in proc.stdout
   for field in dataclasses.fields(DecodeSettings):  # one flag per setting
-    assert f"--{field.name}" in proc.stdout
+    assert f"--{field.name}" in proc.stdout or f"--[no]{field.name}" in proc.stdout
   assert "Traceback" not in proc.stderr
 
 

@@ -417,7 +417,8 @@ def test_decode_config_stepwise_beam_and_refine_rounds():
   assert stepwise.infer_flags() == [
       "--decode=stepwise_beam", "--num_decodes=1", "--beam_size=3", "--alpha=0.6",
       "--temperature=0.7", "--top_k=8", "--max_decode_length=256", "--max_input_length=512",
-      "--batch_size=8", "--seed=0", "--step_candidates=5", "--step_verifier_weight=0.5", "--refine_rounds=0"]
+      "--batch_size=8", "--seed=0", "--step_candidates=5", "--step_verifier_weight=0.5",
+      "--step_grounding=False", "--refine_rounds=0"]
   refine = configs.DecodeConfig(refine_rounds=2, max_input_length=256)
   refine.validate()
   assert "--refine_rounds=2" in refine.infer_flags()

@@ -1,5 +1,6 @@
 """pad_jax.decoding.stepwise_scorers: the combined scorer (no model), and its weight setting."""
 
+import dataclasses
 import math
 
 import pytest
@@ -76,3 +77,26 @@ def test_the_weight_is_a_decode_setting(tmp_path):
   for weight in (-0.5, 1.01, "half", True, float("nan")):
     with pytest.raises(ConfigError, match=r"^--step_verifier_weight: must be a number in \[0, 1\]"):
       DecodeSettings(decode="stepwise_beam", step_verifier_weight=weight).validate(prefix="--")
+
+
+def test_grounded_scorer_ranks_an_ungrounded_given_below_every_grounded_step():
+  question = "Max has 186 apples. He buys 61 more. How many apples does Max have now?"
+  prefix = "def solution():\n    start_count = 186\n"
+  candidates = [scorers.Candidate(question, prefix + "    bought = 168\n", 20, -1.0),
+                scorers.Candidate(question, prefix + "    bought = 61\n", 20, -30.0),
+                scorers.Candidate(question, prefix + "    total = start_count * 2\n", 20, -10.0)]
+  grounded = scorers.GroundedScorer(scorers.LogProbScorer())
+  assert grounded.name == "logprob+grounding"
+  scores = grounded.score(candidates)
+  assert scores[1:] == scorers.LogProbScorer().score(candidates)[1:]  # grounded: unchanged
+  assert scores[0] == -1.0 / 20 - scorers.UNGROUNDED_PENALTY < min(scores[1:])
+  # Not pruned: among ungrounded steps alone, their own order stands.
+  both = [candidates[0], dataclasses.replace(candidates[0], logprob=-5.0)]
+  assert grounded.score(both)[0] > grounded.score(both)[1]
+
+
+def test_step_grounding_is_a_stepwise_setting():
+  assert "--step_grounding=False" in DecodeSettings().infer_flags()
+  DecodeSettings(decode="stepwise_beam", step_grounding=True).validate()
+  with pytest.raises(ConfigError, match="^DecodeSettings.step_grounding: is only for decode 'stepwise_beam'"):
+    DecodeSettings(step_grounding=True).validate()

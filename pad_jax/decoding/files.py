@@ -112,6 +112,8 @@ def _stepwise_into(decoder: Decoder, todo: Todo, output_path: str,
     scorer = stepwise_scorers.CombinedScorer(stepwise_scorers.VerifierScorer(
         verifier.model, verifier.params, verifier.vocabulary,
         o.max_input_length), o.verifier_weight)
+  if o.step_grounding:
+    scorer = stepwise_scorers.GroundedScorer(scorer)
   with exec_limits.DEFAULT.executor() as executor:
     search = stepwise_search.StepwiseSearch(
         stepwise_proposer.Proposer(

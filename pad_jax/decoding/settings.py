@@ -70,6 +70,9 @@ class DecodeSettings:
       0 the log-probability only (the verifier is not loaded), 1 the
       verifier only. Without a `step_verifier` the score is the
       log-probability (w = 0) whatever this says.
+    step_grounding: rank a step that states a given the question does not
+      contain below every other candidate (`stepwise_beam`;
+      `stepwise_scorers.GroundedScorer`, the check of stage III's trigger).
     refine_rounds: R self-refinement rounds (PaD's stage III at inference:
       a program that fails when run is decoded again from its feedback, up to
       R times; `pad_jax.decoding.refine_loop`; 0: off). Needs a student
@@ -89,6 +92,7 @@ class DecodeSettings:
   step_candidates: int = 4
   step_verifier: Optional[str] = None
   step_verifier_weight: float = 0.5
+  step_grounding: bool = False
   refine_rounds: int = 0
 
   @property
@@ -145,6 +149,10 @@ class DecodeSettings:
       yield "num_decodes", "must be 1 with decode 'stepwise_beam' (it writes one program)"
     if self.step_verifier is not None and self.decode != "stepwise_beam":
       yield "step_verifier", "is only for decode 'stepwise_beam'"
+    if self.step_grounding not in (True, False):
+      yield "step_grounding", "must be True or False"
+    elif self.step_grounding and self.decode != "stepwise_beam":
+      yield "step_grounding", "is only for decode 'stepwise_beam'"
     if not (_is_number(self.step_verifier_weight) and 0 <= self.step_verifier_weight <= 1):
       yield "step_verifier_weight", ("must be a number in [0, 1] (0: the log-probability "
                                      "only, 1: the verifier only)")

@@ -13,6 +13,13 @@
   `score = (1 - w) * logprob / #ids + w * verifier log p("correct")`, two
   log-probabilities (<= 0) mixed linearly; w = 0 is `LogProbScorer`, w = 1
   `VerifierScorer`, each exactly (the other is not computed).
+* `GroundedScorer` (`--step_grounding`): any of them, with a step that
+  states a given the question does not contain
+  (`execution.feedback.grounding_feedback`: `bought = 168` for "buys 61
+  more") ranked below every step that does not: its score minus
+  `UNGROUNDED_PENALTY`. Not pruned: when every candidate is ungrounded (a
+  constant the question implies, `minutes_per_hour = 60`) the search goes on
+  with them, in their own order.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any, Optional, Protocol, Sequence
 import jax
 import numpy as np
 
+from pad_jax.execution import feedback as feedback_lib
 from pad_jax.student import vocab as vocab_lib
 from pad_jax.decoding import stepwise_proposer as proposer_lib
 from tasks import verifier_tasks
@@ -145,3 +153,20 @@ class CombinedScorer:
       return self.verifier.score(candidates)
     return [(1 - w) * g + w * v for g, v in zip(self.generation.score(candidates),
                                                  self.verifier.score(candidates))]
+
+
+# Below any log-probability score a step can have (they are >= -1e3 per id).
+UNGROUNDED_PENALTY = 1e4
+
+
+class GroundedScorer:
+  """`scorer`'s score, minus `UNGROUNDED_PENALTY` for a prefix with an ungrounded given."""
+
+  def __init__(self, scorer: Scorer):
+    self.scorer = scorer
+    self.name = f"{scorer.name}+grounding"
+
+  def score(self, candidates: Sequence[Candidate]) -> list[float]:
+    return [score - UNGROUNDED_PENALTY * (feedback_lib.grounding_feedback(c.question, c.text)
+                                          is not None)
+            for c, score in zip(candidates, self.scorer.score(candidates))]
