@@ -218,7 +218,8 @@ def test_every_point_of_a_named_sweep_validates(name):
                                                                    "stepwise_combined"))
       step_wise = label.startswith("stepwise")
       assert stage_configs["decode"]["decode"].set_limit("synthetic") == (300 if step_wise else 1000)
-      assert stage_configs["decode"]["decode"].set_limit("gsm8k") == (20 if step_wise else 250)
+      if stage_configs["decode"]["decode"].benchmarks:
+        assert stage_configs["decode"]["decode"].set_limit("gsm8k") == (20 if step_wise else 250)
   gin.clear_config()
 
 
