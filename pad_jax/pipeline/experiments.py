@@ -307,7 +307,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], cfg:
              [100 * r.get(metric, float("nan")) for r in rows], width,
              label=metric.replace("_accuracy", " accuracy"))
     ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(rows))])
-    ax.set_xticklabels([r["label"] for r in rows])
+    ax.set_xticklabels([r["label"] for r in rows], rotation=25, ha="right", fontsize=8)
   ax.set_ylabel("accuracy (%)")
   ax.set_ylim(bottom=0)  # a zoomed axis makes a 1-point difference look like a trend
   ax.set_title(cfg.title, fontsize=10)
