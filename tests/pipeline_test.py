@@ -39,6 +39,7 @@ TOY_BINDINGS = [
     "TrainConfig.train_steps = 30",
     f"TrainConfig.run_gin_files = ['runs/demo_train.gin', 'runs/drop_over_length.gin', '{TOY_T5X_RUN}']",
     "DecodeConfig.limit = 8",
+    "DecodeConfig.limits = {}",  # demo.gin limits GSM8K to 300
     "DecodeConfig.max_decode_length = 64",
 ]
 
