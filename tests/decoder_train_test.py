@@ -130,6 +130,7 @@ def _wait_for_checkpoint(proc, model_dir, step, timeout=300):
   return marker.exists()
 
 
+@pytest.mark.slow  # the T5 twin (tests/train_test.py) runs by default; this one: -m slow
 def test_kill9_and_restart_ends_with_identical_parameters(
     trained, jsonl, tmp_path):
   """SIGKILL after the step-4 checkpoint, same command again: same params.

@@ -59,6 +59,7 @@ def test_task_gin_layout():
     train_stage.task_gin("t", paths, cfg, cached=True, decoder_only=True)
 
 
+@pytest.mark.slow  # ~90 s; the T5 toy pipeline (tests/pipeline_test.py) runs by default
 def test_toy_pipeline_with_a_decoder_only_student(tmp_path):
   run_dir = tmp_path / "run"
   bindings = [b for b in TOY_BINDINGS if not b.startswith("TrainConfig.train_steps")]
