@@ -18,6 +18,7 @@ the log-probability of "correct" against "wrong" (`pad_jax.decoding.stepwise_sco
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 from typing import Any, Mapping, Optional, Sequence
@@ -167,9 +168,11 @@ def register_verifier_task(name: str, jsonl_path: str,
   stat = os.stat(path)
   split = _split_rows(path, validation_fraction, seed, stat.st_mtime_ns,
                       stat.st_size)
-  counts = {s: len(_examples(split[s])["targets"]) for s in SPLITS}
-  if balance_labels:
-    counts["train"] = len(balanced(_examples(split["train"]))["targets"])
+  counts = {s: sum(len(r["prefixes"]) for r in split[s]) for s in SPLITS}
+  if balance_labels:  # as many as `balanced` gives, without building the examples
+    labels = collections.Counter(p["label"] for r in split["train"] for p in r["prefixes"])
+    if len(labels) > 1:
+      counts["train"] = max(labels.values()) * len(labels)
   vocabulary = vocabulary or preprocessors.default_vocabulary()
   return registry.register_once(
       name, owner="register_verifier_task",
