@@ -33,7 +33,18 @@ def test_bench_decoder_tiny(tmp_path, name, extra, impls):
   key = "speedup_vs_hf" if name == "decode" else "speedup_vs_torch"
   assert report[key] > 0 and report["mfu"] > 0
   assert report["machine"]["load_average_1m_at_start"] is not None
-  assert report["profile_notes"] == []
+  # The trace of one pad call, its ops named by the network part they run.
+  profile = report["profile"]
+  assert profile["op_cpu_seconds"] > 0
+  assert abs(sum(profile["by_part"].values()) - 1) < 0.01
+  assert "MLP" in profile["by_part"] and "output layer" in profile["by_part"]
+  assert profile["by_kind"]["matrix products"] > 0.3
+  if name == "train":
+    assert set(profile["by_phase"]) >= {"backward", "forward / outside the loop"}
+  else:
+    assert "decoding loop" in profile["by_phase"]
+  assert all(o["source"] for o in profile["top_ops"])
+  assert report["profile_notes"][0].startswith("Profile (jax.profiler trace")
   if name == "decode":
     assert report["ids_equal_hf"] is True and report["pad"]["ids_agreement_hf"] == 1.0
     assert report["tokens_per_call"] == 2 * 12

@@ -135,11 +135,12 @@ class _IdentityRows:
     return np.arange(rows)
 
 
-def decode_fns(name: str, prompts: np.ndarray, steps: int,
-               impls: list[str]) -> dict[str, Callable[[], np.ndarray]]:
+def decode_fns(name: str, prompts: np.ndarray, steps: int, impls: list[str]
+               ) -> tuple[dict[str, Callable[[], np.ndarray]], str]:
   """Greedy decoding closures over the same random weights: `pad` and `hf`.
 
-  Each returns the `[batch, steps]` generated ids.
+  Each returns the `[batch, steps]` generated ids. Also returns the HLO
+  text of pad's compiled call (`profile` names the traced ops by it).
   """
   import jax  # pylint: disable=import-outside-toplevel
   import seqio  # pylint: disable=import-outside-toplevel
@@ -165,7 +166,8 @@ def decode_fns(name: str, prompts: np.ndarray, steps: int,
   params = model.get_initial_variables(
       jax.random.PRNGKey(0), {"decoder_input_tokens": tokens.shape},
       {"decoder_input_tokens": np.int32})["params"]
-  predict = jax.jit(lambda p, b: model.predict_batch(p, b))
+  predict = jax.jit(lambda p, b: model.predict_batch(p, b)).lower(
+      params, features).compile()
 
   def pad():
     out = np.asarray(jax.block_until_ready(predict(params, features)))
@@ -174,7 +176,7 @@ def decode_fns(name: str, prompts: np.ndarray, steps: int,
   fns = {"pad": pad}
   if "hf" in impls:
     fns["hf"] = _hf_generate(name, cfg, params, prompts, steps)
-  return fns
+  return fns, predict.as_text()
 
 
 def _hf_generate(name: str, cfg: Any, params: Any, prompts: np.ndarray,

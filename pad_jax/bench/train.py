@@ -39,6 +39,7 @@ import numpy as np
 
 from pad_jax.bench import _decoder
 from pad_jax.bench import _t5
+from pad_jax.bench import profile
 
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/train.json",
                               "Where to write the JSON report.")
@@ -82,7 +83,8 @@ def t5x_step(model_cls: Any, module: Any, vocab_size: int,
   callable with its arguments (`_decoder` builds a `DecoderOnlyModel`).
 
   Returns:
-    (step, {"flops", "bytes accessed"} of the compiled step).
+    (step, {"flops", "bytes accessed"} of the compiled step and its HLO
+    text, "hlo_text", which `profile` names the traced ops by).
   """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -125,7 +127,8 @@ def t5x_step(model_cls: Any, module: Any, vocab_size: int,
     jax.block_until_ready(metrics["loss"])
 
   cost = cost or {}
-  return run, {k: float(cost.get(k, 0.0)) for k in ("flops", "bytes accessed")}
+  xla = {k: float(cost.get(k, 0.0)) for k in ("flops", "bytes accessed")}
+  return run, dict(xla, hlo_text=compiled.as_text())
 
 
 def torch_step(shape: _t5.Shape,
@@ -270,9 +273,11 @@ def main(argv: list[str]) -> int:
     report["speedup_vs_torch"] = report["pad"]["speedup_vs_torch"]
   if "pad" in report:
     report["mfu"] = report["pad"]["mfu"]
-  # The notes read the T5 step's profile; none is taken of the decoder's yet.
-  report["profile_notes"] = (profile_notes(report, 1.2)
-                             if _MODEL.value in _t5.SHAPES else [])
+  if _MODEL.value in _t5.SHAPES:
+    report["profile_notes"] = profile_notes(report, 1.2)
+  else:  # No goal for the decoder-only shapes: the trace says where time goes.
+    report["profile"] = profile.op_profile(steps["pad"], xla_cost["pad"]["hlo_text"])
+    report["profile_notes"] = profile.notes(report["profile"])
   decoder_default = _MODEL.value in _decoder.SHAPES and not _OUTPUT.present
   _t5.write_report(f"benchmarks/train_{_MODEL.value}.json" if decoder_default
                    else _OUTPUT.value, report)
