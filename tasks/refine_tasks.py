@@ -18,9 +18,11 @@ split of both).
 student (`tasks.decoder_tasks`): the prompt is
 `decoder_tasks.prompt_text(refinement input)`, no EOS, the target the program
 + EOS -- the prompt `pad_jax.infer --refine_rounds` gives such a student
-(`pad_jax.decoding.decoder.Decoder.encode`). A decoder-only run file binds
-`refine_mixture.decoder_only = True` (and `vocabulary`), as the model files
-bind `program_task.decoder_only`.
+(`pad_jax.decoding.decoder.Decoder.encode`). `runs/pad_refine.gin` binds
+`vocabulary`; `refine_mixture.decoder_only = True` is bound by the pipeline's
+refine stage (its round's `refine.gin`) for a `DecoderOnlyModel` student, and
+by hand with `--gin.refine_mixture.decoder_only=True` (pad_refine.gin's
+header).
 """
 
 from __future__ import annotations

@@ -3,17 +3,23 @@
 The train stage decides the task layout from the model files
 (`TrainConfig.decoder_only()`): a `DecoderOnlyModel` student trains on the
 decoder-only (prefix LM) layout of `tasks/decoder_tasks.py`, and the seqio
-cache, which has the encoder-decoder layout only, is refused up front.
+cache, which has the encoder-decoder layout only, is refused up front. The
+refine stage gives its refinement mixture the same layout (its round's
+refine.gin; a real run in tests/refine_decoder_only_test.py); the
+stepwise_verifier stage's T5 verifier needs model files of its own, checked
+up front (tests/stepwise_verifier_stage_test.py).
 """
 
 import json
 import re
 
+import gin
 import pytest
 
 from conftest import run_module
 from pad_jax.errors import ConfigError
 from pad_jax.pipeline import configs
+from pad_jax.pipeline import refine_stage
 from pad_jax.pipeline import train_stage
 from pipeline_test import TOY_BINDINGS
 
@@ -57,6 +63,35 @@ def test_task_gin_layout():
   assert train_stage.use_cache(cfg, big) and not train_stage.use_cache(cfg, big, True)
   with pytest.raises(Exception, match="use_cached_tasks"):
     train_stage.task_gin("t", paths, cfg, cached=True, decoder_only=True)
+
+
+def test_refine_gin_layout(tmp_path):
+  """The refine stage's round gin: the decoder-only layout for a decoder-only student only."""
+  cfg = configs.TrainConfig()
+  gin_dir = configs.GIN_CONFIGS / "models"
+  layouts = {}
+  for model in ("tiny_decoder.gin", "tiny.gin"):
+    # The train stage's summary names its copies of the model files (absolute paths).
+    copy = tmp_path / f"model0_{model}"
+    copy.write_text((gin_dir / model).read_text())
+    trained = {"model_gin_files": [str(copy)]}
+    decoder_only = refine_stage.student_is_decoder_only(cfg, trained)
+    layouts[model] = refine_stage.refine_gin(tmp_path / "refine.jsonl", tmp_path / "p.jsonl",
+                                             "/m/checkpoint_2", decoder_only,
+                                             cfg.vocabulary_macro)
+  assert "decoder_only" not in layouts["tiny.gin"]
+  decoder = layouts["tiny_decoder.gin"]
+  assert "refine_tasks.refine_mixture.decoder_only = True" in decoder
+  assert "refine_tasks.refine_mixture.vocabulary = %VOCABULARY" in decoder
+  gin.clear_config()
+  try:  # It parses as the last gin file of the t5x command line.
+    gin.parse_config(decoder)
+    assert gin.query_parameter("tasks.refine_tasks.refine_mixture.decoder_only") is True
+    assert gin.query_parameter("%INITIAL_CHECKPOINT_PATH") == "/m/checkpoint_2"
+  finally:
+    gin.clear_config()
+  with pytest.raises(Exception, match="TrainConfig.vocabulary_macro"):
+    refine_stage.refine_gin(tmp_path / "r.jsonl", tmp_path / "p.jsonl", "/m/c", True, None)
 
 
 @pytest.mark.slow  # ~90 s; the T5 toy pipeline (tests/pipeline_test.py) runs by default

@@ -8,6 +8,7 @@ and `t5x.train` with `runs/step_verifier.gin` on a tiny student.
 
 import json
 import pathlib
+import re
 import subprocess
 
 import gin
@@ -116,9 +117,38 @@ def test_the_decode_config_must_use_the_verifier(clean_gin, tmp_path, bindings, 
   assert set(parts["stepwise_verifier"]) == {"stepwise_verifier", "train", "limits"}
 
 
+DECODER = "TrainConfig.model_gin_files = ['models/tiny_decoder.gin']"
+
+
+@pytest.mark.parametrize("changes, message", [
+    (["StepwiseVerifierConfig.from_student = True"],
+     r"StepwiseVerifierConfig.from_student: must be False with a decoder-only student "
+     r"\(TrainConfig.model_gin_files \['models/tiny_decoder.gin'\]: DecoderOnlyModel\): "
+     r"the T5 verifier cannot start from its checkpoint; set "
+     r"StepwiseVerifierConfig.from_student = False and give the verifier model files of its own"),
+    ([], r"StepwiseVerifierConfig.model_gin_files: must name the verifier's own "
+         r"\(encoder-decoder\) model files with a decoder-only student"),
+])
+def test_a_decoder_only_student_needs_a_verifier_of_its_own(clean_gin, changes, message):
+  gin.parse_config([DECODER, "DecodeConfig.decode = 'stepwise_beam'", *changes])
+  with pytest.raises(ConfigError) as error:
+    configs.stage_configs(["train", "stepwise_verifier", "decode"])
+  assert re.match(message, str(error.value)), error.value
+  assert "\n" not in str(error.value)
+  # What the message says to do instead is accepted.
+  gin.parse_config(["StepwiseVerifierConfig.from_student = False",
+                    "StepwiseVerifierConfig.model_gin_files = ['models/tiny.gin']"])
+  configs.stage_configs(["train", "stepwise_verifier", "decode"])
+  # A T5 student may start the verifier from its own checkpoint.
+  t5 = configs.TrainConfig(model_gin_files=["models/tiny.gin"])
+  configs.StepwiseVerifierConfig(from_student=True).check_student(t5)
+
+
 @pytest.mark.parametrize("binding, message", [
     ("StepwiseVerifierConfig.completions = 0",
      "StepwiseVerifierConfig.completions: must be >= 1, got 0"),
+    ([DECODER, "StepwiseVerifierConfig.from_student = True"],
+     "StepwiseVerifierConfig.from_student: must be False with a decoder-only student"),
     ("DecodeConfig.decode = 'greedy'",
      "DecodeConfig.decode: must be 'stepwise_beam' with the stepwise_verifier stage"),
 ])
@@ -127,7 +157,8 @@ def test_cli_bad_config_fails_before_the_first_stage(tmp_path, binding, message)
   out = subprocess.run(
       [PY, "-m", "pad_jax.pipeline", "--gin_file=gin_configs/pipelines/demo.gin",
        f"--gin.RUN_DIR='{run_dir}'", f"--gin_bindings=PipelineConfig.stages={list(STAGES)}",
-       "--gin_bindings=DecodeConfig.decode = 'stepwise_beam'", f"--gin_bindings={binding}"],
+       "--gin_bindings=DecodeConfig.decode = 'stepwise_beam'",
+       *[f"--gin_bindings={b}" for b in ([binding] if isinstance(binding, str) else binding)]],
       cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
   assert out.returncode == 2, out.stderr[-3000:]
   last = out.stderr.strip().splitlines()[-1]

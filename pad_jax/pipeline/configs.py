@@ -463,6 +463,10 @@ class StepwiseVerifierConfig:
       (it already reads the questions and programs; its optimizer state and
       step count start afresh). Needs the student's model gin files
       (`model_gin_files` None) and no INITIAL_CHECKPOINT_PATH in `macros`.
+
+  With a decoder-only student (`TrainConfig.decoder_only()`) the verifier
+  needs `model_gin_files` of its own and `from_student` False
+  (`check_student`, before the first stage).
   """
 
   sources: Optional[Sequence[str]] = None
@@ -505,9 +509,39 @@ class StepwiseVerifierConfig:
     for name in list(self.model_gin_files or ()) + list(self.run_gin_files):
       TrainConfig().find_gin_file(name)
 
+  def check_student(self, train: TrainConfig) -> None:
+    """What the verifier asks of the student (`train`), checked before the first stage.
+
+    The verifier is an encoder-decoder (`tasks/verifier_tasks.py`,
+    `stepwise_scorers.VerifierScorer`): with a decoder-only student
+    (`train.decoder_only()`) it can neither start from the student's
+    checkpoint (`from_student`) nor be built from the student's model files
+    (`model_gin_files` None); it is trained from scratch, or from a converted
+    CodeT5 (`macros` INITIAL_CHECKPOINT_PATH), on model files of its own.
+    """
+    if not train.decoder_only():
+      return
+    student = (f"a decoder-only student (TrainConfig.model_gin_files "
+               f"{list(train.model_gin_files)}: DecoderOnlyModel)")
+    instead = ("set StepwiseVerifierConfig.from_student = False and give the verifier model "
+               "files of its own, e.g. StepwiseVerifierConfig.model_gin_files = "
+               "['models/tiny.gin'] (trained from scratch, or from a converted CodeT5 with "
+               "macros INITIAL_CHECKPOINT_PATH)")
+    _check([
+        ("from_student", not self.from_student,
+         f"must be False with {student}: the T5 verifier cannot start from its checkpoint; "
+         f"{instead}"),
+        ("model_gin_files", bool(self.model_gin_files),
+         f"must name the verifier's own (encoder-decoder) model files with {student}; "
+         f"{instead}"),
+    ], self)
+
 
 def _check_across_stages(configs: Mapping[str, Mapping[str, Any]]) -> None:
   """What one stage's config asks of another's (ConfigError naming the field)."""
+  if "stepwise_verifier" in configs:
+    parts = configs["stepwise_verifier"]
+    parts["stepwise_verifier"].check_student(parts["train"])
   if "stepwise_verifier" in configs and "decode" in configs:
     decode = configs["decode"]["decode"]
     _check([

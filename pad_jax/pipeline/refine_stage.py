@@ -18,9 +18,11 @@ dropped) and those it refines from (`refine/sources.jsonl`: the first
 3. `python -m t5x.train` with the student's model gin files,
    `RefineConfig.run_gin_files` (`runs/pad_refine.gin`: the refinement task
    mixed with the original programs) and `round_<k>/refine.gin` (the data and
-   the checkpoint to continue from as macros): round 1 continues from the
-   trained student, round k from round k-1's checkpoint, into
-   `round_<k>/model/` (`RefineConfig.train_steps` steps each);
+   the checkpoint to continue from as macros; for a decoder-only student,
+   `TrainConfig.decoder_only()` of its model files, also the mixture's
+   decoder-only layout and vocabulary, as the train stage's task.gin): round 1
+   continues from the trained student, round k from round k-1's checkpoint,
+   into `round_<k>/model/` (`RefineConfig.train_steps` steps each);
 4. `round_<k>/DONE.json`, the round's summary, written last.
 
 The stage's summary has the train stage's keys (`checkpoint_dir`,
@@ -76,13 +78,34 @@ def trained_programs(train_dir: pathlib.Path, sources: Any = None) -> dict[str, 
   return out
 
 
-def refine_gin(refine_rows: pathlib.Path, programs: pathlib.Path, checkpoint: str) -> str:
-  """The macros `runs/pad_refine.gin` requires, as a gin file."""
-  return "\n".join([
-      "# Written by the pad-jax pipeline's refine stage: the data and the student.",
-      f"REFINE_DATA = {json.dumps(str(refine_rows))}",
-      f"PROGRAMS_DATA = {json.dumps(str(programs))}",
-      f"INITIAL_CHECKPOINT_PATH = {json.dumps(str(checkpoint))}", ""])
+def refine_gin(refine_rows: pathlib.Path, programs: pathlib.Path, checkpoint: str,
+               decoder_only: bool = False, vocabulary_macro: Optional[str] = None) -> str:
+  """The macros `runs/pad_refine.gin` requires, as a gin file.
+
+  `decoder_only`: the student is a `DecoderOnlyModel` (`TrainConfig.decoder_only()`
+  of its model files): the mixture gets the decoder-only (prefix LM) layout and
+  the vocabulary macro `vocabulary_macro`, as the train stage's task does.
+  """
+  lines = ["# Written by the pad-jax pipeline's refine stage: the data and the student."]
+  if decoder_only:
+    if not vocabulary_macro:
+      raise StageError("TrainConfig.vocabulary_macro: a decoder-only student's refinement "
+                       "mixture needs the model's vocabulary macro")
+    lines += ["from __gin__ import dynamic_registration", "from tasks import refine_tasks"]
+  lines += [f"REFINE_DATA = {json.dumps(str(refine_rows))}",
+            f"PROGRAMS_DATA = {json.dumps(str(programs))}",
+            f"INITIAL_CHECKPOINT_PATH = {json.dumps(str(checkpoint))}"]
+  if decoder_only:
+    lines += ["refine_tasks.refine_mixture.decoder_only = True",
+              f"refine_tasks.refine_mixture.vocabulary = %{vocabulary_macro}"]
+  return "\n".join(lines + [""])
+
+
+def student_is_decoder_only(train_cfg: TrainConfig, trained: Mapping[str, Any]) -> bool:
+  """Whether the trained student's model files (the train stage's copies) define a
+  `DecoderOnlyModel`."""
+  return dataclasses.replace(train_cfg,
+                             model_gin_files=tuple(trained["model_gin_files"])).decoder_only()
 
 
 def refine_data_command(cfg: RefineConfig, configs: Mapping[str, Any], sources_path: pathlib.Path,
@@ -175,7 +198,8 @@ def _round_train(ctx: StageContext, cfg: RefineConfig, train_cfg: TrainConfig,
   """Phase 3 of a round: t5x continues `checkpoint` on the round's mixture; its checkpoint."""
   atomic.write_text(directory / "refine.gin",
                     refine_gin(directory / refine_data.ROWS_FILE, ctx.path("programs.jsonl"),
-                               checkpoint))
+                               checkpoint, student_is_decoder_only(train_cfg, trained),
+                               train_cfg.vocabulary_macro))
   run_cfg = dataclasses.replace(train_cfg, run_gin_files=tuple(cfg.run_gin_files),
                                 train_steps=cfg.train_steps, macros=cfg.macros)
   _, run_files = train_stage.snapshot_gin_files(run_cfg, ctx.path("gin"))
@@ -227,4 +251,5 @@ def run(ctx: StageContext, configs: Mapping[str, Any], upstream: Mapping[str, An
       "model_gin_files": list(trained["model_gin_files"]),
       "gin_search_paths": trained["gin_search_paths"], "vocab_dir": trained.get("vocab_dir"),
       "final_metrics": last["final_metrics"],
+      "decoder_only": student_is_decoder_only(configs["train"], trained),
   }
