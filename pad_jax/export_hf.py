@@ -14,22 +14,28 @@ defined by `--gin_file`, by default the `model.gin` next to the checkpoint
 as `python -m pad_jax.infer` finds it. HF_DIR gets
 
 * `config.json` + `model.safetensors`: a `T5ForConditionalGeneration` (T5 /
-  CodeT5 students), the exact inverse of convert_hf (checked: importing the
-  export back gives the checkpoint's parameters bit for bit);
-* `generation_config.json`: decoder start 0, EOS, PAD, and `max_new_tokens`
-  when the run's decode length is known;
-* the tokenizer (`tokenizer.json`, `tokenizer_config.json`,
-  `special_tokens_map.json`, `vocab.json`, `merges.txt`) for the byte-level
-  BPE vocabularies (CodeT5's and the demo's): `AutoTokenizer` gives the ids
-  pad-jax encodes, `<s> question </s>` included;
-* `README.md`: a model card (base model, pad-jax version and this command;
-  inside a pipeline run directory also the teacher, the data counts and the
-  eval table of `report.json`).
+  CodeT5 students) or a `LlamaForCausalLM` / `Qwen2ForCausalLM`
+  (decoder-only students), the exact inverse of convert_hf (checked:
+  importing the export back gives the checkpoint's parameters bit for bit);
+* `generation_config.json`: the special ids (T5: decoder start 0, EOS, PAD)
+  and `max_new_tokens` when the run's decode length is known;
+* the tokenizer (`tokenizer.json`, `tokenizer_config.json`, ...): for T5
+  students with a byte-level BPE vocabulary (CodeT5's, the demo's)
+  `AutoTokenizer` gives the ids pad-jax encodes, `<s> question </s>`
+  included; for decoder-only students the model's own tokenizer files, or
+  the demo vocabulary as a tokenizer whose `<s>` starts the prompt
+  (`hf_export.decoder_vocabulary`);
+* `README.md`: a model card (the network, the class to load it with, base
+  model, pad-jax version and this command, a usage snippet with the prompt
+  format; inside a pipeline run directory also the teacher, the data counts
+  and the eval table of `report.json`).
 
-Then `AutoModelForSeq2SeqLM.from_pretrained(HF_DIR)` greedy-decodes the same
-ids as `python -m pad_jax.infer --decode=greedy`. Bad input (no such
-directory, no checkpoint, a model without an exporter) is one line and exit
-status 2 (`pad_jax/cli.py`).
+Then `AutoModelForSeq2SeqLM.from_pretrained(HF_DIR)`, or
+`AutoModelForCausalLM` for a decoder-only student given the card's prompt
+(start id, question, newline), greedy-decodes the same ids as `python -m
+pad_jax.infer --decode=greedy`. Bad input (no such directory, no checkpoint,
+a model without an exporter) is one line and exit status 2
+(`pad_jax/cli.py`).
 """
 
 from __future__ import annotations

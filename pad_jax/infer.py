@@ -13,10 +13,9 @@ Hugging Face's CodeT5 tokenizer encodes it (`<s> question </s>`,
 `pad_jax.student.vocab.format_input`); a decoder-only student (t5x
 `DecoderOnlyModel`) reads the prompt its program task trained on
 (`tasks.decoder_tasks.prompt_text`: the question and a newline, no EOS)
-and writes the program after it (`--decode=stepwise_beam` is for
-encoder-decoder students only: exit 2 before decoding). Both are decoded by
-the t5x model's
-`predict_batch_with_aux` (what `t5x.infer` runs) with the checkpoint restored
+and writes the program after it (`--decode=stepwise_beam` too, unless the
+model attends bidirectionally over its prompt: exit 2 before decoding).
+Both are decoded by the t5x model's `predict_batch_with_aux` (what `t5x.infer` runs) with the checkpoint restored
 by t5x's checkpoint manager, as `t5x.infer` restores it.
 
 Output rows add

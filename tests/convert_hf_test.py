@@ -212,6 +212,31 @@ def test_checkpoint_restores_with_t5x(tmp_path):
       np.testing.assert_array_equal(np.asarray(restored[key]), value)
 
 
+def test_write_checkpoint_creates_its_directory(tmp_path):
+  _, hf_dir = _hf_model(tmp_path, "v10")
+  config = convert_hf.read_hf_config(hf_dir)
+  gin_file = tmp_path / "model.gin"
+  gin_file.write_text(convert_hf.model_gin_text(
+      convert_hf.network_config(config), hf_dir))
+  model = model_gin.load_model_from_gin([str(gin_file)])
+  params = convert_hf.convert_params(config, convert_hf.read_hf_weights(hf_dir))
+  out = tmp_path / "new" / "model"
+  ckpt = convert_hf.write_checkpoint(model, params, str(out), step=3)
+  assert ckpt == str(out / "checkpoint_3")
+  assert os.listdir(tmp_path / "new") == ["model"]  # not into the parent
+  assert (out / "checkpoint_3").is_dir()
+
+
+def test_config_json_errors_name_the_file(tmp_path):
+  with pytest.raises(convert_hf.ConversionError,
+                     match=f"{tmp_path / 'config.json'}: not found"):
+    convert_hf.read_hf_config(str(tmp_path))
+  (tmp_path / "config.json").write_text("[1, 2]\n")
+  with pytest.raises(convert_hf.ConversionError,
+                     match=f"{tmp_path / 'config.json'}:1: expected a JSON object"):
+    convert_hf.read_hf_config(str(tmp_path))
+
+
 def test_unsupported_configs_fail_clearly(tmp_path):
   base = dict(model_type="t5", vocab_size=10, d_model=8, d_kv=4, num_heads=2,
               d_ff=16, num_layers=1)

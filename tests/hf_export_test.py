@@ -136,10 +136,7 @@ def test_import_export_import_is_bit_identical(tmp_path, name, untied_head,
 def tiny_student(tmp_path_factory):
   """A random `models/tiny.gin` checkpoint inside a fake pipeline run dir."""
   run = tmp_path_factory.mktemp("run")
-  model_dir = run / "train" / "model"
-  # (Created first: t5x's checkpoint manager saves a missing directory's
-  # checkpoints into its parent.)
-  model_dir.mkdir(parents=True)
+  model_dir = run / "train" / "model"  # created by write_checkpoint
   model = model_gin.load_model_from_gin(["models/tiny.gin"], with_optimizer=False)
   shapes = {"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}
   params = model.get_initial_variables(jax.random.PRNGKey(3), shapes)["params"]

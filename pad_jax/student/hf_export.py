@@ -8,7 +8,9 @@ tokenizer files and a `README.md` model card, `hf_model_card`).
 One `Family` (exporter + importer) per model family, chosen by the type of
 the network's config (`FAMILIES`): the T5 / CodeT5 encoder-decoder of
 `pad_jax.student.network` and t5x's example network (same parameter tree),
-and the Llama / Qwen2 decoder-only network (`hf_export_decoder`).
+and the Llama / Qwen2 decoder-only network (`hf_export_decoder`; a student
+on the demo vocabulary gets a tokenizer whose `<s>` starts the prompt,
+`decoder_vocabulary`).
 
 Every export is checked by importing it back with the family's importer
 (`hf_import.convert_params` for T5): the written config and tensors must give
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import tempfile
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax
@@ -305,22 +308,37 @@ _SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
             "sep_token": "</s>"}
 
 
-def hf_tokenizer(vocabulary: vocab_lib.CodeT5Vocabulary) -> tokenizers.Tokenizer:
+def hf_tokenizer(vocabulary: vocab_lib.CodeT5Vocabulary,
+                 decoder_only: bool = False) -> tokenizers.Tokenizer:
   """The vocabulary's own `tokenizers` pipeline, plus `<s> text </s>`.
 
   The pre-tokenizer, model, added tokens and decoder are the seqio
   vocabulary's (so the ids are its ids, digit splitting included); the
-  post-processor adds what `vocab.format_input` adds.
+  post-processor adds what `vocab.format_input` adds, or for a decoder-only
+  student `<s> text` (its prompt starts with the start token and has no EOS,
+  `decoder_vocabulary`).
   """
   tokenizer = tokenizers.Tokenizer.from_str(vocabulary.tokenizer.to_str())
-  tokenizer.post_processor = processors.RobertaProcessing(
-      ("</s>", vocab_lib.EOS_ID), ("<s>", vocab_lib.BOS_ID),  # sep, cls
-      trim_offsets=True, add_prefix_space=False)
+  if decoder_only:
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B",
+        special_tokens=[("<s>", vocab_lib.BOS_ID)])
+  else:
+    tokenizer.post_processor = processors.RobertaProcessing(
+        ("</s>", vocab_lib.EOS_ID), ("<s>", vocab_lib.BOS_ID),  # sep, cls
+        trim_offsets=True, add_prefix_space=False)
   return tokenizer
 
 
-def tokenizer_files(vocabulary: Any) -> tuple[dict[str, Any], str]:
+def tokenizer_files(vocabulary: Any, decoder_only: bool = False
+                    ) -> tuple[dict[str, Any], str]:
   """The tokenizer files of a seqio vocabulary, and their description.
+
+  Args:
+    vocabulary: the model's seqio vocabulary.
+    decoder_only: for a decoder-only student: a `CodeT5Vocabulary` becomes a
+      tokenizer that starts prompts with `<s>` and pads with EOS (see
+      `decoder_vocabulary`).
 
   Returns:
     (file name -> text or JSON object, a one-line description). Empty for a
@@ -333,13 +351,16 @@ def tokenizer_files(vocabulary: Any) -> tuple[dict[str, Any], str]:
     return {}, (f"not exported: {type(vocabulary).__name__} has no Hugging "
                 "Face tokenizer form here")
   # RoBERTa's byte-level BPE is CodeT5's own tokenizer class; digit splitting
-  # (the demo vocabulary) exists only in tokenizer.json, which
-  # PreTrainedTokenizerFast reads as is.
-  cls = ("PreTrainedTokenizerFast" if vocabulary.split_digits
+  # (the demo vocabulary) and a decoder-only prompt exist only in
+  # tokenizer.json, which PreTrainedTokenizerFast reads as is.
+  cls = ("PreTrainedTokenizerFast" if vocabulary.split_digits or decoder_only
          else "RobertaTokenizer")
   special = dict(_SPECIAL, additional_special_tokens=vocabulary.sentinels)
+  if decoder_only:
+    special["pad_token"] = special["eos_token"]
   vocab_dir = pathlib.Path(vocabulary.vocab_dir)
-  files = {"tokenizer.json": hf_tokenizer(vocabulary).to_str(pretty=True),
+  tokenizer = hf_tokenizer(vocabulary, decoder_only)
+  files = {"tokenizer.json": tokenizer.to_str(pretty=True),
            "tokenizer_config.json": dict(special, tokenizer_class=cls,
                                          add_prefix_space=False,
                                          errors="replace"),
@@ -351,6 +372,39 @@ def tokenizer_files(vocabulary: Any) -> tuple[dict[str, Any], str]:
   digits = ", digits split" if vocabulary.split_digits else ""
   return files, (f"{cls} (byte-level BPE, {vocabulary.vocab_size} ids"
                  f"{digits}; from {vocab_dir})")
+
+
+def decoder_vocabulary(vocabulary: Any, tokenizer: Mapping[str, Any],
+                       directory: str) -> Any:
+  """The `HFTokenizerVocabulary` a decoder-only student is exported with.
+
+  A decoder-only prompt starts with seqio id 0 (t5x's decoder start,
+  `pad_jax.decoding.decoder.Decoder.batch`). An `HFTokenizerVocabulary`
+  already knows which Hugging Face id that is (`pad_hf_id`). A
+  `CodeT5Vocabulary` (the demo's) has none: its id 0 is `<pad>`. Its
+  decoder-only tokenizer files (`tokenizer_files(..., decoder_only=True)`:
+  `<s>` starts every text, EOS pads) are written into `directory`, and the
+  `HFTokenizerVocabulary` over them swaps seqio id 0 with `<s>` (its BOS; its
+  pad is EOS), as it does for Llama's `<s>`: the exported model's `<s>` row
+  is the trained start row, and `AutoTokenizer(question + "\\n")` gives the
+  prompt pad-jax decodes from. Text ids are unchanged, except in a text that
+  spells out `<s>` or `<pad>` (pad-jax reads them as its own rows, the
+  export as the swapped ones; `HFTokenizerVocabulary` refuses such text).
+
+  Raises:
+    ExportError: the written tokenizer does not encode as `vocabulary`.
+  """
+  if not isinstance(vocabulary, vocab_lib.CodeT5Vocabulary):
+    return vocabulary
+  _write_files(pathlib.Path(directory), tokenizer)
+  hf_vocabulary = hf_tokenizer_vocab.HFTokenizerVocabulary(directory)
+  probe = "def solution():\n    return 12 * 3.5  # <unk>"
+  if (hf_vocabulary.vocab_size != vocabulary.vocab_size or
+      hf_vocabulary.encode(probe) != vocabulary.encode(probe) or
+      hf_vocabulary.pad_hf_id != vocab_lib.BOS_ID):
+    raise ExportError(f"vocabulary: {vocabulary.vocab_dir} does not become a "
+                      "decoder-only Hugging Face tokenizer with the same ids")
+  return hf_vocabulary
 
 
 # ------------------------------------------------------------------------------
@@ -394,6 +448,15 @@ def restore_params(model: Any, checkpoint: str) -> dict[str, Any]:
   if state is None:
     raise ExportError(f"{checkpoint}: could not be restored")
   return flax.core.unfreeze(state.params)
+
+
+def _write_files(directory: pathlib.Path, files: Mapping[str, Any]) -> None:
+  """Writes name -> text (as is) or JSON object files into `directory`."""
+  for name, content in files.items():
+    if isinstance(content, str):
+      atomic.write_text(directory / name, content)
+    else:
+      atomic.write_json(directory / name, content)
 
 
 def _write_weights(path: pathlib.Path, tensors: Mapping[str, np.ndarray]) -> None:
@@ -449,13 +512,20 @@ def export(checkpoint_dir: str, gin_files: Sequence[str], out_dir: str,
     raise ExportError(f"vocabulary: {vocabulary.vocab_size} ids, more than the "
                       f"network's vocab_size {cfg.vocab_size}")
   params = restore_params(model, checkpoint)
-  hf = family.export(cfg, params, vocabulary)
-  _check_round_trip(family, hf, params, vocabulary)
-  tok_files, tok_text = tokenizer_files(vocabulary)
+  decoder_only = family is DECODER_FAMILY
+  tok_files, tok_text = tokenizer_files(vocabulary, decoder_only)
+  with tempfile.TemporaryDirectory() as tmp:
+    if decoder_only:
+      vocabulary = decoder_vocabulary(vocabulary, tok_files, tmp)
+    hf = family.export(cfg, params, vocabulary)
+    _check_round_trip(family, hf, params, vocabulary)
+    start = hf_export_decoder.start_id(vocabulary, hf.config) if (
+        decoder_only) else None
   facts = hf_model_card.gather(
       checkpoint, gin_files, hf_config=hf.config, family=hf.description,
       tokenizer=tok_text, command=command,
-      num_params=int(sum(v.size for v in hf.tensors.values())))
+      num_params=int(sum(v.size for v in hf.tensors.values())),
+      start_id=start)
   generation = dict(hf.generation)
   max_new_tokens = max_new_tokens or facts.max_new_tokens
   if max_new_tokens:
@@ -466,11 +536,7 @@ def export(checkpoint_dir: str, gin_files: Sequence[str], out_dir: str,
   _write_weights(out / WEIGHTS_FILE, hf.tensors)
   texts = {"config.json": hf.config, "generation_config.json": generation,
            **tok_files, "README.md": hf_model_card.render(facts)}
-  for name, content in texts.items():
-    if isinstance(content, str):
-      atomic.write_text(out / name, content)
-    else:
-      atomic.write_json(out / name, content)
+  _write_files(out, texts)
   return {"out_dir": str(out), "checkpoint": checkpoint,
           "files": sorted([WEIGHTS_FILE, *texts]), "tensors": len(hf.tensors),
           "tokenizer": tok_text, "base_model": facts.base_model,

@@ -215,6 +215,18 @@ def export(cfg: Any, params: Mapping[str, Any], vocabulary: Any
           generation_config(vocabulary))
 
 
+def start_id(vocabulary: Vocabulary, config: Mapping[str, Any]) -> Optional[int]:
+  """The Hugging Face id a prompt starts with, as pad-jax's does (seqio id 0).
+
+  `pad_hf_id`: the tokenizer's BOS when seqio's pad is the BOS (Llama, the
+  demo vocabulary), else a row the tokenizer never emits (Qwen2.5, SmolLM2:
+  a prompt must start with it explicitly). None when that row was not
+  exported (untrained, `hf_rows`): pad-jax starts from a zero row there.
+  """
+  hf_id = vocabulary.pad_hf_id
+  return hf_id if hf_id < int(config["vocab_size"]) else None
+
+
 def import_params(config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
                   vocabulary: Any) -> dict[str, Any]:
   """The family's importer: `hf_import_decoder.convert_params`."""

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import sys
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import flax
 import jax
@@ -22,6 +21,7 @@ from t5x import utils
 
 from pad_jax import atomic
 from pad_jax.errors import ConfigError
+from pad_jax.student import hf_tokenizer_vocab
 from pad_jax.student import model_gin
 
 LAYER_NORM_EPSILON = 1e-6  # t5x's LayerNorm has it fixed.
@@ -57,12 +57,9 @@ def read_hf_config(hf_dir: str) -> dict[str, Any]:
     raise ConversionError(f"{path}: not found (expected a Hugging Face model "
                           "directory with config.json)")
   try:
-    config = json.loads(path.read_text(encoding="utf-8"))
-  except json.JSONDecodeError as e:
-    raise ConversionError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
-  if not isinstance(config, dict):
-    raise ConversionError(f"{path}:1: expected a JSON object")
-  return config
+    return hf_tokenizer_vocab.read_json_object(path)
+  except ValueError as e:
+    raise ConversionError(str(e)) from e
 
 
 def read_hf_weights(hf_dir: str) -> dict[str, np.ndarray]:
@@ -167,7 +164,7 @@ def network_config(config: Mapping[str, Any],
   )
 
 
-class _Weights:
+class Weights:
   """HF tensors, popped as they are mapped so leftovers can be reported."""
 
   def __init__(self, state: Mapping[str, np.ndarray]):
@@ -189,7 +186,7 @@ class _Weights:
     return sorted(self._state)
 
 
-def _attention(w: _Weights, prefix: str, d: int, inner: int) -> dict:
+def _attention(w: Weights, prefix: str, d: int, inner: int) -> dict:
   # HF Linear weights are [out, in]; t5x kernels are [in, out].
   return {
       "query": {"kernel": w.pop(f"{prefix}.q.weight", (inner, d)).T},
@@ -199,7 +196,7 @@ def _attention(w: _Weights, prefix: str, d: int, inner: int) -> dict:
   }
 
 
-def _mlp(w: _Weights, prefix: str, d: int, ff: int, gated: bool) -> dict:
+def _mlp(w: Weights, prefix: str, d: int, ff: int, gated: bool) -> dict:
   if gated:
     return {
         "wi_0": {"kernel": w.pop(f"{prefix}.wi_0.weight", (ff, d)).T},
@@ -210,17 +207,17 @@ def _mlp(w: _Weights, prefix: str, d: int, ff: int, gated: bool) -> dict:
           "wo": {"kernel": w.pop(f"{prefix}.wo.weight", (d, ff)).T}}
 
 
-def _scale(w: _Weights, name: str, d: int) -> dict:
+def _scale(w: Weights, name: str, d: int) -> dict:
   return {"scale": w.pop(name, (d,))}
 
 
-def _relpos(w: _Weights, stack: str, cfg: Mapping[str, Any]) -> dict:
+def _relpos(w: Weights, stack: str, cfg: Mapping[str, Any]) -> dict:
   return {"rel_embedding": w.pop(
       f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
       (cfg["relative_attention_num_buckets"], cfg["num_heads"])).T}
 
 
-def _encoder(w: _Weights, cfg: Mapping[str, Any]) -> dict:
+def _encoder(w: Weights, cfg: Mapping[str, Any]) -> dict:
   d, ff, inner = cfg["emb_dim"], cfg["mlp_dim"], cfg["num_heads"] * cfg["head_dim"]
   gated = len(cfg["mlp_activations"]) == 2
   encoder = {"relpos_bias": _relpos(w, "encoder", cfg)}
@@ -236,7 +233,7 @@ def _encoder(w: _Weights, cfg: Mapping[str, Any]) -> dict:
   return encoder
 
 
-def _decoder(w: _Weights, cfg: Mapping[str, Any]) -> dict:
+def _decoder(w: Weights, cfg: Mapping[str, Any]) -> dict:
   d, ff, inner = cfg["emb_dim"], cfg["mlp_dim"], cfg["num_heads"] * cfg["head_dim"]
   gated = len(cfg["mlp_activations"]) == 2
   decoder = {"relpos_bias": _relpos(w, "decoder", cfg)}
@@ -257,7 +254,7 @@ def _decoder(w: _Weights, cfg: Mapping[str, Any]) -> dict:
   return decoder
 
 
-def _logits_dense(w: _Weights, config: Mapping[str, Any],
+def _logits_dense(w: Weights, config: Mapping[str, Any],
                   shared: np.ndarray) -> Optional[dict]:
   """The explicit output layer, or None for v1.0's tied and scaled one."""
   tied, scaled = _output_layer(config)
@@ -294,7 +291,7 @@ def convert_params(config: Mapping[str, Any],
     ConversionError: a tensor is missing, misshaped, or left unused.
   """
   cfg = network_config(config)
-  w = _Weights(state)
+  w = Weights(state)
   shared = w.pop("shared.weight", (cfg["vocab_size"], cfg["emb_dim"]))
   for name in _EMBED_DUPLICATES:
     copy = w.maybe_pop(name)
@@ -349,7 +346,8 @@ def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
   Args:
     model: the t5x model (e.g. `EncoderDecoderModel`) the checkpoint is for.
     params: the parameter tree (must match the model's shapes exactly).
-    out_dir: model directory; the checkpoint goes to `out_dir/checkpoint_<step>`.
+    out_dir: model directory (created if missing); the checkpoint goes
+      to `out_dir/checkpoint_<step>`.
     step: the step recorded in the checkpoint.
     with_optimizer_state: also write the fresh state of the model's
       `optimizer_def` (then t5x restores it with `strict=True`, but only with
@@ -359,7 +357,9 @@ def write_checkpoint(model: Any, params: Mapping[str, Any], out_dir: str,
   Returns:
     The checkpoint directory.
   """
-
+  if "://" not in out_dir:
+    # t5x's checkpoint manager would save into a missing directory's parent.
+    os.makedirs(out_dir, exist_ok=True)
   shapes = {"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}
   types = {k: jnp.int32 for k in shapes}
   partitioner = partitioning.PjitPartitioner(num_partitions=1)

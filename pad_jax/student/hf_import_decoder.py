@@ -49,7 +49,6 @@ T5_MODEL_TYPES = ("t5", "codet5")
 # multiple of any model-parallel degree t5x's `vocab` axis is sharded over
 # (1..128, powers of two), and of the 128-lane tiles of TPU / GPU matmuls.
 ROW_MULTIPLE = 128
-_Weights = hf_import._Weights  # pylint: disable=protected-access
 
 
 # ------------------------------------------------------------------------------
@@ -159,7 +158,7 @@ def network_config(config: Mapping[str, Any],
 # ------------------------------------------------------------------------------
 # Parameter mapping.
 # ------------------------------------------------------------------------------
-def _dense(w: _Weights, name: str, out_dim: int, in_dim: int,
+def _dense(w: hf_import.Weights, name: str, out_dim: int, in_dim: int,
            bias: bool) -> dict:
   # HF Linear weights are [out, in]; the network's kernels are [in, out].
   out = {"kernel": w.pop(f"{name}.weight", (out_dim, in_dim)).T}
@@ -168,7 +167,7 @@ def _dense(w: _Weights, name: str, out_dim: int, in_dim: int,
   return out
 
 
-def _layer(w: _Weights, i: int, cfg: Mapping[str, Any]) -> dict:
+def _layer(w: hf_import.Weights, i: int, cfg: Mapping[str, Any]) -> dict:
   d, ff = cfg["emb_dim"], cfg["mlp_dim"]
   q_dim = cfg["num_heads"] * cfg["head_dim"]
   kv_dim = cfg["num_kv_heads"] * cfg["head_dim"]
@@ -250,7 +249,7 @@ def convert_params(
       tied config's `lm_head.weight` differs from the embedding.
   """
   cfg = network_config(config)
-  w = _Weights(state)
+  w = hf_import.Weights(state)
   embedding = w.pop("model.embed_tokens.weight",
                     (cfg["vocab_size"], cfg["emb_dim"]))
   reorder = ((lambda rows: to_seqio_order(rows, vocabulary)) if vocabulary
@@ -371,8 +370,6 @@ def convert(hf_dir: str, out_dir: str) -> str:
   except (OSError, ValueError) as e:  # A bad tokenizer file, named in `e`.
     raise ConversionError(str(e)) from e
   cfg["vocab_size"] = params["token_embedder"]["embedding"].shape[0]
-  # model.gin first: it creates out_dir, without which t5x's checkpoint
-  # manager would write into out_dir's parent.
   atomic.write_text(os.path.join(out_dir, "model.gin"),
                     model_gin_text(cfg, hf_dir, config["model_type"]))
   return hf_import.write_checkpoint(model_for(cfg), params, out_dir)

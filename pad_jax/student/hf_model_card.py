@@ -19,7 +19,6 @@ What is known about a checkpoint comes from files only:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import re
@@ -30,6 +29,7 @@ from gin import config_parser
 import pad_jax
 from pad_jax import checkpoints
 from pad_jax.student import hf_import
+from pad_jax.student import hf_tokenizer_vocab
 from pad_jax.student import model_gin
 
 # The pipeline's file names (`pad_jax.pipeline.run_dir`, `.report`).
@@ -79,14 +79,23 @@ class CardFacts:
   base_model_via: Optional[str]
   run: Optional[RunFacts]
   max_new_tokens: Optional[int]
+  # Decoder-only: the HF id a prompt starts with (`hf_export_decoder.start_id`).
+  start_id: Optional[int] = None
+
+  @property
+  def decoder_only(self) -> bool:
+    """A causal LM (Llama / Qwen2), not a T5 encoder-decoder."""
+    return any(str(a).endswith("ForCausalLM")
+               for a in self.hf_config.get("architectures") or ())
 
 
 # ------------------------------------------------------------------------------
 # Gathering the facts.
 # ------------------------------------------------------------------------------
-def _read_json(path: pathlib.Path) -> Any:
+def _read_json(path: pathlib.Path) -> Optional[dict[str, Any]]:
+  """The JSON object in `path`, or None: the card says what is unknown."""
   try:
-    return json.loads(path.read_text(encoding="utf-8"))
+    return hf_tokenizer_vocab.read_json_object(path)
   except (OSError, ValueError):
     return None
 
@@ -197,7 +206,8 @@ def run_facts(checkpoint: str) -> Optional[RunFacts]:
 
 def gather(checkpoint: str, gin_files: Sequence[str], *,
            hf_config: Mapping[str, Any], family: str, tokenizer: str,
-           command: str, num_params: int) -> CardFacts:
+           command: str, num_params: int,
+           start_id: Optional[int] = None) -> CardFacts:
   """The facts of the card of `checkpoint` (see the module docstring)."""
   base, via = base_model(checkpoint, gin_files)
   run = run_facts(checkpoint)
@@ -210,7 +220,7 @@ def gather(checkpoint: str, gin_files: Sequence[str], *,
   return CardFacts(checkpoint=checkpoint, family=family, hf_config=hf_config,
                    num_params=num_params, tokenizer=tokenizer, command=command,
                    base_model=base, base_model_via=via, run=run,
-                   max_new_tokens=max_new)
+                   max_new_tokens=max_new, start_id=start_id)
 
 
 # ------------------------------------------------------------------------------
@@ -221,26 +231,43 @@ def _pct(value: Any) -> str:
 
 
 def _front_matter(facts: CardFacts) -> list[str]:
-  lines = ["---", "library_name: transformers",
-           "pipeline_tag: text2text-generation",
+  tag = "text-generation" if facts.decoder_only else "text2text-generation"
+  lines = ["---", "library_name: transformers", f"pipeline_tag: {tag}",
            "tags: [pad-jax, program-aided-distillation, math-word-problems]"]
   if facts.base_model and re.fullmatch(r"[\w.-]+/[\w.-]+", facts.base_model):
     lines.append(f"base_model: {facts.base_model}")
   return lines + ["---", ""]
 
 
-def _model_section(facts: CardFacts) -> list[str]:
+def _architecture(facts: CardFacts) -> str:
+  """The network in numbers, from config.json."""
   c = facts.hf_config
+  head = "tied to the embedding" if c.get("tie_word_embeddings") else "untied"
+  if facts.decoder_only:
+    rope = (c.get("rope_parameters") or {}).get("rope_theta",
+                                                c.get("rope_theta"))
+    return (f"{c.get('num_hidden_layers')} layers, hidden size "
+            f"{c.get('hidden_size')}, {c.get('num_attention_heads')} query / "
+            f"{c.get('num_key_value_heads')} key-value heads of "
+            f"{c.get('head_dim')}, SwiGLU MLP {c.get('intermediate_size')}, "
+            f"RoPE theta {rope}, vocabulary {c.get('vocab_size')}, output "
+            f"layer {head}")
+  return (f"d_model {c.get('d_model')}, {c.get('num_layers')} encoder / "
+          f"{c.get('num_decoder_layers')} decoder layers, {c.get('num_heads')} "
+          f"heads, d_ff {c.get('d_ff')}, feed-forward "
+          f"`{c.get('feed_forward_proj')}`, vocabulary {c.get('vocab_size')}, "
+          f"output layer {head}")
+
+
+def _model_section(facts: CardFacts) -> list[str]:
   base = (f"{facts.base_model} ({facts.base_model_via})" if facts.base_model
           else "none: trained from scratch")
+  auto = "AutoModelForCausalLM" if facts.decoder_only else "AutoModelForSeq2SeqLM"
   return [
       "## Model", "",
-      f"- Family: {facts.family}, {facts.num_params:,} parameters: d_model "
-      f"{c.get('d_model')}, {c.get('num_layers')} encoder / "
-      f"{c.get('num_decoder_layers')} decoder layers, {c.get('num_heads')} "
-      f"heads, d_ff {c.get('d_ff')}, feed-forward `{c.get('feed_forward_proj')}`, "
-      f"vocabulary {c.get('vocab_size')}, output layer "
-      f"{'tied to the embedding' if c.get('tie_word_embeddings') else 'untied'}.",
+      f"- Family: {facts.family}, {facts.num_params:,} parameters: "
+      f"{_architecture(facts)}.",
+      f"- Load with: `transformers.{auto}` and `AutoTokenizer`.",
       f"- Base model: {base}.",
       f"- Tokenizer: {facts.tokenizer}.",
       f"- Checkpoint: `{facts.checkpoint}` (step "
@@ -293,11 +320,46 @@ inputs = tokenizer("Tom has 3 apples and buys 5 more. How many apples?",
 program = tokenizer.decode(model.generate(**inputs, do_sample=False)[0],
                            skip_special_tokens=True)
 ```
-
-The output is a Python program whose value is the answer; run it only in a
-sandbox (pad-jax executes it with `pad_jax.execution`). Greedy decoding here
-gives the same ids as `python -m pad_jax.infer --decode=greedy`.
 '''
+# A decoder-only student reads `tasks.decoder_tasks.prompt_text(question)`
+# (the question and a newline) after the start id, and continues it.
+_USAGE_CAUSAL = '''## Usage
+
+```python
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{path}")
+model = AutoModelForCausalLM.from_pretrained("{path}")
+question = "Tom has 3 apples and buys 5 more. How many apples?"
+# The prompt: {start}, then the question and a newline.
+ids = {ids}
+inputs = torch.tensor([ids])
+output = model.generate(inputs, attention_mask=torch.ones_like(inputs),
+                        do_sample=False)
+program = tokenizer.decode(output[0, len(ids):], skip_special_tokens=True)
+```
+'''
+_PROGRAM = '''
+The output is a Python program whose `solution()` returns the answer; run it
+only in a sandbox (pad-jax executes it with `pad_jax.execution`). Greedy
+decoding here gives the same ids as `python -m pad_jax.infer --decode=greedy`.
+'''
+
+
+def _usage(facts: CardFacts) -> str:
+  """The usage snippet: how to prompt the model and what it writes."""
+  if not facts.decoder_only:
+    return _USAGE.replace("{path}", "PATH_OR_HUB_ID") + _PROGRAM
+  text = 'tokenizer(question + "\\n", add_special_tokens=False).input_ids'
+  if facts.start_id is None:
+    start, ids = "no start id (pad-jax's start row was not exported)", text
+  else:
+    bos = facts.start_id == facts.hf_config.get("bos_token_id")
+    start = f"the start id {facts.start_id}{' (the BOS)' if bos else ''}"
+    ids = f"[{facts.start_id}] + {text}"
+  return (_USAGE_CAUSAL.replace("{path}", "PATH_OR_HUB_ID")
+          .replace("{start}", start).replace("{ids}", ids) + _PROGRAM)
 
 
 def render(facts: CardFacts) -> str:
@@ -311,5 +373,5 @@ def render(facts: CardFacts) -> str:
       f"(pad-jax {pad_jax.__version__}).", ""]
   lines += _model_section(facts)
   lines += _run_section(facts.run, facts.checkpoint)
-  lines.append(_USAGE.replace("{path}", "PATH_OR_HUB_ID"))
+  lines.append(_usage(facts))
   return "\n".join(lines)

@@ -76,7 +76,13 @@ class _Specials:
   sha256: str
 
 
-def _read_json(path: pathlib.Path) -> dict[str, Any]:
+def read_json_object(path: pathlib.Path) -> dict[str, Any]:
+  """A Hugging Face JSON file (`config.json`, `tokenizer_config.json`, ...).
+
+  Raises:
+    OSError: the file cannot be read.
+    ValueError: invalid JSON or not an object, naming the file and line.
+  """
   try:
     value = json.loads(path.read_text(encoding="utf-8"))
   except json.JSONDecodeError as e:
@@ -102,14 +108,14 @@ def _configured_tokens(directory: pathlib.Path, tokenizer: tokenizers.Tokenizer
   for name in SPECIAL_TOKEN_FILES:
     path = directory / name
     if path.is_file():
-      config = _read_json(path)
+      config = read_json_object(path)
       for role in _ROLES:
         key = f"{role}_token"
         if role not in found and key in config:
           found[role] = (_token_text(config[key], path, key), str(path))
   path = directory / GENERATION_CONFIG_FILE
   if path.is_file():
-    config = _read_json(path)
+    config = read_json_object(path)
     for role in ("eos", "pad", "bos"):
       key = f"{role}_token_id"
       if role in found or key not in config:
