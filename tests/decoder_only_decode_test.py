@@ -6,7 +6,10 @@ to write `def solution():` programs). Greedy ids from `Decoder` must equal
 t5x's own `DecoderOnlyModel.predict_batch` on the batch t5x's prefix-LM
 feature converter makes from the task's preprocessors; `python -m
 pad_jax.infer` writes programs that run; sample, beam and refinement rounds
-go through `decode_file`; `stepwise_beam` stops with one line, exit 2.
+go through `decode_file`. Step-wise search (`stepwise_beam`): with one beam
+and one candidate it writes greedy's ids, the command writes programs
+(with `--step_grounding`), a step verifier (a T5) scores its steps, and a
+prefix-LM student is refused with one line, exit 2.
 """
 
 import json
@@ -23,10 +26,17 @@ from t5x import models
 from pad_jax.data import synthetic
 from pad_jax.decoding import decoder as decoder_lib
 from pad_jax.decoding import files as decode_files
+from pad_jax.decoding import stepwise_proposer as proposer_lib
+from pad_jax.decoding import stepwise_scorers as scorers_lib
+from pad_jax.decoding import stepwise_search as search_lib
+from pad_jax.decoding import stepwise_steps as steps_lib
 from pad_jax.decoding.settings import DecodeSettings
 from pad_jax.errors import ConfigError
+from pad_jax.execution import limits
 from pad_jax.execution import scoring
+from pad_jax.student import model_gin
 from tasks import decoder_tasks
+import decoder_testlib
 import train_testlib as tl
 
 STEPS = 60
@@ -38,24 +48,8 @@ TASK = "pad_decoder_only_decode_test"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """(MODEL_DIR, env) of a short t5x.train run of the tiny decoder student."""
-  tmp = tmp_path_factory.mktemp("decoder_only_decode")
-  jsonl = tl.write_program_dataset(tmp / "programs.jsonl", n=90)
-  model_dir = tmp / "run"
-  argv = [
-      sys.executable, "-m", "t5x.train", "--gin_search_paths=gin_configs",
-      "--gin_file=models/tiny_decoder.gin", "--gin_file=runs/pad_finetune.gin",
-      "--gin.MIXTURE_OR_TASK_NAME=@program_task()",
-      f"--gin.program_task.jsonl_path='{jsonl}'",
-      f"--gin.program_task.name='{TASK}'", f"--gin.MODEL_DIR='{model_dir}'",
-      f"--gin.TRAIN_STEPS={STEPS}", f"--gin.EVAL_PERIOD={STEPS}",
-      "--gin.EVAL_STEPS=1", "--gin.EVALUATOR_NUM_EXAMPLES=2",
-      "--gin.WARMUP_STEPS=5", "--gin.LEARNING_RATE=3e-3", "--gin.DROPOUT_RATE=0.0",
-      f"--gin.TASK_FEATURE_LENGTHS={{'inputs': {MAX_INPUT}, 'targets': 128}}",
-  ]
-  env = tl.subprocess_env(jsonl)
-  result = tl.run(argv, env)
-  assert result.returncode == 0, result.stderr[-4000:]
-  return model_dir, env
+  return decoder_testlib.train(tmp_path_factory.mktemp("decoder_only_decode"),
+                               TASK, STEPS, max_input=MAX_INPUT)
 
 
 @pytest.fixture(scope="module")
@@ -147,15 +141,128 @@ def test_infer_greedy_writes_programs_that_run(trained, questions, tmp_path):
   assert counts["ok"] >= 1, (counts, [r["prediction"] for r in rows])
 
 
-def test_stepwise_fails_up_front_with_one_line(trained, questions, tmp_path):
+def _runs(tokens, vocabulary, executor):
+  """Whether every line prefix of a program's ids passes the sandbox."""
+  newline = proposer_lib.newline_ids(vocabulary)
+  ids = [t for t in tokens if t != vocabulary.eos_id]
+  checks = [steps_lib.runnable(vocabulary.decode(ids[:i + 1]))
+            for i, t in enumerate(ids) if newline[t]]
+  if any(c.kind == steps_lib.SYNTAX_ERROR for c in checks):
+    return False
+  results = executor.run([c.program for c in checks])
+  return all(r.ok for c, r in zip(checks, results) if c.kind == steps_lib.RUN)
+
+
+def test_stepwise_one_beam_one_candidate_is_greedy(trained, greedy, tmp_path):
+  questions = [p.question for p in synthetic.generate("test", 6, seed=0)]
+  inputs = _write_inputs(tmp_path / "in.jsonl", questions)
+  decode_files.decode_file(_settings(), str(trained[0]), inputs,
+                           str(tmp_path / "g.jsonl"), progress=False)
+  decode_files.decode_file(
+      _settings(decode="stepwise_beam", beam_size=1, step_candidates=1),
+      str(trained[0]), inputs, str(tmp_path / "s.jsonl"), progress=False)
+  vocabulary = greedy.vocabulary
+  eos = vocabulary.eos_id
+  compared = 0
+  with limits.ExecLimits(workers=1).executor() as executor:
+    for g, s in zip(_read(tmp_path / "g.jsonl"), _read(tmp_path / "s.jsonl")):
+      assert g["id"] == s["id"]
+      assert all(len(step["kept"]) <= 1 for step in s["steps"])
+      if not s["steps"][-1]["pruned"]:  # every line kept: greedy's ids
+        n = len(s["tokens"])
+        assert s["tokens"] == g["tokens"][:n], (s, g)
+      if (g["tokens"][-1:] == [eos] and steps_lib.runnable(
+          g["prediction"]).complete and _runs(g["tokens"], vocabulary,
+                                               executor)):
+        # No prefix of greedy's program fails: the search writes it.
+        assert s["complete"] and s["prediction"] == g["prediction"]
+        assert s["tokens"] == g["tokens"][:-1]  # stops at `return`
+        compared += 1
+  assert compared >= 1
+
+
+def test_stepwise_lines_chained_are_greedy(greedy, questions):
+  """The proposer alone (no sandbox): argmax lines from kept caches."""
+  proposer = proposer_lib.Proposer(greedy.model, greedy.params, greedy.vocabulary,
+                                   max_decode_length=MAX_DECODE)
+  expected = [r["tokens"] for r in greedy.decode_batch(questions)]
+  session = proposer.session([greedy.encode(q) for q in questions], 1)
+  programs, rows = [()] * 3, [None] * 3
+  todo = [0, 1, 2]
+  while todo:
+    proposals, cache_rows = session.propose(
+        todo, [rows[q] for q in todo], [programs[q] for q in todo],
+        [True] * len(todo))
+    for q, proposal, row in zip(list(todo), proposals, cache_rows):
+      programs[q] += proposal.tokens
+      rows[q] = row
+      assert list(programs[q]) == expected[q][:len(programs[q])], q
+      if proposal.end != proposer_lib.NEWLINE:
+        todo.remove(q)
+  assert all(len(p) >= min(len(e), MAX_DECODE - 1)
+             for p, e in zip(programs, expected))
+
+
+def test_infer_stepwise_writes_programs(trained, questions, tmp_path):
   model_dir, env = trained
-  with pytest.raises(ConfigError, match="--decode=stepwise_beam: not supported for "
-                     "decoder-only students"):
-    decoder_lib.Decoder(str(model_dir), options=_settings(decode="stepwise_beam"))
+  inputs = _write_inputs(tmp_path / "in.jsonl", questions)
+  out = tmp_path / "out.jsonl"
+  proc = _infer_cli(f"--checkpoint_dir={model_dir}", f"--input={inputs}",
+                    f"--output={out}", f"--max_decode_length={MAX_DECODE}",
+                    f"--max_input_length={MAX_INPUT}", "--batch_size=4",
+                    "--decode=stepwise_beam", "--beam_size=2",
+                    "--step_candidates=2", "--step_grounding", env=env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  rows = _read(out)
+  assert [r["id"] for r in rows] == ["q0", "q1", "q2"]
+  for row in rows:
+    assert row["steps"] and all(len(s["kept"]) <= 2 for s in row["steps"])
+    assert row["prediction"].startswith("def solution():"), row
+  assert any(r["complete"] for r in rows)
+  scored = scoring.score([None] * len(rows), [r["prediction"] for r in rows])
+  assert scoring.summarize(scored)["status_counts"]["ok"] >= 1
+
+
+def test_stepwise_scores_steps_with_a_t5_verifier(greedy, questions):
+  """The verifier reads text: any T5 (random weights here) scores the steps."""
+  verifier = model_gin.load_model_from_gin(["models/tiny.gin"], (), [
+      ".", model_gin.GIN_CONFIGS_DIR], with_optimizer=False)
+  shapes = {"encoder_input_tokens": (1, MAX_INPUT), "decoder_input_tokens": (1, 8)}
+  params = verifier.get_initial_variables(
+      jax.random.PRNGKey(0), shapes, {k: np.int32 for k in shapes})["params"]
+  calls = []
+
+  class Counting(scorers_lib.VerifierScorer):
+    def score(self, candidates):
+      calls.append(len(candidates))
+      return super().score(candidates)
+
+  scorer = scorers_lib.GroundedScorer(scorers_lib.CombinedScorer(
+      Counting(verifier, params, verifier.output_vocabulary, MAX_INPUT), 0.5))
+  proposer = proposer_lib.Proposer(greedy.model, greedy.params, greedy.vocabulary,
+                                   max_decode_length=MAX_DECODE, seed=1)
+  with limits.ExecLimits(workers=1).executor() as executor:
+    search = search_lib.StepwiseSearch(proposer, executor, scorer, beam_size=2,
+                                       step_candidates=2, max_steps=3)
+    results = search.search(questions[:2],
+                            [greedy.encode(q) for q in questions[:2]])
+  assert len(calls) == 3 and sum(calls) >= 2 * 3
+  for result in results:
+    assert result["steps"] and result["prediction"].startswith("def solution():")
+    assert result["score"] is not None and np.isfinite(result["score"])
+
+
+def test_stepwise_refuses_a_prefix_lm_with_one_line(trained, questions, tmp_path):
+  model_dir, env = trained
+  prefix_lm = "models.DecoderOnlyModel.inputs_bidirectional_attention = True"
+  with pytest.raises(ConfigError, match="--decode=stepwise_beam: not supported "
+                     "for a prefix-LM student"):
+    decoder_lib.Decoder(str(model_dir), options=_settings(decode="stepwise_beam"),
+                        gin_bindings=[prefix_lm])
   inputs = _write_inputs(tmp_path / "in.jsonl", questions)
   proc = _infer_cli(f"--checkpoint_dir={model_dir}", f"--input={inputs}",
                     f"--output={tmp_path / 'out.jsonl'}", "--decode=stepwise_beam",
-                    env=env)
+                    f"--gin_bindings={prefix_lm}", env=env)
   assert proc.returncode == 2, proc.stderr[-2000:]
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: --decode=stepwise_beam: not supported"), last

@@ -129,10 +129,10 @@ def _check_family(model: Any, options: DecodeSettings, gin_files: Sequence[str],
                   vocab_dir: Optional[str]) -> bool:
   """True for a decoder-only model; ConfigError for what it cannot decode."""
   if isinstance(model, models.DecoderOnlyModel):
-    if options.decode == "stepwise_beam":
-      raise ConfigError(f"--decode=stepwise_beam: not supported for decoder-only "
-                        f"students ({gin_files}: MODEL is a {type(model).__name__}); "
-                        "use greedy, sample, beam or --refine_rounds")
+    if options.decode == "stepwise_beam" and model._inputs_bidirectional_attention:  # pylint: disable=protected-access
+      raise ConfigError(f"--decode=stepwise_beam: not supported for a prefix-LM "
+                        f"student ({gin_files}: inputs_bidirectional_attention = True; "
+                        "step-wise decoding feeds the prompt one id at a time)")
     if vocab_dir:
       raise ConfigError(f"--vocab_dir: a CodeT5 vocabulary, for encoder-decoder "
                         f"students; {gin_files}: MODEL is a {type(model).__name__} "
@@ -164,8 +164,8 @@ class Decoder:
 
   Raises:
     ConfigError: bad settings, a model of another class, or a setting its
-      family cannot decode with (`stepwise_beam`, `vocab_dir` for a
-      decoder-only student).
+      family cannot decode with (`vocab_dir` for a decoder-only student,
+      `stepwise_beam` for a prefix-LM one).
     FileNotFoundError: a missing checkpoint or model file.
   """
 

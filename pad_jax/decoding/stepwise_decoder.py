@@ -38,6 +38,11 @@ written back.
 Sampling: per-row temperatures (0: argmax) and one static top-k, keys
 folded from an explicit PRNG key by position. Log-probabilities are the
 model's at temperature 1 (t5x's `rescale_log_probs=False`).
+
+A decoder-only student (t5x `DecoderOnlyModel`) is decoded the same way
+through `stepwise_decoder_only.DecoderOnlySteps`: no encoder, the prompt
+fed as the first ids of every row (`LineDecoder.prompted`), the cache
+`prompt room + max_decode_length` positions long.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
+
+from pad_jax.decoding import stepwise_decoder_only
 
 # How a row's line ended (`LineBatch.end`).
 END_LENGTH, END_NEWLINE, END_EOS = 0, 1, 2
@@ -89,7 +96,8 @@ def position_axes(model: Any, params: Any) -> tuple[Optional[int], ...]:
 
   Found from the cache's shapes at two lengths: pad-jax's network keeps
   keys as `[batch, heads, length, head_dim]`, t5x's as `[batch, heads,
-  head_dim, length]`; the write indices are scalars.
+  head_dim, length]`; the write indices are scalars (the decoder-only
+  network's one per row, `[batch]`).
   """
   def shapes(length):
     return jax.tree_util.tree_leaves(jax.eval_shape(functools.partial(
@@ -106,13 +114,15 @@ def _restart(cache: Any, parents: jnp.ndarray, start: jnp.ndarray,
 
   Positions from `start` on are fed again, and t5x's network adds a new
   key/value to what its cache holds (pad-jax's overwrites): they must be
-  zero, as in a fresh cache.
+  zero, as in a fresh cache. The write indices (integer leaves: a scalar,
+  or one per row in the decoder-only network) are set to `start`.
   """
   leaves, treedef = jax.tree_util.tree_flatten(cache)
   out = []
   for x, axis in zip(leaves, axes):
-    if x.ndim == 0:
-      out.append(jnp.full(x.shape, start, x.dtype))
+    if axis is None and jnp.issubdtype(x.dtype, jnp.integer):
+      shape = x.shape if x.ndim == 0 else parents.shape + x.shape[1:]
+      out.append(jnp.full(shape, start, x.dtype))
       continue
     x = jnp.take(x, parents, axis=0)
     if axis is not None:
@@ -134,7 +144,8 @@ def decode_lines(model: Any, params: Any, context: Any, cache: Any,
   """The next line of every row, from its parent's cache row (pure; jit it).
 
   Args:
-    model: `pad_jax.student.models.EncoderDecoderModel`.
+    model: `pad_jax.student.models.EncoderDecoderModel`, or
+      `stepwise_decoder_only.DecoderOnlySteps`.
     params: its parameters.
     context: `model.decoding_context` of the questions.
     cache: the previous call's cache (its row count may differ from this
@@ -244,16 +255,26 @@ class LineDecoder:
 
   Args:
     model: a `pad_jax.student.models.EncoderDecoderModel` (over pad-jax's
-      network or t5x's).
+      network or t5x's), or a t5x `DecoderOnlyModel` (decoded through
+      `stepwise_decoder_only.DecoderOnlySteps`).
     params: its parameters.
     newline: `[vocab]` bool, the ids whose text has a newline.
     eos_id: the EOS id.
-    max_decode_length: the cache length (the most ids of a program).
+    max_decode_length: the most ids of a program.
     top_k: sample among the k most likely ids (0: all).
+
+  Attributes:
+    prompted: a decoder-only model: each row's first ids are its question's
+      prompt (`context` is empty), and the cache holds them too
+      (`sequence_length`).
   """
 
   def __init__(self, model: Any, params: Any, newline: np.ndarray, *,
                eos_id: int, max_decode_length: int, top_k: int = 0):
+    self.prompted = stepwise_decoder_only.is_decoder_only(model)
+    if self.prompted and not isinstance(
+        model, stepwise_decoder_only.DecoderOnlySteps):
+      model = stepwise_decoder_only.DecoderOnlySteps(model)
     self.model, self.params = model, params
     self.max_decode_length = max_decode_length
     self._newline = jnp.asarray(newline, bool)
@@ -263,17 +284,28 @@ class LineDecoder:
     self._decoders, self._cache_shapes = {}, {}
     self._axes = position_axes(model, params)
 
+  def sequence_length(self, input_length: int) -> int:
+    """Cache positions for inputs of `input_length` ids (after the start id).
+
+    The program's `max_decode_length`, plus, for a decoder-only model, the
+    prompt's room (the prompt is in the decoder's rows).
+    """
+    return self.max_decode_length + (input_length if self.prompted else 0)
+
   def context(self, encoder_inputs: np.ndarray, rows_per_input: int) -> Any:
     """`decoding_context` of `[batch, input_len]` questions (encoded once)."""
     return self._context(self.params, encoder_inputs, rows_per_input)
 
   def empty_cache(self, rows: int, input_length: int) -> Any:
-    """A fresh all-zero cache of `rows` rows (its shapes traced once)."""
+    """A fresh all-zero cache of `rows` rows (its shapes traced once).
+
+    Its length is `sequence_length(input_length)`.
+    """
     key = (rows, input_length)
     if key not in self._cache_shapes:
       self._cache_shapes[key] = jax.eval_shape(functools.partial(
           self.model.decoding_cache, rows=rows, input_length=input_length,
-          max_decode_length=self.max_decode_length), self.params)
+          max_decode_length=self.sequence_length(input_length)), self.params)
     return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
                                   self._cache_shapes[key])
 

@@ -20,6 +20,12 @@ new ids at temperature 1 (t5x's `rescale_log_probs=False`).
 `Proposer.propose` is the stateless form (each row its own question,
 nothing cached: the prefix is fed again), for callers that complete
 arbitrary prefixes (`pad_jax.stepwise.verifier_data`).
+
+Either student family: an encoder-decoder student reads each question's
+ids (`Decoder.encode`) in its encoder; a decoder-only student reads them
+(its prompt) as the first ids of each of the question's rows, before the
+program (`LineDecoder.prompted`; `stepwise_decoder_only`). Prefixes,
+proposals and `max_decode_length` count program ids only, either way.
 """
 
 from __future__ import annotations
@@ -79,7 +85,7 @@ class Proposer:
 
   Args:
     model: a `pad_jax.student.models.EncoderDecoderModel` (over pad-jax's
-      network or t5x's).
+      network or t5x's) or a t5x `DecoderOnlyModel`.
     params: its parameters.
     vocabulary: its output vocabulary.
     max_step_length: the most ids of one line.
@@ -103,7 +109,7 @@ class Proposer:
 
   def session(self, encoded: Sequence[Sequence[int]],
               rows_per_question: int) -> "Session":
-    """A batch of questions (encoder ids each), up to that many rows each."""
+    """Questions (`Decoder.encode`'s ids), up to that many rows each."""
     return Session(self, encoded, rows_per_question)
 
   def propose(self, encoded: Sequence[Sequence[int]],
@@ -114,7 +120,8 @@ class Proposer:
     Stateless: each row is its own question and its prefix is fed again.
 
     Args:
-      encoded: each row's encoder input ids (`<s> question </s>`).
+      encoded: each row's question ids (`Decoder.encode`: `<s> question
+        </s>`, or a decoder-only student's prompt).
       prefixes: each row's partial program ids (no decoder start token).
       argmax: each row's candidate is the argmax line (else sampled).
       line: stop at the end of the line; else at EOS.
@@ -145,6 +152,9 @@ class Session:
   When the questions still searched fit half the groups, or a call needs
   other rows per question, the layout is rebuilt (the encoder runs again)
   and the cache rows are gathered into it.
+
+  A decoder-only student's rows start with their question's prompt (the
+  encoded ids): the cache is `prompt room + max_decode_length` long.
   """
 
   def __init__(self, proposer: Proposer, encoded: Sequence[Sequence[int]],
@@ -153,6 +163,10 @@ class Session:
     self.encoded = [list(e) for e in encoded]
     self._input_length = bucket(max(len(e) for e in self.encoded), 1 << 30,
                                 smallest=8)
+    # Ids before each question's program in its decoder rows.
+    self._prompts = (self.encoded if proposer.decoder.prompted
+                     else [[] for _ in self.encoded])
+    self._length = proposer.decoder.sequence_length(self._input_length)
     self._questions: tuple[int, ...] = ()  # question of each row group
     self._rows = 0  # rows per question group
     self._context: Any = None
@@ -199,7 +213,7 @@ class Session:
       (one `Proposal` per row, the cache row each was decoded in).
     """
     p = self.proposer
-    length = p.max_decode_length
+    length = self._length
     counts = collections.Counter(questions)
     if max(counts.values()) > self.slots:
       raise ValueError(f"more than {self.slots} rows for one question")
@@ -220,7 +234,7 @@ class Session:
       r = g * self._rows + used[g]
       used[g] += 1
       cache_rows.append(r)
-      prefix = list(prefix)
+      prefix = self._prompts[q] + list(prefix)
       tokens[r, 1:len(prefix) + 1] = prefix
       lengths[r], alive[r] = len(prefix), True
       temperatures[r] = 0.0 if top else p.temperature
@@ -233,7 +247,8 @@ class Session:
         budget=p.max_step_length if line else length)
     self._row_ids = [tuple(out.tokens[r, 1:lengths[r] + out.new[r] + 1])
                      for r in range(rows)]
-    proposals = [self._proposal(out, r, lengths[r]) for r in cache_rows]
+    proposals = [self._proposal(out, r, lengths[r], len(self._prompts[q]))
+                 for q, r in zip(questions, cache_rows)]
     return proposals, cache_rows
 
   @staticmethod
@@ -253,14 +268,21 @@ class Session:
     return min(common + 1, len(held), len(prefix))
 
   def _proposal(self, out: stepwise_decoder.LineBatch, r: int,
-                prefix_length: int) -> Proposal:
+                prefix_length: int, prompt_length: int) -> Proposal:
+    """Row `r`'s new ids; `prefix_length` counts its prompt's ids too."""
     new = int(out.new[r])
+    end = _ENDS[int(out.end[r])]
+    program = prefix_length - prompt_length
+    # A decoder-only row's room depends on its prompt: it may have gone
+    # past the program's limit, where an encoder-decoder row's cache ends.
+    room = self.proposer.max_decode_length - program
+    if new > room:
+      new, end = room, LENGTH
     ids = tuple(int(t) for t in
                 out.tokens[r, prefix_length + 1:prefix_length + 1 + new])
-    end = _ENDS[int(out.end[r])]
     # An unfinished program at the decode limit has no room for another
     # line: it ends at LENGTH.
     limit = self.proposer.max_decode_length - 1
-    if end != EOS and prefix_length + new >= limit:
+    if end != EOS and program + new >= limit:
       end = LENGTH
     return Proposal(ids, float(out.logprob[r]), end)
