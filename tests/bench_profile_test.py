@@ -20,7 +20,8 @@ from pad_jax.bench import profile
     ("jit(f)/transpose(jvp(DecoderOnlyTransformer))/layers_0/mlp/dot_general", "MLP"),
     ("jit(f)/DecoderOnlyTransformer/layers_0/pre_mlp_layer_norm/mul", "norms"),
     ("jit(f)/DecoderOnlyTransformer/token_embedder/gather", "embedding"),
-    ("jit(f)/add", "other"),
+    ("jit(f)/DecoderOnlyTransformer/token_embedder.attend/dot_general", "output layer"),
+    ("jit(f)/add", profile.OUTSIDE),
 ])
 def test_parts(source, part):
   assert profile.part_of(source) == part
@@ -47,7 +48,7 @@ def test_a_traced_call_is_attributed_to_its_sources():
   run()
   result = profile.op_profile(run, compiled.as_text())
   assert result["op_cpu_seconds"] > 0
-  assert set(result["by_part"]) <= {"MLP", "output layer", "other"}
+  assert set(result["by_part"]) <= {"MLP", "output layer", profile.OUTSIDE}
   assert result["by_part"].get("MLP", 0) + result["by_part"].get("output layer", 0) > 0.5
   assert result["by_kind"]["matrix products"] > 0.5
   assert result["top_ops"][0]["source"].startswith("Net/")

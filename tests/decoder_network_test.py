@@ -55,16 +55,22 @@ def _forward(module, params, tokens, **kwargs):
 
 
 def _naive_greedy(module, params, prompt, length, bidirectional):
-  """Greedy ids by full forward passes over the growing sequence."""
+  """Greedy ids by full forward passes over the growing sequence.
+
+  Each pass reads the whole sequence, zero-padded to `length` (one compiled
+  shape): a position's logits do not see the positions after it.
+  """
+  forward = jax.jit(lambda tokens, causal: module.apply(
+      {"params": params}, tokens, jnp.ones_like(tokens), enable_dropout=False,
+      decoder_causal_attention=causal))
+  causal = None
+  if bidirectional:
+    causal = jnp.asarray([[1] * (len(prompt) + 1) + [0] * (length - len(prompt) - 1)])
   tokens = [0, *prompt]
   while len(tokens) < length:
-    causal = None
-    if bidirectional:
-      causal = jnp.asarray([[1] * (len(prompt) + 1) +
-                            [0] * (len(tokens) - len(prompt) - 1)])
-    logits = _forward(module, params, [tokens],
-                      decoder_causal_attention=causal)
-    tokens.append(int(np.argmax(logits[0, -1])))
+    padded = jnp.asarray([tokens + [0] * (length - len(tokens))])
+    logits = np.asarray(forward(padded, causal))
+    tokens.append(int(np.argmax(logits[0, len(tokens) - 1])))
   return tokens[len(prompt) + 1:]
 
 

@@ -11,8 +11,10 @@ import json
 import subprocess
 import sys
 
+from absl import flags
 import pytest
 
+from pad_jax import infer as infer_cli
 from pad_jax.student import hf_import as convert_hf
 from pad_jax.decoding import decoder as infer
 from pad_jax.decoding import files as decode_files
@@ -231,13 +233,20 @@ def test_settings_flags_are_checked_before_any_work(tmp_path):
   inputs = _write_inputs(tmp_path / "in.jsonl")
   common = ["--checkpoint_dir=/nonexistent", f"--input={inputs}",
             f"--output={tmp_path / 'out.jsonl'}"]
-  for flags, flag in ((["--refine_rounds=-1"], "--refine_rounds"),
-                      (["--refine_rounds=1", "--decode=sample", "--num_decodes=2"],
-                       "--refine_rounds"),
-                      (["--num_decodes=4"], "--num_decodes"),
-                      (["--decode=beam", "--beam_size=2", "--num_decodes=3"], "--num_decodes")):
-    proc = _infer_cli(*common, *flags)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {flag}:")
+  cases = ((["--refine_rounds=-1"], "--refine_rounds"),
+           (["--refine_rounds=1", "--decode=sample", "--num_decodes=2"], "--refine_rounds"),
+           (["--num_decodes=4"], "--num_decodes"),
+           (["--decode=beam", "--beam_size=2", "--num_decodes=3"], "--num_decodes"))
+  # Each case, through the command's own flags and check (in process) ...
+  for args, flag in cases:
+    values = flags.FlagValues()
+    infer_cli.define_flags(values)
+    values(["infer", *common, *args])
+    with pytest.raises(ConfigError, match=f"^{flag}:"):
+      infer_cli.settings_from_flags(values).validate(prefix="--")
+  # ... and one through the command: one line, exit 2, no output written.
+  proc = _infer_cli(*common, *cases[0][0])
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: --refine_rounds:")
   assert not (tmp_path / "out.jsonl").exists()
   assert "--refine_rounds" in _infer_cli("--help").stdout

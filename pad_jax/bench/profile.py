@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 
 # (part, pattern on the op's source path); the first match wins.
 PARTS = (
-    ("output layer", r"logits_dense|/attend|lm_head|output_logits"),
+    ("output layer", r"logits_dense|[./]attend\b|lm_head|output_logits"),
     ("embedding", r"token_embedder"),
     ("attention q/k/v/o projections",
      r"attention/(?:[^/]*\._project|query|key|value|qkv|out)(?:/|$)"),
@@ -84,12 +84,19 @@ def hlo_ops(hlo_text: str) -> dict[str, tuple[str, str]]:
   return kinds
 
 
+OUTSIDE = "outside the network (loss, optimizer, sampling)"
+
+
 def part_of(source: str) -> str:
-  """The network part of an op's source path (`PARTS`), else `other`."""
+  """The network part of an op's source path (`PARTS`), else `OUTSIDE`.
+
+  t5x's loss, optimizer update and sampling run outside the Flax module, so
+  their ops carry no module path (`jvp()/exp`).
+  """
   for part, pattern in PARTS:
     if re.search(pattern, source):
       return part
-  return "other"
+  return OUTSIDE
 
 
 def phase_of(source: str) -> str:
@@ -168,10 +175,8 @@ def notes(profile: dict[str, Any]) -> list[str]:
   """Two lines for `profile_notes`: the parts and the largest ops."""
   def pct(shares, limit=6):
     return ", ".join(f"{k} {v:.0%}" for k, v in list(shares.items())[:limit])
-  ops = "; ".join(
-      f"{o['op']} ({o['opcode']}, {o['share']:.0%}, "
-      f"{re.sub(r'^(while/body/)?[A-Za-z]*Transformer/', '', o['source'])[-70:]})"
-      for o in profile["top_ops"][:4])
+  ops = "; ".join(f"{o['op']} ({o['opcode']}, {o['share']:.0%}, {o['source'][:90]})"
+                  for o in profile["top_ops"][:4])
   return [
       f"Profile (jax.profiler trace of one call, {profile['op_cpu_seconds']} "
       f"CPU-s of XLA ops): by part {pct(profile['by_part'])}; by phase "
