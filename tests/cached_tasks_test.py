@@ -103,6 +103,7 @@ def _wait_for_checkpoint(proc, model_dir, step, timeout=400):
   return marker.exists()
 
 
+@pytest.mark.slow  # ~95 s; the uncached twin (tests/train_test.py) resumes after kill -9 by default
 def test_t5x_train_from_cache_resumes_bit_identically_after_kill9(data, tmp_path):
   _garble(data["shards"])  # From here on only the cache can feed training.
   extra = [f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'", "--gin.USE_CACHED_TASKS=True",

@@ -28,6 +28,19 @@ def shared_data() -> pathlib.Path:
   return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def tiny_decoder_student(tmp_path_factory):
+  """(MODEL_DIR, env): models/tiny_decoder.gin trained 60 steps by `t5x.train`.
+
+  `decoder_testlib.train`, once per session, for the decoder-only decoding
+  and export tests (they only read it).
+  """
+  import decoder_testlib  # pylint: disable=import-outside-toplevel
+  return decoder_testlib.train(tmp_path_factory.mktemp("tiny_decoder_student"),
+                               "pad_tiny_decoder_student", decoder_testlib.STEPS,
+                               max_input=decoder_testlib.MAX_INPUT)
+
+
 def subprocess_env(**extra: str) -> dict:
   """The environment of a command under test: CPU JAX, quiet TF, no API key."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", **extra)

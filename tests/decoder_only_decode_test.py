@@ -39,17 +39,14 @@ from tasks import decoder_tasks
 import decoder_testlib
 import train_testlib as tl
 
-STEPS = 60
 MAX_DECODE = 96
-MAX_INPUT = 64
-TASK = "pad_decoder_only_decode_test"
+MAX_INPUT = decoder_testlib.MAX_INPUT
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """(MODEL_DIR, env) of a short t5x.train run of the tiny decoder student."""
-  return decoder_testlib.train(tmp_path_factory.mktemp("decoder_only_decode"),
-                               TASK, STEPS, max_input=MAX_INPUT)
+def trained(tiny_decoder_student):
+  """(MODEL_DIR, env) of a short t5x.train run of the tiny decoder student (conftest)."""
+  return tiny_decoder_student
 
 
 @pytest.fixture(scope="module")

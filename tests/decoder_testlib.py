@@ -14,6 +14,9 @@ import sys
 import train_testlib as tl
 
 DECODER_GIN = "models/tiny_decoder.gin"
+# conftest's session fixture `tiny_decoder_student`: its steps and prompt length.
+STEPS = 60
+MAX_INPUT = 64
 
 
 def train(tmp: pathlib.Path, task: str, steps: int, max_input: int = 64,

@@ -25,6 +25,7 @@ TOY_T5X_RUN = REPO / "tests" / "testdata" / "toy_t5x_run.gin"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # ~90 s, two tiny pipelines; the sweep's orchestration is tested below by default
 def test_data_efficiency_sweep_end_to_end(tmp_path):
   out_dir = tmp_path / "exp"
   command = [

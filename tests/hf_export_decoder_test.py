@@ -189,18 +189,15 @@ def test_out_bias_without_qkv_bias_is_refused():
 # ------------------------------------------------------------------------------
 # A t5x-trained decoder student, exported by the command.
 # ------------------------------------------------------------------------------
-STEPS = 30
+STEPS = decoder_testlib.STEPS
 MAX_DECODE = 128  # the run's target length: generation_config's max_new_tokens
 CARD_QUESTION = "Tom has 3 apples and buys 5 more. How many apples?"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """MODEL_DIR of a short t5x.train run of models/tiny_decoder.gin."""
-  model_dir, _ = decoder_testlib.train(
-      tmp_path_factory.mktemp("hf_export_decoder"), "pad_hf_export_decoder_test",
-      STEPS)
-  return model_dir
+def trained(tiny_decoder_student):
+  """MODEL_DIR of a short t5x.train run of models/tiny_decoder.gin (conftest)."""
+  return tiny_decoder_student[0]
 
 
 def _usage_snippet(card, out):

@@ -119,6 +119,7 @@ def _stage(root, summary, rounds):
   return lambda: refine_stage.run(ctx, stage_configs, {"train": {"summary": summary}})
 
 
+@pytest.mark.slow  # ~90 s; the refine stage trains for real in tests/refine_train_test.py, resuming is tested above
 def test_two_rounds_continue_the_student_and_resume_after_an_interrupted_round(
     trained, monkeypatch):
   root, summary = trained
