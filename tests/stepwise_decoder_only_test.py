@@ -20,21 +20,12 @@ from t5x import models
 from pad_jax.decoding import stepwise_decoder_only
 from pad_jax.decoding import stepwise_proposer as proposer_lib
 from pad_jax.student import decoder_network
+import stepwise_testlib as stl
 
 VOCAB = 97
-EOS = 1
+EOS = stl.EOS
 LENGTH = 40  # program ids
 PROMPT_ROOM = 24  # the greedy batch's prompt room (BOS + prompt)
-
-
-class _Vocabulary:
-  """Just what the proposer reads: size, EOS and which ids hold a newline."""
-
-  def __init__(self, newline):
-    self.vocab_size, self.eos_id, self._newline = VOCAB, EOS, newline
-
-  def decode(self, ids):
-    return "\n" if ids[0] in self._newline else "x"
 
 
 def _model(bidirectional=False):
@@ -72,16 +63,8 @@ def _setup():
       params, {"decoder_input_tokens": tokens,
                "decoder_causal_attention": causal}))
   greedy = decodes[:, :LENGTH]  # the prompt stripped, as `Decoder` cuts it
-  # Random weights write no structure: make the ids greedy writes at a few
-  # positions the "newline" ids, so its programs have lines of mixed length.
-  newline = {int(greedy[r, p]) for r in range(len(prompts)) for p in (3, 10)}
-  newline -= {EOS, 0}
-  return model, params, prompts, greedy, _Vocabulary(newline)
-
-
-def _until_eos(ids):
-  ids = [int(t) for t in ids]
-  return ids[:ids.index(EOS) + 1] if EOS in ids else ids
+  vocabulary = stl.Vocabulary(VOCAB, stl.newline_ids_of(greedy))
+  return model, params, prompts, greedy, vocabulary
 
 
 def test_chained_lines_are_greedy():
@@ -89,31 +72,7 @@ def test_chained_lines_are_greedy():
   proposer = proposer_lib.Proposer(model, params, vocabulary,
                                    max_decode_length=LENGTH, max_step_length=64)
   assert proposer.decoder.prompted
-  copies = 8  # 64 rows: the last rows of a line finish alone
-  session = proposer.session(prompts, copies)
-  programs = {q: () for q in range(len(prompts))}
-  rows = {q: None for q in range(len(prompts))}
-  lines = {q: 0 for q in range(len(prompts))}
-  for _ in range(LENGTH):
-    if not programs:
-      break
-    order = [q for q in sorted(programs) for _ in range(copies)]
-    proposals, cache_rows = session.propose(
-        order, [rows[q] for q in order], [programs[q] for q in order],
-        [True] * len(order))
-    for q, proposal, row in list(zip(order, proposals, cache_rows))[::copies]:
-      programs[q] += proposal.tokens
-      rows[q] = row
-      lines[q] += 1
-      if proposal.end != proposer_lib.NEWLINE:
-        expected = _until_eos(greedy[q])
-        assert list(programs[q]) == expected[:len(programs[q])], q
-        # The LENGTH rule stops one id short of the program limit.
-        assert len(programs[q]) >= min(len(expected), LENGTH - 1)
-        assert len(programs[q]) <= LENGTH
-        del programs[q]
-  assert not programs
-  assert max(lines.values()) >= 3  # several lines, of different lengths
+  stl.check_chained_lines_are_greedy(proposer, prompts, greedy, LENGTH)
 
 
 def test_continuing_a_cache_row_equals_a_fresh_decode():
@@ -121,27 +80,7 @@ def test_continuing_a_cache_row_equals_a_fresh_decode():
   proposer = proposer_lib.Proposer(model, params, vocabulary,
                                    max_decode_length=LENGTH, temperature=1.0,
                                    seed=3)
-  session = proposer.session(prompts[:3], 16)
-  questions = [q for q in range(3) for _ in range(12)]
-  first, rows = session.propose(questions, [None] * 36, [()] * 36,
-                                [k == 0 for _ in range(3) for k in range(12)])
-  by_length = {}
-  for i, proposal in enumerate(first):  # parents of different lengths
-    by_length.setdefault((questions[i], len(proposal.tokens)), i)
-  keep = []
-  for q in range(3):  # two parents per question at most: 16 rows
-    keep += sorted(i for (p, _), i in by_length.items() if p == q)[:2]
-  assert len({len(first[i].tokens) for i in keep}) >= 2
-  questions = [questions[i] for i in keep for _ in range(8)]
-  parents = [rows[i] for i in keep for _ in range(8)]
-  prefixes = [first[i].tokens for i in keep for _ in range(8)]
-  second, _ = session.propose(questions, parents, prefixes,
-                              [True] * len(questions))
-  fresh = proposer.propose([prompts[q] for q in questions], prefixes,
-                           [True] * len(questions))
-  for a, b in zip(second, fresh):
-    assert a.tokens == b.tokens and a.end == b.end
-    assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+  stl.check_continuing_equals_fresh(proposer, prompts)
 
 
 def test_a_prefix_lm_is_refused():
