@@ -27,12 +27,12 @@ import pathlib
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
-from gin import config_parser
 
 from pad_jax.data import benchmarks
 from pad_jax.decoding.settings import DecodeSettings
 from pad_jax.errors import ConfigError
 from pad_jax.execution import limits as limits_lib
+from pad_jax.pipeline import model_files
 from pad_jax.refine import mutations
 from pad_jax.teacher import planning
 
@@ -237,7 +237,7 @@ class TrainConfig:
     registers its data with the decoder-only (prefix LM) task layout."""
     refs: list[str] = []
     for name in self.model_gin_files:
-      _model_refs(self.find_gin_file(name), self.search_paths(), refs)
+      model_files.model_refs(self.find_gin_file(name), self.search_paths(), refs)
     return bool(refs) and refs[-1].rsplit(".", 1)[-1] == "DecoderOnlyModel"
 
   def validate(self) -> None:
@@ -265,32 +265,6 @@ class TrainConfig:
           ("vocabulary_macro", bool(self.vocabulary_macro),
            "must name the model's vocabulary macro with a decoder-only student"),
       ], self)
-
-
-class _GinRefs(config_parser.ParserDelegate):
-  """Parses gin values, keeping configurable references as their names."""
-
-  def configurable_reference(self, scoped_name, evaluate):
-    return ("@", scoped_name)
-
-  def macro(self, name):
-    return None
-
-
-def _model_refs(path: pathlib.Path, search_paths: Sequence[str], refs: list[str]) -> None:
-  """Appends to `refs` the configurable `X` of each `MODEL = @X()` binding of a gin
-  file and of the files it includes, in gin's order."""
-  for statement in config_parser.ConfigParser(path.read_text(encoding="utf-8"), _GinRefs()):
-    if isinstance(statement, config_parser.IncludeStatement):
-      found = [pathlib.Path(b, statement.filename) for b in ["", *search_paths]]
-      found = [p for p in found if p.is_file()]
-      if not found:
-        raise ConfigError(f"{path}: included gin file {statement.filename!r} not found in "
-                          f"{list(search_paths)}")
-      _model_refs(found[0], search_paths, refs)
-    elif (isinstance(statement, config_parser.BindingStatement) and statement.selector == "MODEL"
-          and not statement.scope and isinstance(statement.value, tuple)):
-      refs.append(statement.value[1])
 
 
 @gin.configurable
