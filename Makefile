@@ -35,8 +35,11 @@ demo: $(STAMP)
 	$(PY) -m pad_jax.pipeline --gin_file=gin_configs/pipelines/demo.gin
 	$(PY) -m pad_jax.experiments --name=demo_stages
 
+# Two pytest workers (a test file stays on one worker): most tests wait on one
+# core (imports, compiles, subprocesses), so 2 workers use the 2 cores better.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 # setup-tpu / setup-gpu: the `tpu` / `gpu` extra of setup.py.
 setup-tpu setup-gpu: setup-%:

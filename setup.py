@@ -51,6 +51,7 @@ EXTRAS = {
     "test": [
         "pytest",
         "pytest-timeout",
+        "pytest-xdist",
         "transformers",
         "safetensors",
         "torch==2.13.0",
