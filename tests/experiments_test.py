@@ -166,7 +166,7 @@ def test_cot_reader_names_file_line_and_field(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in experiments.EXPERIMENTS_DIR.glob("*.gin")
-                                        if p.stem != "pad_common"))
+                                        if not p.stem.endswith("_common")))
 def test_every_experiment_config_parses_and_validates(name):
   import gin
   gin.clear_config()
@@ -195,8 +195,8 @@ def test_a_bad_point_fails_the_sweep_before_anything_runs(tmp_path):
   assert not (tmp_path / "exp").exists()
 
 
-@pytest.mark.parametrize("name", ["stages_tiny", "stages_demo", "demo_stages", "self_consistency_tiny",
-                                  "cot_baseline_tiny"])
+@pytest.mark.parametrize("name", ["stages_tiny", "stages_demo", "demo_stages", "demo_stages_decoder",
+                                  "self_consistency_tiny", "cot_baseline_tiny"])
 def test_every_point_of_a_named_sweep_validates(name):
   import gin
   files = [str(experiments.experiment_gin_file(name))]
