@@ -157,7 +157,7 @@ def summarize(times: dict[str, list[float]], ops: dict[str, tuple[str, str]],
 
   rows.sort(reverse=True)
   return {
-      "op_cpu_seconds": round(total, 3),
+      "op_cpu_seconds": float(f"{total:.4g}"),  # a tiny call's ops take microseconds
       "by_part": shares(parts), "by_phase": shares(phases),
       "by_kind": shares(kinds),
       "top_ops": [{"op": name, "opcode": opcode, "share": round(s / total, 3),
@@ -178,7 +178,7 @@ def notes(profile: dict[str, Any]) -> list[str]:
   ops = "; ".join(f"{o['op']} ({o['opcode']}, {o['share']:.0%}, {o['source'][:90]})"
                   for o in profile["top_ops"][:4])
   return [
-      f"Profile (jax.profiler trace of one call, {profile['op_cpu_seconds']} "
+      f"Profile (jax.profiler trace of one call, {profile['op_cpu_seconds']:.3g} "
       f"CPU-s of XLA ops): by part {pct(profile['by_part'])}; by phase "
       f"{pct(profile['by_phase'])}; {pct(profile['by_kind'])}.",
       f"Largest ops: {ops}.",
