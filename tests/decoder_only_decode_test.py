@@ -37,6 +37,7 @@ from pad_jax.execution import scoring
 from pad_jax.student import model_gin
 from tasks import decoder_tasks
 import decoder_testlib
+import stepwise_testlib as stl
 import train_testlib as tl
 
 MAX_DECODE = 96
@@ -138,18 +139,6 @@ def test_infer_greedy_writes_programs_that_run(trained, questions, tmp_path):
   assert counts["ok"] >= 1, (counts, [r["prediction"] for r in rows])
 
 
-def _runs(tokens, vocabulary, executor):
-  """Whether every line prefix of a program's ids passes the sandbox."""
-  newline = proposer_lib.newline_ids(vocabulary)
-  ids = [t for t in tokens if t != vocabulary.eos_id]
-  checks = [steps_lib.runnable(vocabulary.decode(ids[:i + 1]))
-            for i, t in enumerate(ids) if newline[t]]
-  if any(c.kind == steps_lib.SYNTAX_ERROR for c in checks):
-    return False
-  results = executor.run([c.program for c in checks])
-  return all(r.ok for c, r in zip(checks, results) if c.kind == steps_lib.RUN)
-
-
 def test_stepwise_one_beam_one_candidate_is_greedy(trained, greedy, tmp_path):
   questions = [p.question for p in synthetic.generate("test", 6, seed=0)]
   inputs = _write_inputs(tmp_path / "in.jsonl", questions)
@@ -169,7 +158,7 @@ def test_stepwise_one_beam_one_candidate_is_greedy(trained, greedy, tmp_path):
         n = len(s["tokens"])
         assert s["tokens"] == g["tokens"][:n], (s, g)
       if (g["tokens"][-1:] == [eos] and steps_lib.runnable(
-          g["prediction"]).complete and _runs(g["tokens"], vocabulary,
+          g["prediction"]).complete and stl.prefixes_run(g["tokens"], vocabulary,
                                                executor)):
         # No prefix of greedy's program fails: the search writes it.
         assert s["complete"] and s["prediction"] == g["prediction"]

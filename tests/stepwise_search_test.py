@@ -26,6 +26,7 @@ from pad_jax.decoding import stepwise_search as search_lib
 from pad_jax.decoding import stepwise_steps as steps
 from pad_jax.stepwise import verifier_data as builder
 from tasks import verifier_tasks
+import stepwise_testlib as stl
 import train_testlib as tl
 
 STEPS = 200
@@ -59,19 +60,6 @@ def _read(path):
   return [json.loads(line) for line in open(path)]
 
 
-def _prefixes_run(tokens, vocabulary, executor):
-  """Whether every line prefix of a program's ids passes the sandbox."""
-  newline = proposer_lib.newline_ids(vocabulary)
-  eos = vocabulary.eos_id
-  ids = [t for t in tokens if t != eos]
-  checks = [steps.runnable(vocabulary.decode(ids[:i + 1]))
-            for i, t in enumerate(ids) if newline[t]]
-  if any(c.kind == steps.SYNTAX_ERROR for c in checks):
-    return False
-  results = executor.run([c.program for c in checks])
-  return all(r.ok for c, r in zip(checks, results) if c.kind == steps.RUN)
-
-
 def test_one_beam_one_candidate_is_greedy(student, tmp_path):
   model_dir, _ = student
   questions = _write_questions(tmp_path / "in.jsonl", 8)
@@ -93,7 +81,7 @@ def test_one_beam_one_candidate_is_greedy(student, tmp_path):
       assert all(len(step["kept"]) <= 1 for step in s["steps"])
       ends_at_return = (g["tokens"][-1:] == [eos] and steps.runnable(
           g["prediction"]).complete)
-      if ends_at_return and _prefixes_run(g["tokens"], vocabulary, executor):
+      if ends_at_return and stl.prefixes_run(g["tokens"], vocabulary, executor):
         # No prefix of greedy's program fails: the search writes it.
         assert s["complete"], s["steps"]
         assert s["prediction"] == g["prediction"]

@@ -9,6 +9,10 @@ same two checks over their own model:
 * `check_continuing_equals_fresh`: a row continuing its parent's cache row
   decodes what a fresh decode of the same prefix decodes.
 
+`prefixes_run` (for the search tests on trained students,
+`tests/stepwise_search_test.py`, `tests/decoder_only_decode_test.py`): every
+line prefix of a program passes the sandbox.
+
 Random weights write no structure, so each test's `Vocabulary` calls a few
 of the ids greedy writes "newlines" (`newline_ids_of`), which gives its
 programs lines of mixed length.
@@ -22,6 +26,7 @@ import numpy as np
 import pytest
 
 from pad_jax.decoding import stepwise_proposer as proposer_lib
+from pad_jax.decoding import stepwise_steps as steps
 
 EOS = 1
 
@@ -107,3 +112,15 @@ def check_continuing_equals_fresh(proposer: proposer_lib.Proposer,
   for a, b in zip(second, fresh):
     assert a.tokens == b.tokens and a.end == b.end
     assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+def prefixes_run(tokens, vocabulary, executor) -> bool:
+  """Whether every line prefix of a program's ids passes the sandbox."""
+  newline = proposer_lib.newline_ids(vocabulary)
+  ids = [t for t in tokens if t != vocabulary.eos_id]
+  checks = [steps.runnable(vocabulary.decode(ids[:i + 1]))
+            for i, t in enumerate(ids) if newline[t]]
+  if any(c.kind == steps.SYNTAX_ERROR for c in checks):
+    return False
+  results = executor.run([c.program for c in checks])
+  return all(r.ok for c, r in zip(checks, results) if c.kind == steps.RUN)
