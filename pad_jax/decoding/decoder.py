@@ -37,6 +37,7 @@ from t5x import utils
 from pad_jax import checkpoints
 from pad_jax import jsonl
 from pad_jax.decoding import beam_search
+from pad_jax.decoding import stepwise_decoder_only
 from pad_jax.decoding.settings import DecodeSettings
 from pad_jax.errors import ConfigError, DataError
 from pad_jax.student import model_gin
@@ -129,7 +130,7 @@ def _check_family(model: Any, options: DecodeSettings, gin_files: Sequence[str],
                   vocab_dir: Optional[str]) -> bool:
   """True for a decoder-only model; ConfigError for what it cannot decode."""
   if isinstance(model, models.DecoderOnlyModel):
-    if options.decode == "stepwise_beam" and model._inputs_bidirectional_attention:  # pylint: disable=protected-access
+    if options.decode == "stepwise_beam" and stepwise_decoder_only.is_prefix_lm(model):
       raise ConfigError(f"--decode=stepwise_beam: not supported for a prefix-LM "
                         f"student ({gin_files}: inputs_bidirectional_attention = True; "
                         "step-wise decoding feeds the prompt one id at a time)")

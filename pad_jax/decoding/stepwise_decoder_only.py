@@ -46,6 +46,13 @@ def is_decoder_only(model: Any) -> bool:
   return isinstance(model, (models.DecoderOnlyModel, DecoderOnlySteps))
 
 
+def is_prefix_lm(model: models.DecoderOnlyModel) -> bool:
+  """Whether the prompt attends to itself both ways, which step-wise decoding
+  (one id at a time) cannot do: `inputs_bidirectional_attention`."""
+  # No public accessor; t5x's own predict_batch reads it the same way.
+  return bool(model._inputs_bidirectional_attention)  # pylint: disable=protected-access
+
+
 class DecoderOnlySteps:
   """A `DecoderOnlyModel` seen through the line decoder's four methods.
 
@@ -58,8 +65,7 @@ class DecoderOnlySteps:
   """
 
   def __init__(self, model: models.DecoderOnlyModel):
-    # No public accessor; t5x's own predict_batch reads it the same way.
-    if model._inputs_bidirectional_attention:  # pylint: disable=protected-access
+    if is_prefix_lm(model):
       raise ValueError("step-wise decoding feeds the prompt one id at a time: "
                        "a prefix LM (inputs_bidirectional_attention=True) "
                        "cannot be decoded step-wise")
